@@ -1,0 +1,471 @@
+"""Exports a Keras text classifier to a verified TFLite flatbuffer.
+
+One call takes a trained (possibly factorized, possibly int8-factor) model to
+a `.tflite` file: cast to float32 if the model runs in mixed precision, fold
+low-rank projections (`keras_lowrank.export.folding`), freeze the variables
+into constants, convert with builtin TFLite ops only, then check the file:
+no Flex (Select TF) ops, and the `ai_edge_litert` interpreter reproduces the
+Keras outputs on a probe batch.
+
+Why freezing: `TFLiteConverter.from_concrete_functions` keeps Keras 3
+variables as resource variables unless they are tracked, and then silently
+writes a weightless model whose outputs are NaN. Freezing the concrete
+function first makes every weight a constant of the graph.
+
+Why recurrent layers are unrolled for a dynamic batch: a Keras recurrent
+layer runs a `while` loop over a TensorList whose element shape contains the
+batch size; TFLite's builtin lowering needs that shape static. Unrolling over
+the (known) sequence length computes the same thing with builtin ops only.
+With a fixed `batch_size` the loop is kept.
+
+This module must not change the model it is given, and must not train.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
+# Per-mode tolerance on the max abs difference against Keras, used by tests
+# and benchmarks to judge an export (logits of small classifiers).
+TOLERANCES = {None: 1e-4, "dynamic": 0.1, "float16": 1e-2, "int8": 0.5}
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What `export_tflite` wrote and how it was checked.
+
+    Attributes:
+        path: The `.tflite` file written.
+        bytes: Its size in bytes.
+        quantize: The quantization mode used.
+        ops: Builtin op name -> count, over all subgraphs.
+        flex_ops: Custom/Flex ops found (always empty: export fails otherwise).
+        max_abs_difference: Max |TFLite - Keras| over the probe batch.
+        probe_shape: Shape of the probe batch of ids.
+        input_shape: The input signature, `None` for a dynamic dimension.
+        folded: Whether projections were folded into consumers.
+        fold_report: The `FoldReport` (or `None` when `fold=False`).
+        unrolled: Names of recurrent layers unrolled for a dynamic batch.
+        cast_to_float32: Whether a mixed-precision model was cast first.
+    """
+
+    path: str
+    bytes: int
+    quantize: str | None
+    ops: dict
+    flex_ops: list
+    max_abs_difference: float
+    probe_shape: tuple
+    input_shape: tuple
+    folded: bool
+    fold_report: object = None
+    unrolled: list = dataclasses.field(default_factory=list)
+    cast_to_float32: bool = False
+
+    def to_dict(self):
+        out = dataclasses.asdict(self)
+        out["fold_report"] = (
+            self.fold_report.to_dict() if self.fold_report is not None else None
+        )
+        return out
+
+    def __str__(self):
+        ops = ", ".join(f"{k}x{v}" for k, v in sorted(self.ops.items()))
+        lines = [
+            f"{self.path}: {self.bytes:,} bytes (quantize={self.quantize})",
+            f"  input {self.input_shape}; ops: {ops}",
+            f"  max |tflite - keras| on probe {self.probe_shape}: "
+            f"{self.max_abs_difference:.3g}",
+        ]
+        if self.fold_report is not None:
+            lines.append("  " + str(self.fold_report).replace("\n", "\n  "))
+        if self.unrolled:
+            lines.append(f"  unrolled for dynamic batch: {', '.join(self.unrolled)}")
+        return "\n".join(lines)
+
+
+def export_tflite(
+    model,
+    path,
+    *,
+    quantize=None,
+    fold=True,
+    representative_dataset=None,
+    probe=None,
+    sequence_length=None,
+    batch_size=None,
+):
+    """Exports a Keras text model to a `.tflite` file and verifies it.
+
+    The model takes integer token ids of shape `(batch, sequence_length)`.
+    The exported signature takes int32 ids; the batch is dynamic (resize the
+    interpreter's input) unless `batch_size` is given. Low-rank projections
+    are folded into their consumers first (`fold_projections`); a
+    `LowRankEmbedding` quantized with `layer.quantize("int8")` keeps its int8
+    factors in the file. Only builtin TFLite ops are allowed.
+
+    After conversion the file is run in `ai_edge_litert`'s interpreter on a
+    probe batch and compared with the Keras model; a NaN output or a Flex op
+    is an error.
+
+    Args:
+        model: A built `keras.Model` with one integer input.
+        path: Output file, must end in `.tflite`.
+        quantize: `None` (float32), `"dynamic"` (int8 weights, float
+            activations), `"float16"` (float16 weights) or `"int8"` (full
+            integer; needs `representative_dataset`).
+        fold: Whether to fold low-rank projections into their consumers.
+        representative_dataset: For `quantize="int8"`: an array of ids
+            `(n, sequence_length)`, or a callable returning an iterable of
+            `[ids]` lists, as TFLite expects.
+        probe: Ids `(n, sequence_length)` to compare TFLite with Keras on.
+            Default: 8 random padded sequences.
+        sequence_length: Needed only when the model input has no fixed
+            length (and always then for recurrent layers).
+        batch_size: Fix the batch dimension (default: dynamic; 1 for a
+            model with a backward recurrent layer, e.g. `Bidirectional`,
+            see `ExportReport.input_shape`).
+
+    Returns:
+        An `ExportReport`.
+
+    Example:
+
+    ```python
+    report = keras_lowrank.export_tflite(model, "model.tflite", quantize="dynamic")
+    print(report.bytes, report.max_abs_difference)
+    ```
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(
+            "Expected `quantize` to be one of None, 'dynamic', 'float16', "
+            f"'int8', received: quantize={quantize!r}"
+        )
+    if quantize == "int8" and representative_dataset is None:
+        raise ValueError(
+            "`quantize='int8'` (full integer) needs `representative_dataset` "
+            "to calibrate activation ranges, received: "
+            "representative_dataset=None"
+        )
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).endswith(
+        ".tflite"
+    ):
+        raise ValueError(
+            f"Expected `path` to be a file name ending in '.tflite', received: "
+            f"path={path!r}"
+        )
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
+        raise ValueError(
+            "Expected `batch_size` to be None or a positive integer, received: "
+            f"batch_size={batch_size!r}"
+        )
+    import keras
+    import tensorflow as tf
+
+    from keras_lowrank.export import folding
+
+    if not isinstance(model, keras.Model) or not model.built or not model.inputs:
+        raise ValueError(
+            "Expected `model` to be a built keras.Model with a defined input, "
+            f"received: model={model!r}"
+        )
+    if len(model.inputs) != 1:
+        raise ValueError(
+            "Expected `model` to take one input of token ids, received a model "
+            f"with {len(model.inputs)} inputs"
+        )
+    _check_quantized_layers(model, folding)
+
+    seq_len = model.inputs[0].shape[1] if len(model.inputs[0].shape) > 1 else None
+    if sequence_length is not None:
+        if not isinstance(sequence_length, int) or sequence_length <= 0:
+            raise ValueError(
+                "Expected `sequence_length` to be a positive integer, received: "
+                f"sequence_length={sequence_length!r}"
+            )
+        if seq_len is not None and seq_len != sequence_length:
+            raise ValueError(
+                f"`sequence_length={sequence_length}` differs from the model "
+                f"input length {seq_len}"
+            )
+        seq_len = sequence_length
+
+    keras_model = model
+    export_model, cast = _as_float32(model, folding)
+    fold_report = None
+    if fold:
+        export_model, fold_report = folding.fold_projections(export_model)
+
+    recurrent = _recurrent_layers(export_model)
+    if recurrent and seq_len is None:
+        raise ValueError(
+            "The model has recurrent layers "
+            f"({', '.join(l.name for l in recurrent)}) and no fixed input "
+            "length: pass `sequence_length`."
+        )
+    if batch_size is None and any(
+        getattr(layer, "go_backwards", False) for layer in recurrent
+    ):
+        # Keras' unrolled loop zeroes the masked outputs of a backward layer
+        # at the wrong (unreversed) steps, so unrolling would not reproduce
+        # the model: keep the loop, which needs a static batch.
+        batch_size = 1
+    unroll = recurrent if batch_size is None else []
+    input_shape = (batch_size, seq_len)
+    flatbuffer = _convert(
+        export_model, input_shape, quantize, representative_dataset, unroll, tf
+    )
+    ops, flex = _ops_used(flatbuffer)
+    if flex:
+        raise RuntimeError(
+            f"The converted model uses non-builtin ops {flex}; it would need "
+            "the Flex delegate. Please report the model architecture."
+        )
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+
+    if probe is None:
+        probe = _default_probe(keras_model, seq_len or 16, batch_size or 8)
+    probe = np.asarray(probe, dtype="int32")
+    expected = keras.ops.convert_to_numpy(keras_model(probe, training=False))
+    got = run_tflite(flatbuffer, probe)
+    if np.isnan(got).any() and not np.isnan(expected).any():
+        raise RuntimeError(
+            "The TFLite model outputs NaN where Keras does not: its weights "
+            "were not captured. Please report the model architecture."
+        )
+    difference = float(np.max(np.abs(got.astype("float64") - expected)))
+    return ExportReport(
+        path=os.fspath(path),
+        bytes=len(flatbuffer),
+        quantize=quantize,
+        ops=ops,
+        flex_ops=flex,
+        max_abs_difference=difference,
+        probe_shape=tuple(probe.shape),
+        input_shape=input_shape,
+        folded=bool(fold_report is not None and fold_report.applied),
+        fold_report=fold_report,
+        unrolled=[l.name for l in unroll],
+        cast_to_float32=cast,
+    )
+
+
+def run_tflite(model_content, ids, num_threads=None):
+    """Runs a TFLite flatbuffer (bytes or path) on a batch of ids.
+
+    Uses `ai_edge_litert.interpreter.Interpreter`; resizes a dynamic batch
+    to `len(ids)`. Returns the first output as a numpy array.
+    """
+    interpreter = make_interpreter(model_content, num_threads=num_threads)
+    ids = np.asarray(ids, dtype="int32")
+    prepare_interpreter(interpreter, ids.shape)
+    return invoke(interpreter, ids)
+
+
+def make_interpreter(model_content, num_threads=None):
+    """An `ai_edge_litert` interpreter for a flatbuffer (bytes) or a path."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model_content, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(model_content), num_threads=num_threads)
+    return Interpreter(model_path=os.fspath(model_content), num_threads=num_threads)
+
+
+def prepare_interpreter(interpreter, shape):
+    """Resizes the input to `shape` where the signature allows, allocates."""
+    detail = interpreter.get_input_details()[0]
+    if tuple(detail["shape"]) != tuple(shape):
+        interpreter.resize_tensor_input(detail["index"], list(shape))
+    interpreter.allocate_tensors()
+
+
+def invoke(interpreter, ids):
+    """Sets `ids`, runs, returns a copy of the first output."""
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], ids)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+
+
+def ops_used(model_content):
+    """Op name -> count in a TFLite flatbuffer (bytes or path), all subgraphs.
+
+    Custom ops are named by their custom code (Flex ops start with "Flex").
+    """
+    if not isinstance(model_content, (bytes, bytearray)):
+        with open(model_content, "rb") as f:
+            model_content = f.read()
+    return _ops_used(bytes(model_content))[0]
+
+
+def _ops_used(flatbuffer):
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {
+        value: name
+        for name, value in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
+    }
+    model = schema.Model.GetRootAsModel(flatbuffer, 0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            codes.append(code.CustomCode().decode())
+        else:
+            codes.append(names.get(builtin, str(builtin)))
+    ops = {}
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for o in range(graph.OperatorsLength()):
+            name = codes[graph.Operators(o).OpcodeIndex()]
+            ops[name] = ops.get(name, 0) + 1
+    builtin = set(names.values()) - {"CUSTOM"}
+    flex = sorted(name for name in ops if name not in builtin)
+    return ops, flex
+
+
+def _check_quantized_layers(model, folding):
+    quantized = [
+        layer.name
+        for layer in model._flatten_layers(include_self=False)
+        if getattr(layer, "quantization_mode", None) is not None
+        and not folding.is_low_rank_embedding(layer)
+        and not _is_embedding(layer)
+    ]
+    if quantized:
+        raise ValueError(
+            "Layers quantized with Keras' `quantize` cannot be converted to "
+            f"builtin TFLite ops: {', '.join(quantized)}. Quantize only the "
+            "embedding (`model.get_layer(name).quantize('int8')`) and let the "
+            "export quantize the rest (`quantize='dynamic'`)."
+        )
+
+
+def _is_embedding(layer):
+    import keras
+
+    return isinstance(layer, keras.layers.Embedding)
+
+
+def _as_float32(model, folding):
+    """The model itself if it computes in float32, else a float32 copy."""
+    import keras
+
+    layers = list(model._flatten_layers(include_self=False))
+    if all(
+        keras.backend.standardize_dtype(l.compute_dtype) == "float32"
+        for l in layers
+        if not isinstance(l, keras.layers.InputLayer)
+    ):
+        return model, False
+    if not (isinstance(model, keras.Sequential) or folding._is_functional(model)):
+        raise ValueError(
+            "Cannot cast a subclassed mixed-precision model to float32 for "
+            "export; build it under the float32 policy and load its weights."
+        )
+
+    def to_float32(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # a plain op of the graph (e.g. `ids != 0`)
+        config = layer.get_config()
+        mode = getattr(layer, "quantization_mode", None)
+        # Keep quantized layers quantized: only their source policy changes.
+        config["dtype"] = (
+            keras.dtype_policies.QuantizedDTypePolicy(mode, "float32")
+            if mode is not None
+            else "float32"
+        )
+        new = layer.__class__.from_config(config)
+        return new
+
+    copy = keras.models.clone_model(model, clone_function=to_float32)
+    for src, dst in zip(model.weights, copy.weights):
+        dst.assign(keras.ops.cast(src, dst.dtype))
+    return copy, True
+
+
+def _recurrent_layers(model):
+    import keras
+
+    found = []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.RNN) and not isinstance(
+            layer, keras.layers.Bidirectional
+        ):
+            found.append(layer)
+    return found
+
+
+def _convert(model, input_shape, quantize, representative_dataset, unroll, tf):
+    from tensorflow.python.framework import convert_to_constants
+
+    spec = tf.TensorSpec(list(input_shape), tf.int32, name="ids")
+
+    @tf.function(input_signature=[spec])
+    def serve(ids):
+        return model(ids, training=False)
+
+    previous = [layer.unroll for layer in unroll]
+    try:
+        for layer in unroll:
+            layer.unroll = True
+        concrete = serve.get_concrete_function()
+    finally:
+        for layer, value in zip(unroll, previous):
+            layer.unroll = value
+    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        # Integer kernels where TFLite has them, float builtins otherwise
+        # (the mask arithmetic); never Select TF ops.
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        converter.representative_dataset = _representative(
+            representative_dataset, input_shape
+        )
+    return converter.convert()
+
+
+def _representative(dataset, input_shape):
+    if callable(dataset):
+        return dataset
+    ids = np.asarray(dataset, dtype="int32")
+    if ids.ndim != 2:
+        raise ValueError(
+            "Expected `representative_dataset` to be ids of shape (n, "
+            f"sequence_length) or a callable, received shape {ids.shape}"
+        )
+    step = input_shape[0] or 1
+
+    def generate():
+        for start in range(0, len(ids) - step + 1, step):
+            yield [ids[start : start + step]]
+
+    return generate
+
+
+def _default_probe(model, seq_len, batch):
+    """Random padded id sequences within the vocabulary of the first embedding."""
+    vocab = None
+    for layer in model._flatten_layers(include_self=False):
+        vocab = getattr(layer, "input_dim", None)
+        if isinstance(vocab, int):
+            break
+    vocab = vocab if isinstance(vocab, int) and vocab > 1 else 2
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, vocab, size=(batch, seq_len)).astype("int32")
+    lengths = rng.integers(1, seq_len + 1, size=batch)
+    for row, length in enumerate(lengths):
+        ids[row, length:] = 0
+    return ids

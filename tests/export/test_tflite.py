@@ -1,0 +1,158 @@
+"""TFLite export: parity with Keras per mode, builtin ops only, sizes, errors."""
+
+import keras
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+
+from keras_lowrank.export import export_tflite
+from keras_lowrank.export import ops_used
+from keras_lowrank.export import run_tflite
+from keras_lowrank.export.tflite import TOLERANCES
+from keras_lowrank.layers import LowRankEmbedding
+
+V, D, L = 2000, 64, 16
+
+
+def _dan(embedding):
+    ids = keras.Input((L,), dtype="int32")
+    x = keras.layers.GlobalAveragePooling1D()(embedding(ids))
+    x = keras.layers.Dense(16, activation="relu")(x)
+    return keras.Model(ids, keras.layers.Dense(3)(x))
+
+
+def _lstm(embedding):
+    ids = keras.Input((L,), dtype="int32")
+    return keras.Model(ids, keras.layers.Dense(3)(keras.layers.LSTM(8)(embedding(ids))))
+
+
+def _full_and_low_rank(build, rank=6):
+    keras.utils.set_random_seed(0)
+    full = build(keras.layers.Embedding(V, D, mask_zero=True, name="embedding"))
+    table = full.get_layer("embedding").embeddings.numpy()
+    u, s, vt = np.linalg.svd(table, full_matrices=False)
+    low_layer = LowRankEmbedding(V, D, rank, mask_zero=True, name="embedding")
+    low = keras.models.clone_model(
+        full, clone_function=lambda l: low_layer if l.name == "embedding" else l
+    )
+    low_layer.lookup.assign(u[:, :rank] * np.sqrt(s[:rank]))
+    low_layer.projection.assign(np.sqrt(s[:rank])[:, None] * vt[:rank])
+    return full, low
+
+
+def _ids(n=8):
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, V, size=(n, L)).astype("int32")
+    for row in range(n):
+        ids[row, rng.integers(1, L + 1):] = 0
+    return ids
+
+
+def _no_flex(report):
+    assert report.flex_ops == []
+    assert not any(name.startswith("Flex") or name == "CUSTOM" for name in report.ops)
+
+
+@pytest.mark.parametrize(
+    "quantize",
+    [None, pytest.param("dynamic", marks=pytest.mark.slow),
+     pytest.param("float16", marks=pytest.mark.slow), "int8"],
+)
+def test_dan_parity_per_mode(tmp_path, quantize):
+    _, low = _full_and_low_rank(_dan)
+    report = export_tflite(
+        low, tmp_path / "m.tflite", quantize=quantize,
+        representative_dataset=_ids(32), probe=_ids(),
+    )
+    _no_flex(report)
+    assert report.folded
+    assert report.max_abs_difference < TOLERANCES[quantize], report
+    # Independent check from the file on disk, at a different batch size.
+    ids = _ids(3)
+    got = run_tflite(str(tmp_path / "m.tflite"), ids)
+    np.testing.assert_allclose(got, low(ids), atol=TOLERANCES[quantize])
+    assert ops_used(tmp_path / "m.tflite") == report.ops
+
+
+def test_lstm_exports_with_dynamic_batch(tmp_path):
+    full, low = _full_and_low_rank(_lstm)
+    for model in (full, low):
+        report = export_tflite(model, tmp_path / "m.tflite", probe=_ids())
+        _no_flex(report)
+        assert report.input_shape == (None, L)
+        assert report.max_abs_difference < TOLERANCES[None]
+        np.testing.assert_allclose(
+            run_tflite(str(tmp_path / "m.tflite"), _ids(2)), model(_ids(2)), atol=1e-4
+        )
+
+
+def test_low_rank_file_is_smaller_and_folding_never_grows_it(tmp_path):
+    full, low = _full_and_low_rank(_dan)
+    sizes = {
+        name: export_tflite(model, tmp_path / f"{name}.tflite", fold=fold).bytes
+        for name, model, fold in (("full", full, True), ("unfolded", low, False),
+                                  ("folded", low, True))
+    }
+    assert sizes["folded"] <= sizes["unfolded"] < sizes["full"]
+
+
+def test_quantized_low_rank_embedding_keeps_int8_factors(tmp_path):
+    full, low = _full_and_low_rank(_dan)
+    float_bytes = export_tflite(low, tmp_path / "f.tflite").bytes
+    full_bytes = export_tflite(full, tmp_path / "full.tflite").bytes
+    low.get_layer("embedding").quantize("int8")
+    report = export_tflite(low, tmp_path / "q.tflite", probe=_ids())
+    _no_flex(report)
+    assert report.max_abs_difference < TOLERANCES[None]  # vs the quantized Keras model
+    # A [V, r] float32 -> int8 (+ one float scale per row).
+    assert report.bytes < float_bytes - V * 6 * 3 + V * 4 + 4096
+    assert report.bytes < full_bytes / 10
+
+
+@pytest.mark.slow
+def test_saved_quantized_low_rank_model_exports(tmp_path):
+    _, low = _full_and_low_rank(_dan)
+    low.get_layer("embedding").quantize("int8")
+    low.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    report = export_tflite(loaded, tmp_path / "m.tflite", probe=_ids())
+    np.testing.assert_allclose(
+        run_tflite(str(tmp_path / "m.tflite"), _ids()), low(_ids()), atol=1e-4
+    )
+    assert report.folded
+
+
+@pytest.mark.slow
+def test_mixed_precision_model_is_cast_to_float32(tmp_path):
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        _, low = _full_and_low_rank(_dan)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    report = export_tflite(low, tmp_path / "m.tflite", probe=_ids())
+    assert report.cast_to_float32
+    assert report.max_abs_difference < 0.05  # bfloat16 Keras vs float32 TFLite
+
+
+def test_whole_model_quantization_gives_clear_error(tmp_path):
+    _, low = _full_and_low_rank(_dan)
+    low.quantize("int8")
+    with pytest.raises(ValueError, match="Quantize only the embedding"):
+        export_tflite(low, tmp_path / "m.tflite")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(quantize="int4"), "quantize='int4'"),
+        (dict(quantize="int8"), "representative_dataset"),
+        (dict(path="model.tfl"), "path='model.tfl'"),
+        (dict(batch_size=0), "batch_size=0"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, match):
+    _, low = _full_and_low_rank(_dan)
+    path = kwargs.pop("path", str(tmp_path / "m.tflite"))
+    with pytest.raises(ValueError, match=match):
+        export_tflite(low, path, **kwargs)
