@@ -9,14 +9,15 @@ backends and picks the right one automatically:
   blocks, eigendecomposes it (`numpy.linalg.eigh`), takes `s = sqrt(eig)` and
   rebuilds `U = E V S^-1` block by block for the kept rank only. Two passes over
   the table, O(V d^2) flops in large BLAS-3 calls: about a second for a
-  400,000 x 300 float32 table on two cores. Forming `G` squares the condition
+  400,000 x 300 float32 table on two idle cores (measurements on a shared
+  machine: `docs/svd_scaling.md`). Forming `G` squares the condition
   number, so singular values below about `sqrt(eps64) * s_max` lose their
   relative accuracy and the matching columns of `U` their orthogonality.
 - `"qr"`: blocked TSQR. Each row block is QR-factored, the stacked R factors are
   QR-factored again and the small d x d R is SVD-ed; `U = Q U_R` is rebuilt
   block by block by recomputing each block's Q. Backward stable (full float64
   precision on every singular value, orthonormal `U` even for zero singular
-  values), about 10-20x slower than `"gram"` (Householder QR runs far below
+  values), roughly 10x slower than `"gram"` (Householder QR runs far below
   the BLAS-3 speed of the Gram products).
 - `"numpy"`: `numpy.linalg.svd(full_matrices=False)` on a float64 copy of the
   table. The reference; it needs O(V d) extra memory and is slow for large V.

@@ -1,0 +1,425 @@
+"""Benchmark: truncated SVD of embedding tables versus table size.
+
+Measures the time, peak memory and reconstruction error of
+`keras_lowrank.decomposition.truncated_svd` (auto, and the TSQR fallback)
+against `numpy.linalg.svd`, `scipy.linalg.svd` (gesdd), the randomized SVD and
+`scipy.sparse.linalg.svds` on the same synthetic float32 tables (d = 300 by
+default), for vocabulary sizes from 10k to 2M rows. Slow references are skipped
+above a size, and the table says so.
+
+Results are written as `results.json` (machine-readable, the source of truth),
+rendered to `results.md` and a log-log plot `svd_time.png` of time versus V.
+Wired into the command line as `keras-lowrank bench svd`. This module must not
+import Keras or TensorFlow: it measures the numpy core on its own.
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+
+from keras_lowrank.cli.errors import CLIError
+
+DEFAULT_SIZES = (10_000, 50_000, 100_000, 400_000, 2_000_000)
+QUICK_SIZES = (2_000, 10_000)
+
+# name: (label, largest V it runs on by default, callable factory key)
+METHODS = {
+    "auto": "keras_lowrank truncated_svd (auto: Gram)",
+    "qr": "keras_lowrank truncated_svd (qr: TSQR fallback)",
+    "randomized": "randomized SVD (Halko, 4 power iterations)",
+    "numpy": "numpy.linalg.svd (float64, full_matrices=False)",
+    "scipy_gesdd": "scipy.linalg.svd (float64, gesdd)",
+    "svds": "scipy.sparse.linalg.svds (ARPACK)",
+}
+DEFAULT_LIMITS = {
+    "auto": None,
+    "qr": 400_000,
+    "randomized": 400_000,
+    "numpy": 100_000,
+    "scipy_gesdd": 100_000,
+    "svds": 400_000,
+}
+# A method whose first run takes longer than this is not repeated.
+_REPEAT_BUDGET_S = 10.0
+
+
+def add_arguments(parser):
+    """Adds the `bench svd` options to an argparse parser."""
+    parser.add_argument(
+        "--output",
+        default=os.path.join("benchmark_results", "svd"),
+        help="Folder for results.json, results.md and svd_time.png "
+        "(default: benchmark_results/svd).",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=None,
+        help="Comma-separated vocabulary sizes V (default: "
+        + ",".join(str(v) for v in DEFAULT_SIZES)
+        + ").",
+    )
+    parser.add_argument("--dim", type=int, default=300, help="Columns d (300).")
+    parser.add_argument("--rank", type=int, default=30, help="Rank r (30).")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="Repeats per measurement; the median is reported (3). Runs longer "
+        f"than {_REPEAT_BUDGET_S:.0f} s are not repeated.",
+    )
+    parser.add_argument(
+        "--reference-max-rows",
+        type=int,
+        default=None,
+        help="Largest V for numpy.linalg.svd and scipy.linalg.svd "
+        f"(default {DEFAULT_LIMITS['numpy']}).",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"A seconds-long run: V in {QUICK_SIZES}, one repeat.",
+    )
+    parser.add_argument(
+        "--methods",
+        type=lambda text: tuple(text.split(",")),
+        default=tuple(METHODS),
+        help="Comma-separated subset of: " + ",".join(METHODS) + " (all).",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Random seed (0).")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="BLAS threads (needs threadpoolctl; otherwise set "
+        "OPENBLAS_NUM_THREADS before starting). Default: the BLAS default. "
+        "On a shared machine 1 thread gives steadier numbers.",
+    )
+
+
+def run(args):
+    """Runs the benchmark described by parsed `args`; returns 0."""
+    if args.threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            raise CLIError(
+                "`--threads` needs the threadpoolctl package; alternatively "
+                "set OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) before starting."
+            ) from None
+
+        with threadpool_limits(limits=args.threads, user_api="blas"):
+            return _run(args)
+    return _run(args)
+
+
+def _run(args):
+    sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    repeats = 1 if args.quick else max(1, args.repeats)
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise CLIError(
+            f"Unknown `--methods` {unknown}; expected some of {list(METHODS)}"
+        )
+    limits = dict(DEFAULT_LIMITS)
+    if args.reference_max_rows is not None:
+        limits["numpy"] = limits["scipy_gesdd"] = args.reference_max_rows
+    results = {
+        "command": " ".join(["keras-lowrank", "bench", "svd"] + _argv_tail()),
+        "machine": _machine(),
+        "dim": args.dim,
+        "rank": args.rank,
+        "repeats": repeats,
+        "blas_threads": args.threads
+        or os.environ.get("OPENBLAS_NUM_THREADS")
+        or os.environ.get("OMP_NUM_THREADS")
+        or "default",
+        "limits": {k: v for k, v in limits.items()},
+        "methods": {m: METHODS[m] for m in METHODS if m in args.methods},
+        "rows": [],
+    }
+    for num_rows in sizes:
+        table = make_table(num_rows, args.dim, seed=args.seed)
+        norm = _frobenius(table)
+        for method in results["methods"]:
+            limit = limits[method]
+            row = {"V": num_rows, "d": args.dim, "method": method}
+            if limit is not None and num_rows > limit:
+                row["skipped"] = f"V > {limit}"
+                results["rows"].append(row)
+                _print_row(row)
+                continue
+            times, peaks, rss = [], [], []
+            for index in range(repeats):
+                (u, s, vt), seconds, traced, rss_peak = _measure(
+                    lambda: _call(method, table, args.rank)
+                )
+                times.append(seconds)
+                peaks.append(traced)
+                rss.append(rss_peak)
+                if seconds > _REPEAT_BUDGET_S:
+                    break
+            row.update(
+                seconds=statistics.median(times),
+                runs=len(times),
+                traced_peak_mib=statistics.median(peaks) / 2**20,
+                rss_peak_increase_mib=statistics.median(rss) / 2**20,
+                relative_error=_relative_error(table, u, s, vt, norm),
+            )
+            results["rows"].append(row)
+            _print_row(row)
+        del table
+    results["machine"]["load_average_at_end"] = [
+        round(x, 2) for x in os.getloadavg()
+    ]
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    markdown = render_markdown(results)
+    with open(os.path.join(args.output, "results.md"), "w") as f:
+        f.write(markdown)
+    plot(results, os.path.join(args.output, "svd_time.png"))
+    print(markdown)
+    print(f"Wrote {args.output}/results.json, results.md, svd_time.png")
+    return 0
+
+
+def make_table(num_rows, dim, seed=0):
+    """A float32 table with an embedding-like spectrum (power-law decay + noise).
+
+    Built in row blocks: `rows @ diag(k^-0.5) @ mixing + 0.05 * noise`, so the
+    top singular values fall off like word-vector tables and the tail is flat.
+    """
+    rng = np.random.default_rng(seed)
+    mixing = np.linalg.qr(rng.standard_normal((dim, dim)))[0].astype(np.float32)
+    decay = (np.arange(1, dim + 1, dtype=np.float32) ** -0.5)[:, None]
+    mixing = decay * mixing
+    table = np.empty((num_rows, dim), dtype=np.float32)
+    step = 65536
+    for start in range(0, num_rows, step):
+        stop = min(start + step, num_rows)
+        block = rng.standard_normal((stop - start, dim), dtype=np.float32)
+        table[start:stop] = block @ mixing
+        table[start:stop] += 0.05 * rng.standard_normal(
+            (stop - start, dim), dtype=np.float32
+        )
+    return table
+
+
+def render_markdown(results):
+    """Renders `results.json` content as a Markdown table."""
+    lines = [
+        f"Truncated SVD, d = {results['dim']}, rank = {results['rank']}, float32 "
+        f"tables; median of up to {results['repeats']} runs (runs over "
+        f"{_REPEAT_BUDGET_S:.0f} s are not repeated).",
+        "",
+        "| V | method | time (s) | runs | traced peak (MiB) "
+        "| RSS peak increase (MiB) | relative error |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["rows"]:
+        if "skipped" in row:
+            lines.append(
+                f"| {row['V']:,} | {row['method']} "
+                f"| skipped ({row['skipped']}) | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {row['V']:,} | {row['method']} | {row['seconds']:.3f} | "
+            f"{row['runs']} | {row['traced_peak_mib']:.0f} | "
+            f"{row['rss_peak_increase_mib']:.0f} | {row['relative_error']:.6g} |"
+        )
+    lines += ["", "Methods:", ""]
+    lines += [f"- `{key}`: {label}" for key, label in results["methods"].items()]
+    machine = results["machine"]
+    lines += [
+        "",
+        f"Machine: {machine['cpu']}, {machine['cpus']} CPU cores visible, "
+        f"{machine['memory_gib']} GiB RAM, Python {machine['python']}, numpy "
+        f"{machine['numpy']}, scipy {machine['scipy']}, load average at start "
+        f"{machine['load_average']}, at end "
+        f"{machine.get('load_average_at_end')} (the machine is shared with "
+        "other jobs; BLAS threads: "
+        f"{results.get('blas_threads', 'default')}).",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    """Writes a log-log plot of time versus V, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, label in results["methods"].items():
+        rows = [
+            r for r in results["rows"] if r["method"] == method and "seconds" in r
+        ]
+        if rows:
+            ax.plot(
+                [r["V"] for r in rows],
+                [r["seconds"] for r in rows],
+                marker="o",
+                label=label,
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("vocabulary size V (rows)")
+    ax.set_ylabel("time (s, median)")
+    ax.set_title(
+        f"Truncated SVD, d={results['dim']}, rank={results['rank']}, float32"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _call(method, table, rank):
+    if method in ("auto", "qr", "randomized"):
+        from keras_lowrank.decomposition import truncated_svd
+
+        return tuple(truncated_svd(table, rank, method=method))
+    if method == "numpy":
+        u, s, vt = np.linalg.svd(table.astype(np.float64), full_matrices=False)
+        return u[:, :rank], s[:rank], vt[:rank]
+    if method == "scipy_gesdd":
+        import scipy.linalg
+
+        u, s, vt = scipy.linalg.svd(
+            table.astype(np.float64),
+            full_matrices=False,
+            lapack_driver="gesdd",
+            check_finite=False,
+        )
+        return u[:, :rank], s[:rank], vt[:rank]
+    if method == "svds":
+        import scipy.sparse.linalg
+
+        u, s, vt = scipy.sparse.linalg.svds(table, k=rank, random_state=0)
+        order = np.argsort(s)[::-1]
+        return u[:, order], s[order], vt[order]
+    raise ValueError(f"Unknown method: {method!r}")
+
+
+def _measure(function):
+    """Returns (result, seconds, traced peak bytes, RSS peak increase bytes)."""
+    import psutil
+
+    process = psutil.Process()
+    baseline = process.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        # LAPACK workspaces are malloc'ed outside tracemalloc: watch RSS too.
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            done.wait(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    tracemalloc.start()
+    sampler.start()
+    start = time.perf_counter()
+    result = function()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    traced = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    peak[0] = max(peak[0], process.memory_info().rss)
+    return result, seconds, traced, peak[0] - baseline
+
+
+def _frobenius(table):
+    total = 0.0
+    for start in range(0, table.shape[0], 65536):
+        block = table[start : start + 65536].astype(np.float64)
+        total += float(np.einsum("ij,ij->", block, block))
+    return np.sqrt(total)
+
+
+def _relative_error(table, u, s, vt, norm):
+    """||E - U diag(s) Vt||_F / ||E||_F, in float64 row blocks."""
+    right = np.asarray(s, dtype=np.float64)[:, None] * np.asarray(vt, np.float64)
+    total = 0.0
+    for start in range(0, table.shape[0], 65536):
+        stop = start + 65536
+        residual = table[start:stop].astype(np.float64) - (
+            np.asarray(u[start:stop], np.float64) @ right
+        )
+        total += float(np.einsum("ij,ij->", residual, residual))
+    return float(np.sqrt(total) / norm)
+
+
+def _machine():
+    import scipy
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        memory = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        memory = None
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": memory,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _argv_tail():
+    argv = sys.argv[1:]
+    for index, token in enumerate(argv):
+        if token == "svd":
+            return argv[index + 1 :]
+    return argv
+
+
+def _print_row(row):
+    if "skipped" in row:
+        print(f"V={row['V']:>9,} {row['method']:<12} skipped ({row['skipped']})")
+    else:
+        print(
+            f"V={row['V']:>9,} {row['method']:<12} {row['seconds']:8.3f} s "
+            f"traced {row['traced_peak_mib']:7.0f} MiB "
+            f"rss +{row['rss_peak_increase_mib']:6.0f} MiB "
+            f"err {row['relative_error']:.6g}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    import argparse
+
+    _parser = argparse.ArgumentParser(
+        prog="keras-lowrank bench svd", description=__doc__.splitlines()[0]
+    )
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))
