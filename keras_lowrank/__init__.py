@@ -35,8 +35,18 @@ from keras_lowrank.schedules import CyclicalLearningRate
 from keras_lowrank.schedules import CyclicallyAnnealedLearningRate
 from keras_lowrank.schedules import plot_schedules
 
+# Deployment.
+from keras_lowrank.export import ExportReport
+from keras_lowrank.export import FoldReport
+from keras_lowrank.export import export_tflite
+from keras_lowrank.export import fold_projections
+
 # Fine-tuning.
 from keras_lowrank.training import Distiller
 from keras_lowrank.training import distillation_loss
+
+# Subpackages with their own tables of contents.
+from keras_lowrank import data
+from keras_lowrank import models
 
 __version__ = "0.1.0"

@@ -1,0 +1,109 @@
+"""`keras-lowrank export MODEL.keras OUT.tflite`: a verified TFLite file from a saved model.
+
+Loads the model, calls `keras_lowrank.export.export_tflite` (projection
+folding, optional quantization, builtin ops only, parity check against Keras
+in the `ai_edge_litert` interpreter) and prints its report. This command only
+wires arguments to that function: conversion logic must not live here.
+"""
+
+NAME = "export"
+HELP = "Export a .keras text model to a verified .tflite file (folding low-rank projections, optional quantization)."
+
+QUANTIZE_CHOICES = ("dynamic", "float16", "int8")
+
+
+def add_arguments(parser):
+    parser.add_argument("model", metavar="MODEL.keras", help="A saved Keras 3 model taking integer token ids.")
+    parser.add_argument("output", metavar="OUT.tflite", help="Where to write the TFLite file.")
+    parser.add_argument(
+        "--quantize", choices=QUANTIZE_CHOICES, default=None,
+        help="dynamic: int8 weights, float activations; float16: float16 weights; "
+        "int8: full integer (needs --representative). Default: float32.",
+    )
+    parser.add_argument(
+        "--no-fold", action="store_true",
+        help="Keep the factorized form instead of folding projections B into their consumers.",
+    )
+    parser.add_argument(
+        "--representative", metavar="DATA.npz",
+        help="Token ids for int8 calibration: a .npz with an array x (n, sequence_length).",
+    )
+    parser.add_argument(
+        "--sequence-length", type=int, default=None,
+        help="Input length, needed when the model's input length is not fixed.",
+    )
+    parser.add_argument("--json", metavar="PATH", help="Also write the export report as JSON.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace OUT.tflite if it exists.")
+    parser.add_argument(
+        "--custom-module", action="append", default=[], metavar="MODULE",
+        help="Import this module first (it registers the model's custom objects). Repeatable.",
+    )
+
+
+def load_ids(path, option="--representative"):
+    """Reads the integer id array `x` of a `.npz` file (or its only array)."""
+    import os
+    import zipfile
+
+    import numpy as np
+
+    from keras_lowrank.cli.errors import CLIError
+
+    if not os.path.exists(path):
+        raise CLIError(f"no such file: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise CLIError(f"{option} expects a .npz file with an array x of token ids: {path}") from error
+    if not hasattr(data, "files"):
+        raise CLIError(f"{option} expects a .npz file with an array x of token ids, received a .npy array: {path}")
+    if "x" in data.files:
+        ids = data["x"]
+    elif len(data.files) == 1:
+        ids = data[data.files[0]]
+    else:
+        raise CLIError(f"{path} has no array x; found {sorted(data.files)}")
+    if ids.ndim != 2 or ids.shape[0] == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise CLIError(
+            f"{path}: x must be a non-empty 2-D integer array (n, sequence_length), "
+            f"received shape {ids.shape} and dtype {ids.dtype}"
+        )
+    return ids.astype("int32")
+
+
+def run(args):
+    import json
+
+    from keras_lowrank.cli.errors import CLIError
+    from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model
+
+    check_output_path(args.output, ".tflite", overwrite=args.overwrite)
+    if args.quantize == "int8" and not args.representative:
+        raise CLIError("--quantize int8 (full integer) needs --representative DATA.npz to calibrate activations")
+    if args.representative and args.quantize != "int8":
+        raise CLIError("--representative is used only with --quantize int8")
+    if args.sequence_length is not None and args.sequence_length <= 0:
+        raise CLIError(f"--sequence-length must be positive, received: {args.sequence_length}")
+    representative = load_ids(args.representative) if args.representative else None
+
+    model = load_model(args.model, custom_modules=args.custom_module)
+    if not embedding_layers(model):
+        raise CLIError(f"{args.model} has no Embedding or LowRankEmbedding layer")
+
+    from keras_lowrank.export import export_tflite
+
+    print(f"converting {args.model} (quantize={args.quantize or 'none'}, fold={not args.no_fold}) ...", flush=True)
+    report = export_tflite(
+        model,
+        args.output,
+        quantize=args.quantize,
+        fold=not args.no_fold,
+        representative_dataset=representative,
+        sequence_length=args.sequence_length,
+    )
+    print(report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=2, default=str)
+        print(f"wrote {args.json}")
+    return 0

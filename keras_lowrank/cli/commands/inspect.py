@@ -1,0 +1,176 @@
+"""`keras-lowrank inspect MODEL.keras`: what the embedding tables hold and what compression would keep.
+
+For every embedding table of a saved model: its shape, parameters and stored
+bytes, its rank if already factorized, a summary of its singular values, and
+the rank, parameters and spectral energy kept at compressions 0.5, 0.8, 0.9
+and 0.95. `--plot` draws the cumulative energy curves, `--json` writes the
+same records for programs. This command only reads the model: it must not
+convert, train or save it.
+"""
+
+NAME = "inspect"
+HELP = "Show every embedding table of a .keras model, its spectrum, and what each compression keeps."
+
+COMPRESSIONS = (0.5, 0.8, 0.9, 0.95)
+
+
+def add_arguments(parser):
+    parser.add_argument("model", metavar="MODEL.keras", help="A saved Keras 3 model.")
+    parser.add_argument("--plot", metavar="PNG", help="Draw the cumulative spectral energy of each table to this PNG file.")
+    parser.add_argument("--json", metavar="PATH", help="Also write the table as JSON.")
+    parser.add_argument(
+        "--custom-module", action="append", default=[], metavar="MODULE",
+        help="Import this module first (it registers the model's custom objects). Repeatable.",
+    )
+
+
+def describe(model):
+    """Returns one record per embedding table of `model` (used by `run` and tests)."""
+    import numpy as np
+
+    from keras_lowrank.cli.model_io import embedding_layers
+    from keras_lowrank.decomposition import (
+        energy_kept,
+        rank_for_compression,
+        singular_values,
+    )
+    from keras_lowrank.layers import LowRankEmbedding
+
+    records = []
+    for path, layer in embedding_layers(model):
+        factorized = isinstance(layer, LowRankEmbedding)
+        input_dim, output_dim = int(layer.input_dim), int(layer.output_dim)
+        quantization = getattr(layer, "quantization_mode", None)
+        params = (
+            layer.rank * (input_dim + output_dim) if factorized else input_dim * output_dim
+        )
+        table = np.asarray(layer.embeddings, dtype=np.float32)
+        spectrum = singular_values(table)
+        if factorized:
+            # A @ B has rank r at most: the rest of its spectrum is round-off.
+            spectrum = spectrum[: int(layer.rank)]
+        options = []
+        for compression in COMPRESSIONS:
+            rank = rank_for_compression(input_dim, output_dim, compression)
+            options.append(
+                {
+                    "compression": compression,
+                    "rank": rank,
+                    "params": rank * (input_dim + output_dim),
+                    "energy_kept": float(energy_kept(spectrum, rank)),
+                }
+            )
+        records.append(
+            {
+                "layer": path,
+                "type": type(layer).__name__,
+                "input_dim": input_dim,
+                "output_dim": output_dim,
+                "rank": int(layer.rank) if factorized else None,
+                "quantization": quantization,
+                "params": int(params),
+                "float32_bytes": int(params) * 4,
+                "stored_bytes": int(_stored_bytes(layer, params)),
+                "singular_values": spectrum.tolist(),
+                "options": options,
+            }
+        )
+    return records
+
+
+def _stored_bytes(layer, params):
+    """Bytes of the layer's variables at their stored dtypes (int8 codes count 1)."""
+    import numpy as np
+
+    storage = getattr(layer, "storage_bytes", None)
+    if callable(storage):
+        return storage()
+    if not layer.weights:
+        return params * 4
+    return sum(
+        int(np.prod(w.shape, dtype=np.int64)) * np.dtype(w.dtype).itemsize
+        for w in layer.weights
+    )
+
+
+def _format(records):
+    lines = []
+    header = f"{'layer':<28} {'type':<17} {'shape':>14} {'rank':>5} {'params':>12} {'bytes':>12}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for r in records:
+        shape = f"{r['input_dim']}x{r['output_dim']}"
+        rank = "-" if r["rank"] is None else str(r["rank"])
+        kind = r["type"] + (f"[{r['quantization']}]" if r["quantization"] else "")
+        lines.append(
+            f"{r['layer']:<28} {kind:<17} {shape:>14} {rank:>5} {r['params']:>12,} {r['stored_bytes']:>12,}"
+        )
+    for r in records:
+        s = r["singular_values"]
+        lines.append("")
+        lines.append(
+            f"{r['layer']}: {len(s)} singular values, largest {s[0]:.4g}, smallest {s[-1]:.4g}"
+        )
+        lines.append(f"  {'compression':>11} {'rank':>5} {'params':>12} {'energy kept':>12}")
+        for option in r["options"]:
+            lines.append(
+                f"  {option['compression']:>11.2f} {option['rank']:>5} {option['params']:>12,} "
+                f"{100 * option['energy_kept']:>11.2f}%"
+            )
+    return "\n".join(lines)
+
+
+def plot_spectra(records, path):
+    """Draws the cumulative energy curve of each table, marking the standard compressions."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        from keras_lowrank.cli.errors import CLIError
+
+        raise CLIError("--plot needs matplotlib: pip install keras-lowrank[plot]") from error
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    for r in records:
+        s = np.asarray(r["singular_values"])
+        energy = np.cumsum(s**2) / max(np.sum(s**2), np.finfo(float).tiny)
+        line, = axis.plot(np.arange(1, len(s) + 1), energy, label=r["layer"])
+        for option in r["options"]:
+            axis.scatter([option["rank"]], [option["energy_kept"]], color=line.get_color(), s=14)
+            axis.annotate(
+                f"c={option['compression']:g}", (option["rank"], option["energy_kept"]),
+                textcoords="offset points", xytext=(4, -10), fontsize=7,
+            )
+    axis.set_xlabel("rank")
+    axis.set_ylabel("share of squared Frobenius norm kept")
+    axis.set_ylim(0, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("Embedding spectrum (cumulative energy)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run(args):
+    import json
+
+    from keras_lowrank.cli.errors import CLIError
+    from keras_lowrank.cli.model_io import load_model
+
+    model = load_model(args.model, custom_modules=args.custom_module)
+    records = describe(model)
+    if not records:
+        raise CLIError(f"{args.model} has no Embedding or LowRankEmbedding layer")
+    print(_format(records))
+    if args.plot:
+        plot_spectra(records, args.plot)
+        print(f"\nwrote {args.plot}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
