@@ -430,9 +430,18 @@ class LowRankEmbedding(layers.Layer):
             name=name if name is not None else embedding_layer.name,
             **kwargs,
         )
-        layer.build()
-        layer.lookup.assign(factors.lookup)
-        layer.projection.assign(factors.projection)
+        # Create the weights with the factors as their initial values rather
+        # than assigning afterwards: under MultiWorkerMirroredStrategy only
+        # initial values are broadcast from the chief, so every worker starts
+        # from the chief's SVD even where BLAS builds differ. The configured
+        # initializers are restored so `get_config()` is unchanged.
+        configured = (layer.lookup_initializer, layer.projection_initializer)
+        layer.lookup_initializer = _array_initializer(factors.lookup)
+        layer.projection_initializer = _array_initializer(factors.projection)
+        try:
+            layer.build()
+        finally:
+            layer.lookup_initializer, layer.projection_initializer = configured
         layer.factorization = {
             "singular_values": np.asarray(factors.singular_values),
             "rank": int(factors.rank),
@@ -779,3 +788,17 @@ def _to_numpy(variable):
     # `Variable.numpy()`: numpy 2 warns on `np.array(variable)` with
     # TensorFlow variables, whose `__array__` lacks the `copy` keyword.
     return variable.numpy()
+
+
+def _array_initializer(values):
+    """An initializer returning `values` (a numpy array of the right shape)."""
+
+    def initializer(shape, dtype=None):
+        if tuple(shape) != values.shape:
+            raise ValueError(
+                f"Expected initial values of shape {tuple(shape)}, "
+                f"received: {values.shape}"
+            )
+        return ops.convert_to_tensor(values, dtype=dtype)
+
+    return initializer
