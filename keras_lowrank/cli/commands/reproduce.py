@@ -70,9 +70,10 @@ def add_arguments(parser):
     )
     train.add_argument(
         "--schedule",
-        type=_csv(str),
-        default=("calr",),
-        help="Fine-tune schedules, comma-separated specs family[:key=value,...] with family in "
+        nargs="+",
+        default=["calr"],
+        metavar="SPEC",
+        help="Fine-tune schedules, space-separated specs family[:key=value,...] with family in "
         "calr, clr, constant, cosine-restarts (e.g. 'calr:max=0.01,decay=0.5'; default: calr).",
     )
     train.add_argument(
@@ -89,7 +90,8 @@ def add_arguments(parser):
     train.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores).")
     out = parser.add_argument_group("output")
     out.add_argument("--output", default="reproduce_results", help="Output folder (default: %(default)s).")
-    out.add_argument("--cache", default=None, help="Folder of trained uncompressed models (default: OUTPUT/cache).")
+    out.add_argument("--cache", default=None, help="Folder of trained uncompressed models, shared by the parts of a split grid "
+        "(default: ~/.cache/keras_lowrank/reproduce).")
     out.add_argument(
         "--quick",
         action="store_true",
@@ -119,7 +121,7 @@ def _config(args):
     from keras_lowrank.benchmarks.reproduce.config import SCHEDULE_STUDY
     from keras_lowrank.benchmarks.reproduce.config import ReproduceConfig
 
-    schedules = SCHEDULE_STUDY if args.schedule_study else args.schedule
+    schedules = SCHEDULE_STUDY if args.schedule_study else tuple(args.schedule)
     if args.quick:
         overrides = {"cache": args.cache, "threads": args.threads}
         if args.methods:

@@ -1,0 +1,621 @@
+"""Tables, plots and verdicts rendered from results.json (and nothing else).
+
+results.json is the source of truth: `render` reads it and writes
+`results.md` (mean +/- std per dataset x model x vectors x method x size, the
+change against the uncompressed model, the frontier and the goals of issue
+3), the frontier plots (test accuracy against embedding bytes, log scale,
+one line per method) and the learning-rate curves of the schedules. It can
+also refresh the generated block of a hand-written document. This module
+must not train or change results.
+"""
+
+import collections
+import os
+import re
+
+import numpy as np
+
+from keras_lowrank.benchmarks.reproduce.config import FINETUNED_METHODS
+from keras_lowrank.benchmarks.reproduce.config import METHODS
+from keras_lowrank.benchmarks.reproduce.config import schedule_family
+from keras_lowrank.benchmarks.reproduce.config import size_label
+
+GOAL_SIZES = (0.1, 0.05, 0.02)
+# Goals of issue 3: (size, largest allowed mean loss in points).
+GOALS = ((0.1, 0.5), (0.05, 0.5), (0.02, 1.0))
+BEGIN_MARK = "<!-- BEGIN GENERATED {name}: keras-lowrank reproduce --render-only -->"
+END_MARK = "<!-- END GENERATED {name} -->"
+_METHOD_ORDER = {m: i for i, m in enumerate(METHODS)}
+
+
+def _ok(records):
+    return [r for r in records if r.get("status", "ok") == "ok" and r.get("test_accuracy") is not None]
+
+
+def _group_key(r):
+    return (r["dataset"], r["model"], r["vectors"])
+
+
+def _std(values):
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def summary_rows(records):
+    """Aggregates successful records over seeds.
+
+    Returns:
+        A list of dicts with dataset, model, vectors, method, schedule, size,
+        fraction (mean measured bytes / float32 bytes), rank, vocab_rows,
+        dev_mean, test_mean, test_std, n, and `drop`: mean test accuracy
+        minus the uncompressed mean, in points (negative: a loss).
+    """
+    groups = collections.defaultdict(list)
+    for r in _ok(records):
+        schedule = r.get("schedule_key") or "-"
+        groups[_group_key(r) + (r["method"], schedule, round(float(r["size"]), 6))].append(r)
+    base = {}
+    for key, rs in groups.items():
+        if key[3] == "uncompressed":
+            base[key[:3]] = float(np.mean([r["test_accuracy"] for r in rs]))
+    rows = []
+    for key, rs in groups.items():
+        dataset, model, vectors, method, schedule, size = key
+        test = [r["test_accuracy"] for r in rs]
+        ranks = sorted({r.get("rank") for r in rs if r.get("rank")})
+        vrows = sorted({r.get("vocab_rows") for r in rs if r.get("vocab_rows")})
+        uncompressed = base.get(key[:3])
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "vectors": vectors,
+                "method": method,
+                "schedule": schedule,
+                "size": size,
+                "fraction": float(np.mean([r["embedding_fraction"] for r in rs])),
+                "rank": "/".join(str(x) for x in ranks) or "",
+                "vocab_rows": "/".join(str(x) for x in vrows) or "",
+                "dev_mean": float(np.mean([r["dev_accuracy"] for r in rs])),
+                "test_mean": float(np.mean(test)),
+                "test_std": _std(test),
+                "n": len(rs),
+                "drop": None if uncompressed is None else 100.0 * (float(np.mean(test)) - uncompressed),
+            }
+        )
+    rows.sort(
+        key=lambda r: (r["dataset"], r["model"], r["vectors"], -r["size"] if r["method"] not in ("uncompressed",) else -2,
+                       _METHOD_ORDER.get(r["method"], 99), r["schedule"])
+    )
+    return rows
+
+
+def _main_schedule_rows(rows):
+    """Rows of the main grid: one schedule per fine-tuned method."""
+    schedules = {r["schedule"] for r in rows if r["method"] in FINETUNED_METHODS}
+    return rows, len(schedules) > 1
+
+
+# ----------------------------------------------------------------- verdicts
+
+
+def frontier(rows, size):
+    """Per group: the method with the best mean *dev* accuracy within `size`.
+
+    Only methods measured at a target size <= `size` (or fixed-size methods
+    whose bytes fit) compete; the uncompressed model does not. The choice
+    uses dev accuracy only; the returned test change is what it scores.
+
+    Returns:
+        A dict `group -> row` of the chosen method.
+    """
+    best = {}
+    for r in rows:
+        if r["method"] == "uncompressed" or r["fraction"] > size + 1e-9:
+            continue
+        g = (r["dataset"], r["model"], r["vectors"])
+        if g not in best or r["dev_mean"] > best[g]["dev_mean"]:
+            best[g] = r
+    return best
+
+
+def method_at_size(rows, method, size, schedule=None):
+    """Per group: the row of `method` at target `size` (any schedule if None)."""
+    out = {}
+    for r in rows:
+        if r["method"] != method or abs(r["size"] - size) > 1e-9:
+            continue
+        if schedule is not None and r["schedule"] != schedule:
+            continue
+        out[(r["dataset"], r["model"], r["vectors"])] = r
+    return out
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def verdicts(rows):
+    """Measured answers to the questions of issue 3, as markdown lines."""
+    lines = []
+    groups = sorted({(r["dataset"], r["model"], r["vectors"]) for r in rows if r["method"] == "uncompressed"})
+    if not groups:
+        return ["No uncompressed runs: nothing to compare."]
+    sizes = sorted({r["size"] for r in rows if r["method"] not in ("uncompressed", "float16", "int8", "int4")}, reverse=True)
+
+    # 1. The paper's claim: online at 90% compression within one point.
+    online10 = method_at_size(rows, "online", 0.1)
+    offline10 = method_at_size(rows, "offline", 0.1)
+    if online10:
+        drops = {g: r["drop"] for g, r in online10.items()}
+        holds = [g for g, d in drops.items() if d is not None and d >= -1.0]
+        fails = [g for g, d in drops.items() if d is not None and d < -1.0]
+        lines.append(
+            f"- **Paper's claim (online at 90% compression loses <= 1 point):** holds for "
+            f"{len(holds)} of {len(drops)} dataset x model x vectors groups"
+            + (f" ({', '.join('/'.join(g) for g in holds)})" if holds else "")
+            + (f"; fails for {', '.join('/'.join(g) + f' ({drops[g]:+.2f})' for g in fails)}" if fails else "")
+            + f". Mean change {_mean(drops.values()):+.2f} points."
+        )
+    if online10 and offline10:
+        both = [g for g in online10 if g in offline10]
+        wins = [g for g in both if online10[g]["test_mean"] > offline10[g]["test_mean"]]
+        lines.append(
+            f"- **Online vs offline at 90%:** online is ahead in {len(wins)} of {len(both)} groups "
+            f"(mean {_mean([online10[g]['drop'] for g in both]):+.2f} vs "
+            f"{_mean([offline10[g]['drop'] for g in both]):+.2f} points)."
+        )
+    # 2. Our improvements at equal size.
+    for variant in ("online+distill", "online+freq"):
+        gains = []
+        for size in sizes:
+            a, b = method_at_size(rows, variant, size), method_at_size(rows, "online", size)
+            gains += [100 * (a[g]["test_mean"] - b[g]["test_mean"]) for g in a if g in b]
+        if gains:
+            better = sum(1 for x in gains if x > 0)
+            lines.append(
+                f"- **{variant} vs online at the same rank:** mean {np.mean(gains):+.2f} points over "
+                f"{len(gains)} group x size pairs, ahead in {better}."
+            )
+    # 3. Goals: dev-selected best method within each size.
+    for size, allowed in GOALS:
+        best = frontier(rows, size)
+        if not best:
+            continue
+        drops = [r["drop"] for r in best.values() if r["drop"] is not None]
+        mean_drop = _mean(drops)
+        worst_g = min(best, key=lambda g: best[g]["drop"] if best[g]["drop"] is not None else 0.0)
+        picks = collections.Counter(r["method"] for r in best.values())
+        met = mean_drop is not None and mean_drop >= -allowed
+        lines.append(
+            f"- **Goal at <= {size_label(size)} of the float32 embedding bytes (mean loss <= {allowed} point):** "
+            f"{'met' if met else 'not met'}: the dev-selected best method loses {-mean_drop:.2f} points on average "
+            f"over {len(drops)} groups (worst {'/'.join(worst_g)} {best[worst_g]['drop']:+.2f}); picks: "
+            + ", ".join(f"{m} x{n}" for m, n in picks.most_common())
+            + "."
+        )
+        within1 = sum(1 for d in drops if d >= -1.0)
+        lines.append(f"  Groups within 1 point at this size: {within1} of {len(drops)}.")
+    # 4. Against the cheap competitor, size by size.
+    for size in sizes:
+        comp = method_at_size(rows, "prune+int4", size)
+        if not comp:
+            continue
+        ours = {g: r for g, r in frontier([r for r in rows if r["method"] != "prune+int4"], size).items() if g in comp}
+        if not ours:
+            continue
+        ahead = sum(1 for g in ours if ours[g]["test_mean"] > comp[g]["test_mean"])
+        diff = _mean([100 * (ours[g]["test_mean"] - comp[g]["test_mean"]) for g in ours])
+        lines.append(
+            f"- **Dev-selected best of the other methods vs prune+int4 at <= {size_label(size)}:** ahead in "
+            f"{ahead} of {len(ours)} groups, mean {diff:+.2f} points."
+        )
+    # 5. Post-training quantization of the whole table, at its own size.
+    for method in ("float16", "int8", "int4"):
+        rs = [r for r in rows if r["method"] == method and r["drop"] is not None]
+        if rs:
+            lines.append(
+                f"- **{method}** (no retraining, {100 * np.mean([r['fraction'] for r in rs]):.1f}% of the bytes): "
+                f"mean {np.mean([r['drop'] for r in rs]):+.2f} points over {len(rs)} groups, worst "
+                f"{min(r['drop'] for r in rs):+.2f}."
+            )
+    return lines
+
+
+def goal_table(rows):
+    """Markdown: mean change vs uncompressed per method and size (all groups)."""
+    sizes = sorted({r["size"] for r in rows if r["method"] not in ("uncompressed",)}, reverse=True)
+    sized = sorted({r["size"] for r in rows if r["method"] in FINETUNED_METHODS or r["method"] in ("offline", "prune+int4")}, reverse=True)
+    if not sized:
+        return []
+    methods = sorted({r["method"] for r in rows if r["method"] != "uncompressed"}, key=lambda m: _METHOD_ORDER.get(m, 99))
+    lines = [
+        "| method | " + " | ".join(f"{size_label(s)}" for s in sized) + " |",
+        "|---|" + "---:|" * len(sized),
+    ]
+    for m in methods:
+        cells = []
+        for s in sized:
+            if m in ("float16", "int8", "int4"):
+                vals = [r for r in rows if r["method"] == m and r["fraction"] <= s + 1e-9]
+            else:
+                vals = [r for r in rows if r["method"] == m and abs(r["size"] - s) < 1e-9]
+            drops = [r["drop"] for r in vals if r["drop"] is not None]
+            groups = len({(r["dataset"], r["model"], r["vectors"]) for r in vals})
+            cells.append(f"{np.mean(drops):+.2f} ({groups})" if drops else "")
+        if any(cells):
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    frontier_cells = []
+    for s in sized:
+        best = frontier(rows, s)
+        drops = [r["drop"] for r in best.values() if r["drop"] is not None]
+        frontier_cells.append(f"**{np.mean(drops):+.2f}** ({len(drops)})" if drops else "")
+    lines.append("| dev-selected best | " + " | ".join(frontier_cells) + " |")
+    _ = sizes
+    return lines
+
+
+def size_tables(rows):
+    """Markdown: per size, Δ test of each method in each group, and the dev pick."""
+    sized = sorted({r["size"] for r in rows if r["method"] not in ("uncompressed", "float16", "int8", "int4")}, reverse=True)
+    groups = sorted({(r["dataset"], r["model"], r["vectors"]) for r in rows if r["method"] == "uncompressed"})
+    base = {(r["dataset"], r["model"], r["vectors"]): r for r in rows if r["method"] == "uncompressed"}
+    out = []
+    for size in sized:
+        methods = sorted({r["method"] for r in rows if abs(r["size"] - size) < 1e-9 and r["method"] != "uncompressed"},
+                         key=lambda m: _METHOD_ORDER.get(m, 99))
+        if not methods:
+            continue
+        best = frontier(rows, size)
+        out += [f"**<= {size_label(size)} of the float32 embedding bytes** (Δ test in points; dev-selected best "
+                "among every method that fits, fixed-size quantizations included)", ""]
+        out.append("| dataset / model / vectors | uncompressed | " + " | ".join(methods) + " | dev-selected best |")
+        out.append("|---|---:|" + "---:|" * len(methods) + "---|")
+        for g in groups:
+            cells = []
+            for m in methods:
+                r = method_at_size(rows, m, size).get(g)
+                cells.append("" if r is None or r["drop"] is None else f"{r['drop']:+.2f}")
+            b = best.get(g)
+            pick = "" if b is None else f"{b['method']} ({b['drop']:+.2f})"
+            out.append(f"| {' / '.join(g)} | {100 * base[g]['test_mean']:.2f} | " + " | ".join(cells) + f" | {pick} |")
+        out.append("")
+    return out
+
+
+# ------------------------------------------------------------------ tables
+
+
+def _fmt_acc(mean, std):
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def results_table(rows, with_schedule):
+    """Markdown table per dataset x model x vectors."""
+    out = []
+    by_group = collections.defaultdict(list)
+    for r in rows:
+        by_group[(r["dataset"], r["model"], r["vectors"])].append(r)
+    for g in sorted(by_group):
+        out.append(f"### {g[0]} / {g[1]} / {g[2]}")
+        out.append("")
+        head = "| method | size target | bytes (% of float32) | rank | rows | dev | test (mean ± std) | Δ test vs uncompressed | seeds |"
+        if with_schedule:
+            head = head.replace("| method |", "| method | schedule |")
+        out.append(head)
+        out.append("|" + "---|" * (head.count("|") - 1))
+        for r in by_group[g]:
+            target = "—" if r["method"] in ("uncompressed", "float16", "int8", "int4") else size_label(r["size"])
+            drop = "" if r["drop"] is None or r["method"] == "uncompressed" else f"{r['drop']:+.2f}"
+            cells = [r["method"]]
+            if with_schedule:
+                cells.append(r["schedule"])
+            cells += [
+                target,
+                f"{100 * r['fraction']:.2f}",
+                str(r["rank"]),
+                str(r["vocab_rows"]),
+                f"{100 * r['dev_mean']:.2f}",
+                _fmt_acc(r["test_mean"], r["test_std"]),
+                drop,
+                str(r["n"]),
+            ]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+def schedule_study(rows):
+    """Markdown for a schedule study: per family, the dev-selected setting.
+
+    For every dataset x model x vectors x method x size, each family
+    (calr, clr, constant, cosine-restarts) is represented by its setting
+    with the best mean dev accuracy; the table shows that setting's test
+    accuracy. Returns [] when only one schedule was run.
+    """
+    tuned = [r for r in rows if r["method"] in FINETUNED_METHODS]
+    if len({r["schedule"] for r in tuned}) < 2:
+        return []
+    cells = collections.defaultdict(dict)
+    for r in tuned:
+        key = (r["dataset"], r["model"], r["vectors"], r["method"], r["size"])
+        fam = schedule_family(r["schedule"])
+        if fam not in cells[key] or r["dev_mean"] > cells[key][fam]["dev_mean"]:
+            cells[key][fam] = r
+    families = [f for f in ("calr", "clr", "constant", "cosine-restarts") if any(f in c for c in cells.values())]
+    lines = [
+        "Each family is represented by its setting with the best mean dev accuracy (chosen on dev, never on test); "
+        "cells show mean test accuracy (%) and, in brackets, the chosen setting.",
+        "",
+        "| dataset | model | vectors | method | size | " + " | ".join(families) + " | best on test |",
+        "|" + "---|" * (6 + len(families)),
+    ]
+    wins = collections.Counter()
+    deltas = collections.defaultdict(list)
+    for key in sorted(cells):
+        c = cells[key]
+        best_f = max((f for f in families if f in c), key=lambda f: c[f]["test_mean"])
+        wins[best_f] += 1
+        if "calr" in c:
+            for f in families:
+                if f != "calr" and f in c:
+                    deltas[f].append(100 * (c["calr"]["test_mean"] - c[f]["test_mean"]))
+        vals = []
+        for f in families:
+            if f in c:
+                setting = c[f]["schedule"].partition(":")[2] or "default"
+                vals.append(f"{100 * c[f]['test_mean']:.2f} ({setting})")
+            else:
+                vals.append("")
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {size_label(key[4])} | " + " | ".join(vals) + f" | {best_f} |"
+        )
+    lines.append("")
+    lines.append(
+        "Best family on test per cell: " + ", ".join(f"{f} x{n}" for f, n in wins.most_common()) + "."
+    )
+    for f, d in deltas.items():
+        lines.append(f"CALR minus {f}: mean {np.mean(d):+.2f} points over {len(d)} cells, CALR ahead in {sum(1 for x in d if x > 0)}.")
+    # One setting for every dataset: each setting's mean over the cells.
+    per_setting = collections.defaultdict(list)
+    for r in tuned:
+        per_setting[r["schedule"]].append(r)
+    n_cells = len(cells)
+    lines += [
+        "",
+        "Every setting, averaged over the cells above (a setting missing from a cell is left out):",
+        "",
+        "| setting | cells | mean dev | mean test | mean Δ test vs uncompressed |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for spec, rs in sorted(per_setting.items(), key=lambda kv: -np.mean([r["dev_mean"] for r in kv[1]])):
+        drops = [r["drop"] for r in rs if r["drop"] is not None]
+        lines.append(
+            f"| {spec} | {len(rs)}/{n_cells} | {100 * np.mean([r['dev_mean'] for r in rs]):.2f} | "
+            f"{100 * np.mean([r['test_mean'] for r in rs]):.2f} | {np.mean(drops):+.2f} |"
+        )
+    return lines
+
+
+# ------------------------------------------------------------------- plots
+
+
+def plot_frontiers(rows, folder):
+    """One PNG per dataset x model x vectors: test accuracy vs bytes (log x)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return []
+    paths = []
+    by_group = collections.defaultdict(list)
+    for r in rows:
+        by_group[(r["dataset"], r["model"], r["vectors"])].append(r)
+    for g, rs in sorted(by_group.items()):
+        fig = Figure(figsize=(7.5, 4.8), dpi=110)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        by_method = collections.defaultdict(list)
+        for r in rs:
+            label = r["method"] if r["schedule"] in ("-", "calr") else f"{r['method']} [{r['schedule']}]"
+            by_method[label].append(r)
+        base = [r for r in rs if r["method"] == "uncompressed"]
+        if base:
+            ax.axhline(100 * base[0]["test_mean"], color="black", linestyle="--", linewidth=1, label="uncompressed")
+            ax.axhspan(100 * base[0]["test_mean"] - 1.0, 100 * base[0]["test_mean"], color="0.9", zorder=0)
+        markers = "os^vD<>phX*P"
+        for i, (label, ms) in enumerate(sorted(by_method.items(), key=lambda kv: _METHOD_ORDER.get(kv[0].split(" ")[0], 99))):
+            if label == "uncompressed":
+                continue
+            # One point per distinct model (reused results at two targets
+            # are the same point).
+            pts = sorted({(m["fraction"], m["test_mean"], m["test_std"]) for m in ms})
+            xs = [100 * p[0] for p in pts]
+            ys = [100 * p[1] for p in pts]
+            es = [100 * p[2] for p in pts]
+            ax.errorbar(xs, ys, yerr=es, marker=markers[i % len(markers)], capsize=2, linewidth=1.2, markersize=4, label=label)
+        ax.set_xscale("log")
+        low = 100 * min(r["fraction"] for r in rs) / 1.5
+        ticks = [t for t in (0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if t >= low]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}%" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("embedding bytes (% of the float32 table, log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{g[0]} / {g[1]} / {g[2]}: accuracy vs embedding size (mean ± std over seeds)")
+        ax.title.set_fontsize(9)
+        ax.grid(True, which="both", alpha=0.3)
+        ys_all = [100 * r["test_mean"] for r in rs]
+        if base:
+            low = max(min(ys_all), 100 * base[0]["test_mean"] - 15)
+            ax.set_ylim(low - 1, 100 * max(r["test_mean"] for r in rs) + 1)
+        ax.legend(fontsize=6.5, loc="lower right", ncol=2)
+        fig.tight_layout()
+        name = "frontier_" + "_".join(_safe(x) for x in g) + ".png"
+        path = os.path.join(folder, name)
+        fig.savefig(path)
+        paths.append(path)
+    return paths
+
+
+def plot_schedule_curves(folder, specs=("calr", "clr"), steps_per_epoch=100, epochs=5, name="lr_schedules.png"):
+    """Learning-rate curves of fine-tune schedule specs (CLR vs CALR, ...).
+
+    Args:
+        folder: where to write the PNG.
+        specs: schedule specs to draw (see `config.parse_schedule`).
+        steps_per_epoch, epochs: the fine-tune drawn (the x axis, in steps).
+        name: file name.
+
+    Returns:
+        The path, or None when plotting is not available.
+    """
+    try:
+        from keras_lowrank.benchmarks.reproduce.fitting import build_schedule
+        from keras_lowrank.schedules import plot_schedules
+    except ImportError:
+        return None
+    schedules = {spec: build_schedule(spec, steps_per_epoch) for spec in specs}
+    path = os.path.join(folder, name)
+    try:
+        plot_schedules(
+            schedules,
+            steps=steps_per_epoch * epochs,
+            path=path,
+            title=f"Fine-tune learning rate: {epochs} epochs of {steps_per_epoch} steps",
+        )
+    except ImportError:
+        return None
+    return path
+
+
+def _curve_specs(rows):
+    """The schedules to draw: those run, plus CLR with the same range as CALR."""
+    specs = sorted({r["schedule"] for r in rows if r["method"] in FINETUNED_METHODS})
+    if len(specs) == 1 and schedule_family(specs[0]) == "calr":
+        rest = specs[0].partition(":")[2]
+        peak = [kv for kv in rest.split(",") if kv.startswith("max=")]
+        specs.append("clr" + (":" + peak[0] if peak else ""))
+    return specs[:10] or ["calr", "clr"]
+
+
+def _safe(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text))
+
+
+# ------------------------------------------------------------------ render
+
+
+def render(output, records=None, *, doc=None, doc_block="results", plots=True):
+    """Writes results.md and the plots of `output` from its results.json.
+
+    Args:
+        output: the results folder (holding results.json).
+        records: the records (default: read `<output>/results.json`).
+        doc: optional path of a markdown document whose block between
+            `BEGIN_MARK` and `END_MARK` (named `doc_block`) is replaced by the
+            generated summary (images linked relative to the document).
+        doc_block: the name of that block (several result folders can fill
+            several blocks of one document).
+        plots: whether to draw the PNGs.
+
+    Returns:
+        A dict of written paths: `results_md`, `plots` (list), `lr_plot`.
+    """
+    from keras_lowrank.benchmarks.reproduce.runner import RESULTS_FILE
+    from keras_lowrank.benchmarks.reproduce.runner import load_records
+
+    if records is None:
+        records = load_records(os.path.join(output, RESULTS_FILE))
+    rows = summary_rows(records)
+    rows, with_schedule = _main_schedule_rows(rows)
+    os.makedirs(output, exist_ok=True)
+    plot_paths, lr_path = [], None
+    if plots and rows:
+        if not schedule_study(rows):
+            plot_paths = plot_frontiers(rows, output)
+        lr_path = plot_schedule_curves(output, _curve_specs(rows))
+    body = _markdown(records, rows, with_schedule, output, plot_paths, lr_path, relative_to=output)
+    md_path = os.path.join(output, "results.md")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(body) + "\n")
+    if doc:
+        block = _markdown(records, rows, with_schedule, output, plot_paths, lr_path,
+                          relative_to=os.path.dirname(os.path.abspath(doc)), headline_only=True)
+        update_doc(doc, block, name=doc_block)
+    return {"results_md": md_path, "plots": plot_paths, "lr_plot": lr_path}
+
+
+def _markdown(records, rows, with_schedule, output, plot_paths, lr_path, *, relative_to, headline_only=False):
+    ok = _ok(records)
+    other = collections.Counter(r.get("status") for r in records if r.get("status", "ok") != "ok")
+    seeds = sorted({r["seed"] for r in ok})
+    lines = []
+    if not headline_only:
+        lines += [
+            "# Reproduction results",
+            "",
+            "Rendered by `keras-lowrank reproduce --render-only` from `results.json` in this folder "
+            "(the source of truth); do not edit by hand.",
+            "",
+        ]
+    lines += [
+        f"{len(ok)} successful runs; seeds {seeds}; "
+        + (", ".join(f"{n} {s}" for s, n in other.items()) + " (not counted)" if other else "no failed runs")
+        + ". Accuracy in %, Δ in points (negative: a loss against the uncompressed model of the same "
+        "dataset/model/vectors, mean over seeds). Sizes are fractions of the float32 embedding bytes; bytes are "
+        "measured from the stored layer (codes, scales; nothing else stored). The rest of the model is not in "
+        "these bytes (`other_bytes` in results.json).",
+        "",
+    ]
+    study = schedule_study(rows)
+    if study:
+        lines += ["## Schedule study", ""] + study
+    else:
+        lines += ["## Verdicts", ""]
+        lines += verdicts(rows)
+        lines += ["", "## Mean Δ test vs uncompressed, by method and size (number of groups in brackets)", ""]
+        lines += goal_table(rows)
+        lines += ["", "## Δ test vs uncompressed per group and size", ""]
+        lines += size_tables(rows)
+    imgs = []
+    for p in plot_paths:
+        rel = os.path.relpath(p, relative_to)
+        imgs.append(f"![{os.path.basename(p)}]({rel})")
+    if lr_path:
+        imgs.append(f"![learning-rate curves]({os.path.relpath(lr_path, relative_to)})")
+    if imgs:
+        lines += ["", "## Plots", ""] + [i + "\n" for i in imgs]
+    if not headline_only:
+        lines += ["", "## All results (mean over seeds)", ""]
+        lines += results_table(rows, with_schedule)
+        infeasible = sorted({(r["method"], r.get("size"), r.get("reason")) for r in records if r.get("status") == "infeasible"},
+                            key=lambda t: (str(t[0]), -(t[1] or 0)))
+        if infeasible:
+            lines += ["## Sizes a method cannot reach", ""]
+            lines += [f"- {m} @ {size_label(s)}: {why}" for m, s, why in infeasible]
+            lines.append("")
+        errors = [r for r in records if r.get("status") == "error"]
+        if errors:
+            lines += ["## Failed runs", ""]
+            lines += [f"- {r['dataset']}/{r['model']}/{r['vectors']} s{r['seed']} {r['method']} @ {r.get('size')}: {r.get('reason')}" for r in errors]
+    if headline_only:
+        # Inside a document the block sits under a section: one level deeper.
+        lines = ["#" + line if line.startswith("## ") else line for line in lines]
+    return lines
+
+
+def update_doc(doc, block_lines, name="results"):
+    """Replaces the generated block `name` of `doc` (between its markers)."""
+    with open(doc, encoding="utf-8") as f:
+        text = f.read()
+    begin, end = BEGIN_MARK.format(name=name), END_MARK.format(name=name)
+    block = begin + "\n" + "\n".join(block_lines) + "\n" + end
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(doc, "w", encoding="utf-8") as f:
+        f.write(text)
