@@ -12,83 +12,208 @@ one process and interleaved so that machine load hits every variant alike:
 
 Every latency is the median over repeated rounds; ratios against the full
 float32 model are computed per round (same round, same load) and their
-median reported. Results go to `results.json`; `results.md` is rendered from
-the JSON so it can be re-rendered without re-running.
+median reported. Each configuration (model, vocabulary size, width,
+sequence length, compression, batch sizes) is one entry of `results.json`
+carrying its own command, machine and load average; `--merge` replaces the
+configurations measured now and keeps the others, so a long grid can be
+measured in parts. `results.md`, and with `--doc` the page's generated
+section, are rendered from the JSON (`--render-only` re-renders without
+measuring; see `keras_lowrank.benchmarks.output`).
 
 The weights are random (an SVD of a random table is the worst case for
 accuracy, and irrelevant to size and speed); this module measures, it does
 not train. It must not be imported by the library itself.
 """
 
-import json
 import os
-import platform
 import random
 import sys
 import tempfile
 import time
 
-DEFAULT_OUT = os.path.join("docs", "results", "export")
+from keras_lowrank.benchmarks import environment
+from keras_lowrank.benchmarks import markdown
+from keras_lowrank.benchmarks import output
+
 VARIANTS = (
     ("full_float32", "full float32", dict(low_rank=False, quantize=None)),
     ("full_dynamic", "full dynamic-range int8", dict(low_rank=False, quantize="dynamic")),
     ("full_float16", "full float16", dict(low_rank=False, quantize="float16")),
-    ("lowrank_folded", "low-rank c=0.9, folded", dict(low_rank=True, fold=True)),
-    ("lowrank_unfolded", "low-rank c=0.9, unfolded", dict(low_rank=True, fold=False)),
-    ("lowrank_int8", "low-rank c=0.9 + int8 factors, folded", dict(low_rank=True, fold=True, int8=True)),
+    ("lowrank_folded", "low-rank c={c}, folded", dict(low_rank=True, fold=True)),
+    ("lowrank_unfolded", "low-rank c={c}, unfolded", dict(low_rank=True, fold=False)),
+    ("lowrank_int8", "low-rank c={c} + int8 factors, folded", dict(low_rank=True, fold=True, int8=True)),
 )
+# The reference of every ratio: always measured.
+REFERENCE = "full_float32"
+MODELS = ("dan", "lstm")
+DEFAULTS = {
+    "vocab_sizes": [20000, 100000],
+    "models": list(MODELS),
+    "embedding_dim": 300,
+    "sequence_length": 40,
+    "compression": 0.9,
+    "batch_sizes": [1, 32],
+    "repeats": 15,
+    "calls": 20,
+    "seed": 0,
+    "variants": [key for key, _, _ in VARIANTS],
+}
+# What identifies a configuration when results are merged.
+CONFIG_KEYS = ("model", "vocab_size", "embedding_dim", "sequence_length", "compression", "batch_sizes")
 
 
 def add_arguments(parser):
     """Adds the options of `keras-lowrank bench export` to `parser`."""
-    parser.add_argument("--out", default=DEFAULT_OUT, help="Output folder (results.json, results.md).")
-    parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[20000, 100000])
-    parser.add_argument("--models", nargs="+", default=["dan", "lstm"], choices=["dan", "lstm"])
-    parser.add_argument("--embedding-dim", type=int, default=300)
-    parser.add_argument("--sequence-length", type=int, default=40)
-    parser.add_argument("--compression", type=float, default=0.9)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--repeats", type=int, default=15, help="Interleaved rounds per measurement.")
-    parser.add_argument("--calls", type=int, default=20, help="Calls timed per round (batch 1; fewer at larger batches).")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="Short run: V=20,000 only, 5 rounds.")
+    output.add_output_arguments(parser, "export")
+    parser.add_argument(
+        "--merge", action="store_true",
+        help="Keep the configurations of an existing results.json that this run does "
+        "not measure (a configuration is model, V, d, sequence length, compression "
+        "and batch sizes); the ones measured now replace their old entries.",
+    )
+    parser.add_argument("--vocab-sizes", type=int, nargs="+", default=DEFAULTS["vocab_sizes"],
+                        help="Vocabulary sizes V (default: 20000 100000).")
+    parser.add_argument("--models", nargs="+", default=DEFAULTS["models"], choices=MODELS,
+                        help="Classifiers, measured in this order (default: dan lstm).")
+    parser.add_argument("--embedding-dim", type=int, default=DEFAULTS["embedding_dim"],
+                        help="Embedding width d (default: 300).")
+    parser.add_argument("--sequence-length", type=int, default=DEFAULTS["sequence_length"],
+                        help="Token ids per example (default: 40).")
+    parser.add_argument("--compression", type=float, default=DEFAULTS["compression"],
+                        help="Share of embedding parameters removed, in (0, 1) (default: 0.9).")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=DEFAULTS["batch_sizes"],
+                        help="Batch sizes timed (default: 1 32).")
+    parser.add_argument("--repeats", type=int, default=DEFAULTS["repeats"],
+                        help="Interleaved rounds per measurement (default: 15).")
+    parser.add_argument("--calls", type=int, default=DEFAULTS["calls"],
+                        help="Calls timed per round at batch 1; a quarter of it (at least 3) "
+                        "at larger batches (default: 20).")
+    parser.add_argument("--variants", nargs="+", default=DEFAULTS["variants"],
+                        choices=DEFAULTS["variants"], metavar="VARIANT",
+                        help="Export variants to measure (default: all of "
+                        + ", ".join(DEFAULTS["variants"]) + f"); {REFERENCE} is always included.")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="Random seed (default: 0).")
+    parser.add_argument("--quick", action="store_true", help="Short run: the smallest V only, 5 rounds.")
     parser.add_argument("--plot", action="store_true", help="Also write results.png (needs matplotlib).")
 
 
 def run(args):
-    """Runs the benchmark; writes results.json and results.md; returns 0."""
+    """Measures (or re-renders with `--render-only`); writes the results; returns 0."""
+    output.check_doc(args, "export")
+    if args.render_only:
+        results = _upgrade(output.load_results(args.output))
+    else:
+        results = _measure_all(args)
+    text = output.publish(
+        results, args, render_markdown, name="export",
+        title="Export benchmark results", summarize=summarize,
+    )
+    if args.plot:
+        _plot(results, os.path.join(args.output, "results.png"))
+    print(text)
+    return 0
+
+
+def _measure_all(args):
     if args.quick:
         args.vocab_sizes = [min(args.vocab_sizes)]
         args.repeats = min(args.repeats, 5)
         args.calls = min(args.calls, 10)
+    _validate(args)
+    args.variants = [key for key, _, _ in VARIANTS if key in args.variants or key == REFERENCE]
+    command = _command(args)
+    results = {"benchmark": "export", "runs": []}
+    if args.merge and os.path.isfile(os.path.join(args.output, output.RESULTS_JSON)):
+        results["runs"] = _upgrade(output.load_results(args.output))["runs"]
+    saved = False
+    for model_name in args.models:
+        for vocab in args.vocab_sizes:
+            print(f"[bench export] {model_name} V={vocab:,}", flush=True)
+            machine = environment.describe_machine(("numpy", "tensorflow", "keras", "ai_edge_litert"))
+            run = _one_config(model_name, vocab, args)
+            run["settings"] = {k: getattr(args, k) for k in ("repeats", "calls", "seed", "quick", "variants")}
+            run["command"] = command
+            run["machine"] = output.finish_machine(machine)
+            results["runs"] = _merged(results["runs"], run)
+            # Save after every configuration: an interrupted grid keeps what
+            # it finished (and the file it replaced is kept under earlier/).
+            if not saved:
+                output.save_results(results, args.output)
+                saved = True
+            else:
+                output.write_progress(results, args.output)
+    return results
+
+
+def _validate(args):
     if not 0 < args.compression < 1:
         raise ValueError(
             "Expected `--compression` in (0, 1), received: "
             f"compression={args.compression}"
         )
-    os.makedirs(args.out, exist_ok=True)
-    results = {
-        "command": " ".join(["keras-lowrank", "bench", "export"] + _argv_tail()),
-        "machine": _machine(),
-        "settings": {
-            k: getattr(args, k)
-            for k in (
-                "vocab_sizes", "models", "embedding_dim", "sequence_length",
-                "compression", "batch_sizes", "repeats", "calls", "seed", "quick",
+    for name in ("embedding_dim", "sequence_length", "repeats", "calls"):
+        if getattr(args, name) < 1:
+            raise ValueError(
+                f"Expected `--{name.replace('_', '-')}` to be a positive integer, "
+                f"received: {name}={getattr(args, name)}"
             )
-        },
-        "runs": [],
-    }
-    for model_name in args.models:
-        for vocab in args.vocab_sizes:
-            print(f"[bench export] {model_name} V={vocab:,}", flush=True)
-            results["runs"].append(_one_config(model_name, vocab, args))
-            _write(results, args.out)
-    _write(results, args.out)
-    if args.plot:
-        _plot(results, os.path.join(args.out, "results.png"))
-    print(render_markdown(results))
-    return 0
+    for name, smallest in (("vocab_sizes", 2), ("batch_sizes", 1)):
+        if any(v < smallest for v in getattr(args, name)):
+            raise ValueError(
+                f"Expected every value of `--{name.replace('_', '-')}` to be an integer "
+                f">= {smallest}, received: {name}={getattr(args, name)}"
+            )
+
+
+def _command(args):
+    options = []
+    for name in ("models", "vocab_sizes", "embedding_dim", "sequence_length", "compression",
+                 "batch_sizes", "repeats", "calls", "variants", "seed"):
+        value = getattr(args, name)
+        if value != DEFAULTS[name] and not (name in ("repeats", "calls") and args.quick):
+            options.append(("--" + name.replace("_", "-"), value))
+    if args.quick:
+        options.append(("--quick", True))
+    if args.merge:
+        options.append(("--merge", True))
+    return output.command("export", options, args)
+
+
+def _config_key(run):
+    return tuple(
+        tuple(run[key]) if isinstance(run[key], list) else run[key] for key in CONFIG_KEYS
+    )
+
+
+def _merged(runs, new):
+    """`runs` with `new` replacing the entry of the same configuration, sorted."""
+    kept = [r for r in runs if _config_key(r) != _config_key(new)]
+    kept.append(new)
+    order = {name: i for i, name in enumerate(MODELS)}
+    return sorted(kept, key=lambda r: (order.get(r["model"], len(order)), r["vocab_size"],
+                                       r["embedding_dim"], r["sequence_length"]))
+
+
+def _upgrade(results):
+    """Results of any version in the current layout (settings per configuration).
+
+    The first version kept one `command`, `machine` and `settings` for the
+    whole file; each configuration now carries its own.
+    """
+    runs = []
+    for run in results.get("runs", []):
+        if "settings" not in run:
+            settings = results.get("settings", {})
+            run = dict(run)
+            for key in ("batch_sizes", "sequence_length", "compression"):
+                run.setdefault(key, settings.get(key))
+            run["settings"] = {
+                k: settings[k] for k in ("repeats", "calls", "seed", "quick") if k in settings
+            }
+            run.setdefault("command", results.get("command"))
+            run.setdefault("machine", results.get("machine", {}))
+        runs.append(run)
+    return {"benchmark": "export", "runs": runs}
 
 
 def _one_config(model_name, vocab, args):
@@ -103,9 +228,13 @@ def _one_config(model_name, vocab, args):
     d, L = args.embedding_dim, args.sequence_length
     full = _build(model_name, vocab, d, L)
     rank = max(1, int((1 - args.compression) * vocab * d / (vocab + d)))
-    low = _low_rank_copy(full, rank, quantize=False)
-    low_q = _low_rank_copy(full, rank, quantize=True)
-    keras_models = {"full": full, "lowrank": low, "lowrank_int8": low_q}
+    variants = [(key, label, spec) for key, label, spec in VARIANTS if key in args.variants]
+    sources = {_source(spec) for _, _, spec in variants}
+    keras_models = {"full": full}
+    if "lowrank" in sources:
+        keras_models["lowrank"] = _low_rank_copy(full, rank, quantize=False)
+    if "lowrank_int8" in sources:
+        keras_models["lowrank_int8"] = _low_rank_copy(full, rank, quantize=True)
 
     rng = np.random.default_rng(args.seed)
     inputs = {b: _ids(rng, b, L, vocab) for b in args.batch_sizes}
@@ -113,10 +242,8 @@ def _one_config(model_name, vocab, args):
 
     exported, report_rows = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for key, _, spec in VARIANTS:
-            source = "full" if not spec["low_rank"] else (
-                "lowrank_int8" if spec.get("int8") else "lowrank"
-            )
+        for key, _, spec in variants:
+            source = _source(spec)
             path = os.path.join(tmp, f"{key}.tflite")
             start = time.perf_counter()
             report = export_tflite(
@@ -172,8 +299,8 @@ def _one_config(model_name, vocab, args):
 
     embedding_full = vocab * d * 4
     rows = []
-    for key, label, spec in VARIANTS:
-        row = {"variant": key, "label": label, **report_rows[key]}
+    for key, label, spec in variants:
+        row = {"variant": key, "label": label.format(c=f"{args.compression:g}"), **report_rows[key]}
         row["size_ratio_vs_full"] = row["bytes"] / report_rows["full_float32"]["bytes"]
         for b in args.batch_sizes:
             stats = latency[b][f"tflite:{key}"]
@@ -189,6 +316,9 @@ def _one_config(model_name, vocab, args):
         "model": model_name,
         "vocab_size": vocab,
         "embedding_dim": d,
+        "sequence_length": L,
+        "compression": args.compression,
+        "batch_sizes": list(args.batch_sizes),
         "rank": rank,
         "embedding_bytes": {
             "full_float32": embedding_full,
@@ -244,29 +374,22 @@ def _ratio(latency, name, reference):
 
 
 def _build(model_name, vocab, d, L):
-    """The classifier, from `keras_lowrank.models` when available."""
-    import keras
+    """The classifier from `keras_lowrank.models` (2 classes)."""
+    from keras_lowrank import models
 
-    try:
-        from keras_lowrank import models
-
-        if model_name == "dan":
-            return models.dan_classifier(vocab, 2, embedding_dim=d, sequence_length=L)
-        # Forward LSTM: a backward one exports with a static batch only.
-        return models.lstm_classifier(
-            vocab, 2, embedding_dim=d, sequence_length=L, bidirectional=False
-        )
-    except (ImportError, AttributeError, TypeError):
-        pass
-    inputs = keras.Input((L,), dtype="int32", name="ids")
-    x = keras.layers.Embedding(vocab, d, mask_zero=True, name="embedding")(inputs)
     if model_name == "dan":
-        x = keras.layers.GlobalAveragePooling1D()(x)
-        x = keras.layers.Dense(300, activation="relu")(x)
-    else:
-        x = keras.layers.LSTM(128)(x)
-    outputs = keras.layers.Dense(2, name="logits")(x)
-    return keras.Model(inputs, outputs, name=f"{model_name}_classifier")
+        return models.dan_classifier(vocab, 2, embedding_dim=d, sequence_length=L)
+    # Forward LSTM: a backward one exports with a static batch only.
+    return models.lstm_classifier(
+        vocab, 2, embedding_dim=d, sequence_length=L, bidirectional=False
+    )
+
+
+def _source(spec):
+    """Which Keras model a variant is exported from."""
+    if not spec["low_rank"]:
+        return "full"
+    return "lowrank_int8" if spec.get("int8") else "lowrank"
 
 
 def _low_rank_copy(model, rank, quantize):
@@ -311,72 +434,76 @@ def _ids(rng, batch, L, vocab):
     return ids
 
 
-def _machine():
-    import keras
-    import tensorflow as tf
+def render_markdown(results, link_base="", heading_level=2):
+    """Renders the results (as in `results.json`) as Markdown.
 
-    try:
-        import ai_edge_litert
+    Args:
+        results: the results dict (any version; see `_upgrade`).
+        link_base: path from the page being written to the output folder.
+        heading_level: Markdown level of the per-configuration headings.
 
-        litert = getattr(ai_edge_litert, "__version__", "installed")
-    except ImportError:
-        litert = None
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores_visible": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "ai_edge_litert": litert,
-        "platform": platform.platform(),
-    }
-
-
-def _argv_tail():
-    argv = sys.argv[1:]
-    if "export" in argv:
-        return argv[argv.index("export") + 1 :]
-    return argv
-
-
-def _write(results, out):
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(render_markdown(results))
-
-
-def render_markdown(results):
-    """Renders the results table (Markdown) from the JSON results."""
-    batch_sizes = results["settings"]["batch_sizes"]
+    Returns:
+        A summary table (one row per configuration), then per configuration
+        its command, machine and load, embedding bytes and the full table.
+    """
+    results = _upgrade(results)
+    runs = results["runs"]
     lines = [
-        "# Export benchmark results",
-        "",
-        f"Command: `{results['command']}`",
-        "",
-        "Machine: " + ", ".join(f"{k}={v}" for k, v in results["machine"].items()),
-        "",
-        "Latency: median ms per call over interleaved rounds [25th-75th "
-        "percentile]; ratio = median of per-round ratios against the full "
-        "float32 model (TFLite vs TFLite, Keras vs Keras). TFLite uses one "
-        "thread. Max diff: max |output - Keras model it was exported from|.",
+        "Summary per configuration: the folded low-rank export (and the same with "
+        "int8 factors) against the full float32 export measured in the same run; "
+        "latency ratios are medians of per-round ratios (TFLite, one thread). "
+        "Goal of issue 4: a ratio <= 1.0 at every batch size with an embedding "
+        ">= 9.5x smaller.",
         "",
     ]
-    for run in results["runs"]:
+    summary = []
+    for run in runs:
+        rows = {row["variant"]: row for row in run["rows"]}
+        e = run["embedding_bytes"]
+        folded, int8 = rows.get("lowrank_folded"), rows.get("lowrank_int8")
+        ratios = [folded[f"tflite_b{b}_ratio"]["median"] for b in run["batch_sizes"]] if folded else []
+        goal = "n/a" if not ratios else (
+            "met" if max(ratios) <= 1.0 and e["smaller_x_float32"] >= 9.5 else "not met"
+        )
+        load = environment.normalize_machine(run["machine"]).get("load_average_before")
+        summary.append([
+            run["model"].upper(), f"{run['vocab_size']:,}", run["rank"],
+            f"{e['smaller_x_float32']:.2f}x / {e['smaller_x_int8']:.2f}x",
+            _cell(folded, "size_ratio_vs_full", "{:.3f}") + " / " + _cell(int8, "size_ratio_vs_full", "{:.3f}"),
+            " / ".join(f"{r:.2f}" for r in ratios) or "n/a",
+            goal,
+            "not recorded" if load is None else f"{load[0]:g}",
+        ])
+    lines += markdown.table(
+        ["model", "V", "rank", "embedding smaller (float32 / int8)",
+         ".tflite vs full (folded / + int8)",
+         "TFLite latency ratio, folded (" + " / ".join(
+             f"b{b}" for b in (runs[0]["batch_sizes"] if runs else [])) + ")",
+         "goal", "1-min load before"],
+        summary,
+    )
+    lines += [
+        "",
+        "Latency below: median ms per call over interleaved rounds [25th-75th "
+        "percentile]; ratio = median of per-round ratios against the full "
+        "float32 model (TFLite vs TFLite, Keras vs Keras). TFLite uses one "
+        "thread. Max diff: max |output - Keras model it was exported from|. "
+        f"Raw numbers: [{output.RESULTS_JSON}]({output.link(link_base, output.RESULTS_JSON)}).",
+        "",
+    ]
+    hashes = "#" * heading_level
+    for run in runs:
         e = run["embedding_bytes"]
         lines += [
-            f"## {run['model'].upper()}, V={run['vocab_size']:,}, "
+            f"{hashes} {run['model'].upper()}, V={run['vocab_size']:,}, "
             f"d={run['embedding_dim']}, rank={run['rank']}",
+            "",
+            f"Command: `{run['command']}`" + (
+                " (written before `--out` was renamed `--output`)"
+                if " --out " in f"{run['command']} " else ""
+            ),
+            "",
+            f"Machine: {environment.machine_summary(run['machine'])}",
             "",
             f"Embedding bytes: full float32 {e['full_float32']:,}; low-rank "
             f"float32 {e['lowrank_float32']:,} ({e['smaller_x_float32']:.2f}x "
@@ -384,21 +511,14 @@ def render_markdown(results):
             f"({e['smaller_x_int8']:.2f}x smaller).",
             "",
         ]
-        header = "| variant | .tflite bytes | vs full |"
-        sep = "|---|---:|---:|"
-        for b in batch_sizes:
-            header += f" TFLite b{b} ms | ratio | Keras b{b} ms | ratio |"
-            sep += "---:|---:|---:|---:|"
-        header += " max diff |"
-        sep += "---:|"
-        lines += [header, sep]
+        header = ["variant", ".tflite bytes", "vs full"]
+        for b in run["batch_sizes"]:
+            header += [f"TFLite b{b} ms", "ratio", f"Keras b{b} ms", "ratio"]
+        header.append("max diff")
+        rows = []
         for row in run["rows"]:
-            cells = [
-                row["label"],
-                f"{row['bytes']:,}",
-                f"{row['size_ratio_vs_full']:.3f}",
-            ]
-            for b in batch_sizes:
+            cells = [row["label"], f"{row['bytes']:,}", f"{row['size_ratio_vs_full']:.3f}"]
+            for b in run["batch_sizes"]:
                 t, k = row[f"tflite_b{b}"], row[f"keras_b{b}"]
                 cells += [
                     f"{t['median_ms']:.3f} [{t['p25_ms']:.3f}-{t['p75_ms']:.3f}]",
@@ -407,9 +527,20 @@ def render_markdown(results):
                     f"{row[f'keras_b{b}_ratio']['median']:.2f}",
                 ]
             cells.append(f"{row['max_abs_difference']:.2g}")
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(cells)
+        lines += markdown.table(header, rows) + [""]
     return "\n".join(lines)
+
+
+def summarize(results):
+    """One phrase about a results dict, for the list of earlier measurements."""
+    return "configurations " + ", ".join(
+        f"{run['model'].upper()} V={run['vocab_size']:,}" for run in _upgrade(results)["runs"]
+    )
+
+
+def _cell(row, key, fmt):
+    return "n/a" if row is None else fmt.format(row[key])
 
 
 def _plot(results, path):
@@ -429,3 +560,10 @@ def _plot(results, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    # The same as `keras-lowrank bench export ...`, with the same error handling.
+    from keras_lowrank.cli.main import main
+
+    sys.exit(main(["bench", "export", *sys.argv[1:]]))

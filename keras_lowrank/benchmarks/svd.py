@@ -8,14 +8,15 @@ default), for vocabulary sizes from 10k to 2M rows. Slow references are skipped
 above a size, and the table says so.
 
 Results are written as `results.json` (machine-readable, the source of truth),
-rendered to `results.md` and a log-log plot `svd_time.png` of time versus V.
+rendered to `results.md` and a log-log plot `svd_time.png` of time versus V;
+`--render-only` re-renders them, and `--doc PAGE` the page's generated
+section, from the JSON (see `keras_lowrank.benchmarks.output`). Where `auto`
+and `numpy` ran on the same size, the report leads with their comparison.
 Wired into the command line as `keras-lowrank bench svd`. This module must not
 import Keras or TensorFlow: it measures the numpy core on its own.
 """
 
-import json
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -24,6 +25,9 @@ import tracemalloc
 
 import numpy as np
 
+from keras_lowrank.benchmarks import environment
+from keras_lowrank.benchmarks import markdown
+from keras_lowrank.benchmarks import output
 from keras_lowrank.cli.errors import CLIError
 
 DEFAULT_SIZES = (10_000, 50_000, 100_000, 400_000, 2_000_000)
@@ -48,16 +52,12 @@ DEFAULT_LIMITS = {
 }
 # A method whose first run takes longer than this is not repeated.
 _REPEAT_BUDGET_S = 10.0
+PLOT = "svd_time.png"
 
 
 def add_arguments(parser):
     """Adds the `bench svd` options to an argparse parser."""
-    parser.add_argument(
-        "--output",
-        default=os.path.join("benchmark_results", "svd"),
-        help="Folder for results.json, results.md and svd_time.png "
-        "(default: benchmark_results/svd).",
-    )
+    output.add_output_arguments(parser, "svd")
     parser.add_argument(
         "--sizes",
         type=lambda text: tuple(int(v) for v in text.split(",")),
@@ -105,8 +105,11 @@ def add_arguments(parser):
 
 
 def run(args):
-    """Runs the benchmark described by parsed `args`; returns 0."""
-    if args.threads is not None:
+    """Runs the benchmark described by parsed `args` (or re-renders it); returns 0."""
+    output.check_doc(args, "svd")
+    if args.render_only:
+        results = output.load_results(args.output)
+    elif args.threads is not None:
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:
@@ -116,11 +119,24 @@ def run(args):
             ) from None
 
         with threadpool_limits(limits=args.threads, user_api="blas"):
-            return _run(args)
-    return _run(args)
+            results = measure(args)
+    else:
+        results = measure(args)
+    if not args.render_only:
+        output.save_results(results, args.output)
+    markdown_text = output.publish(
+        results, args, render_markdown, name="svd",
+        title="SVD scaling benchmark results", summarize=summarize,
+    )
+    plot(results, os.path.join(args.output, PLOT))
+    print(markdown_text)
+    print(f"Wrote {args.output}/{output.RESULTS_JSON}, {output.RESULTS_MD}, {PLOT}"
+          + (f" and the generated section of {args.doc}" if args.doc else ""))
+    return 0
 
 
-def _run(args):
+def measure(args):
+    """Measures every method on every size of `args`; returns the results dict."""
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     repeats = 1 if args.quick else max(1, args.repeats)
     unknown = [m for m in args.methods if m not in METHODS]
@@ -128,19 +144,27 @@ def _run(args):
         raise CLIError(
             f"Unknown `--methods` {unknown}; expected some of {list(METHODS)}"
         )
+    for name in ("dim", "rank", "repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(
+                f"Expected `--{name}` to be a positive integer, received: "
+                f"{name}={getattr(args, name)}"
+            )
     limits = dict(DEFAULT_LIMITS)
     if args.reference_max_rows is not None:
         limits["numpy"] = limits["scipy_gesdd"] = args.reference_max_rows
+    blas_threads = args.threads or os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get(
+        "OMP_NUM_THREADS"
+    )
     results = {
-        "command": " ".join(["keras-lowrank", "bench", "svd"] + _argv_tail()),
-        "machine": _machine(),
+        "benchmark": "svd",
+        "command": _command(args),
+        "machine": environment.describe_machine(("numpy", "scipy")),
         "dim": args.dim,
         "rank": args.rank,
         "repeats": repeats,
-        "blas_threads": args.threads
-        or os.environ.get("OPENBLAS_NUM_THREADS")
-        or os.environ.get("OMP_NUM_THREADS")
-        or "default",
+        "repeat_budget_s": _REPEAT_BUDGET_S,
+        "blas_threads": str(blas_threads) if blas_threads else "default",
         "limits": {k: v for k, v in limits.items()},
         "methods": {m: METHODS[m] for m in METHODS if m in args.methods},
         "rows": [],
@@ -176,19 +200,35 @@ def _run(args):
             results["rows"].append(row)
             _print_row(row)
         del table
-    results["machine"]["load_average_at_end"] = [
-        round(x, 2) for x in os.getloadavg()
-    ]
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    markdown = render_markdown(results)
-    with open(os.path.join(args.output, "results.md"), "w") as f:
-        f.write(markdown)
-    plot(results, os.path.join(args.output, "svd_time.png"))
-    print(markdown)
-    print(f"Wrote {args.output}/results.json, results.md, svd_time.png")
-    return 0
+    output.finish_machine(results["machine"])
+    return results
+
+
+def _command(args):
+    options = []
+    if args.sizes:
+        options.append(("--sizes", ",".join(str(v) for v in args.sizes)))
+    if args.quick:
+        options.append(("--quick", True))
+    if tuple(args.methods) != tuple(METHODS):
+        options.append(("--methods", ",".join(args.methods)))
+    for flag, value, default in (
+        ("--dim", args.dim, 300),
+        ("--rank", args.rank, 30),
+        ("--repeats", args.repeats, 3),
+        ("--reference-max-rows", args.reference_max_rows, None),
+        ("--seed", args.seed, 0),
+        ("--threads", args.threads, None),
+    ):
+        if value != default:
+            options.append((flag, value))
+    text = output.command("svd", options, args)
+    # The BLAS thread count changes the timings: show it when it was set
+    # through the environment rather than `--threads`.
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if args.threads is None and os.environ.get(variable):
+            return f"{variable}={os.environ[variable]} {text}"
+    return text
 
 
 def make_table(num_rows, dim, seed=0):
@@ -213,46 +253,94 @@ def make_table(num_rows, dim, seed=0):
     return table
 
 
-def render_markdown(results):
-    """Renders `results.json` content as a Markdown table."""
-    lines = [
+def render_markdown(results, link_base="", heading_level=2):
+    """Renders results (as in `results.json`) as Markdown.
+
+    Args:
+        results: the results dict.
+        link_base: path from the page being written to the output folder,
+            for the links to `results.json` and the plot.
+        heading_level: unused (the report has no subsections); accepted so
+            that every benchmark renders through the same call.
+
+    Returns:
+        The Markdown text: comparisons with the references, the full table,
+        the method labels, the machine and the command.
+    """
+    del heading_level
+    budget = results.get("repeat_budget_s", _REPEAT_BUDGET_S)
+    lines = []
+    comparisons = _comparisons(results)
+    if comparisons:
+        lines += comparisons + [""]
+    lines += [
         f"Truncated SVD, d = {results['dim']}, rank = {results['rank']}, float32 "
         f"tables; median of up to {results['repeats']} runs (runs over "
-        f"{_REPEAT_BUDGET_S:.0f} s are not repeated).",
+        f"{budget:.0f} s are not repeated). Raw numbers: "
+        f"[{output.RESULTS_JSON}]({output.link(link_base, output.RESULTS_JSON)}).",
         "",
-        "| V | method | time (s) | runs | traced peak (MiB) "
-        "| RSS peak increase (MiB) | relative error |",
-        "|---:|---|---:|---:|---:|---:|---:|",
     ]
+    rows = []
     for row in results["rows"]:
         if "skipped" in row:
-            lines.append(
-                f"| {row['V']:,} | {row['method']} "
-                f"| skipped ({row['skipped']}) | | | | |"
-            )
+            rows.append([f"{row['V']:,}", row["method"], f"skipped ({row['skipped']})", "", "", "", ""])
             continue
-        lines.append(
-            f"| {row['V']:,} | {row['method']} | {row['seconds']:.3f} | "
-            f"{row['runs']} | {row['traced_peak_mib']:.0f} | "
-            f"{row['rss_peak_increase_mib']:.0f} | {row['relative_error']:.6g} |"
-        )
+        rows.append([
+            f"{row['V']:,}", row["method"], f"{row['seconds']:.3f}", row["runs"],
+            f"{row['traced_peak_mib']:.0f}", f"{row['rss_peak_increase_mib']:.0f}",
+            f"{row['relative_error']:.6g}",
+        ])
+    lines += markdown.table(
+        ["V", "method", "time (s)", "runs", "traced peak (MiB)",
+         "RSS peak increase (MiB)", "relative error"],
+        rows, align=["r", "l", "r", "r", "r", "r", "r"],
+    )
     lines += ["", "Methods:", ""]
     lines += [f"- `{key}`: {label}" for key, label in results["methods"].items()]
-    machine = results["machine"]
     lines += [
         "",
-        f"Machine: {machine['cpu']}, {machine['cpus']} CPU cores visible, "
-        f"{machine['memory_gib']} GiB RAM, Python {machine['python']}, numpy "
-        f"{machine['numpy']}, scipy {machine['scipy']}, load average at start "
-        f"{machine['load_average']}, at end "
-        f"{machine.get('load_average_at_end')} (the machine is shared with "
-        "other jobs; BLAS threads: "
-        f"{results.get('blas_threads', 'default')}).",
+        f"Machine: {environment.machine_summary(results['machine'])} BLAS threads: "
+        f"{results.get('blas_threads', 'default')}.",
         "",
         f"Command: `{results['command']}`",
-        "",
     ]
-    return "\n".join(lines)
+    if len({row["V"] for row in results["rows"]}) > 1:
+        lines += ["", f"![time versus V]({output.link(link_base, PLOT)})"]
+    return "\n".join(lines) + "\n"
+
+
+def summarize(results):
+    """One phrase about a results dict, for the list of earlier measurements."""
+    parts = []
+    for row in results["rows"]:
+        if row["method"] in ("auto", "numpy") and "seconds" in row:
+            parts.append(f"{row['method']} {row['seconds']:.2f} s at V={row['V']:,}")
+    return ", ".join(parts)
+
+
+def _comparisons(results):
+    """One line per size where `auto` and a reference were both measured."""
+    lines = []
+    measured = {(r["V"], r["method"]): r for r in results["rows"] if "seconds" in r}
+    for size in sorted({v for v, _ in measured}):
+        auto = measured.get((size, "auto"))
+        reference = measured.get((size, "numpy"))
+        if auto is None or reference is None:
+            continue
+        lines.append(
+            f"- V = {size:,}, d = {results['dim']}, rank {results['rank']}: "
+            f"`truncated_svd` (auto) {auto['seconds']:.2f} s (median of {auto['runs']}), "
+            f"traced peak {auto['traced_peak_mib']:.0f} MiB, RSS +{auto['rss_peak_increase_mib']:.0f} MiB; "
+            f"`numpy.linalg.svd` {reference['seconds']:.2f} s ({reference['runs']} run"
+            f"{'s' if reference['runs'] != 1 else ''}), traced peak "
+            f"{reference['traced_peak_mib']:.0f} MiB, RSS +{reference['rss_peak_increase_mib']:.0f} MiB: "
+            f"{reference['seconds'] / auto['seconds']:.1f}x faster, "
+            f"peak memory {reference['traced_peak_mib'] / max(auto['traced_peak_mib'], 1e-9):.1f}x "
+            f"smaller (traced) and {reference['rss_peak_increase_mib'] / max(auto['rss_peak_increase_mib'], 1e-9):.1f}x "
+            "smaller (RSS); "
+            f"relative error {auto['relative_error']:.6g} vs {reference['relative_error']:.6g}."
+        )
+    return lines
 
 
 def plot(results, path):
@@ -365,43 +453,6 @@ def _relative_error(table, u, s, vt, norm):
     return float(np.sqrt(total) / norm)
 
 
-def _machine():
-    import scipy
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        memory = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:
-        memory = None
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "memory_gib": memory,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def _argv_tail():
-    argv = sys.argv[1:]
-    for index, token in enumerate(argv):
-        if token == "svd":
-            return argv[index + 1 :]
-    return argv
-
-
 def _print_row(row):
     if "skipped" in row:
         print(f"V={row['V']:>9,} {row['method']:<12} skipped ({row['skipped']})")
@@ -415,11 +466,8 @@ def _print_row(row):
         )
 
 
-if __name__ == "__main__":
-    import argparse
+if __name__ == "__main__":  # pragma: no cover
+    # The same as `keras-lowrank bench svd ...`, with the same error handling.
+    from keras_lowrank.cli.main import main
 
-    _parser = argparse.ArgumentParser(
-        prog="keras-lowrank bench svd", description=__doc__.splitlines()[0]
-    )
-    add_arguments(_parser)
-    sys.exit(run(_parser.parse_args()))
+    sys.exit(main(["bench", "svd", *sys.argv[1:]]))

@@ -17,7 +17,9 @@ compiles both with Adam, and measures in one run, on the same batches:
   with a dense gradient.
 
 Results are written as machine-readable `results.json` and rendered to
-`results.md`; the table can be re-rendered from the JSON without re-running.
+`results.md`; `--render-only` re-renders them, and `--doc PAGE` the page's
+generated section, from the JSON without measuring (see
+`keras_lowrank.benchmarks.output`).
 
 This module must not change any library behaviour to make the numbers look
 better: both models use stock `keras.optimizers.Adam` and `model.fit`. It
@@ -25,12 +27,13 @@ imports TensorFlow and Keras lazily inside `run`, so that the command line's
 `--help` stays quick.
 """
 
-import json
-import os
-import platform
 import statistics
 import sys
 import time
+
+from keras_lowrank.benchmarks import environment
+from keras_lowrank.benchmarks import markdown
+from keras_lowrank.benchmarks import output
 
 DEFAULTS = {
     "vocab_size": 100_000,
@@ -60,6 +63,7 @@ SGD_VARIANTS = ("full_sgd", "factorized_sgd")
 
 def add_arguments(parser):
     """Adds this benchmark's options to an `argparse` parser."""
+    output.add_output_arguments(parser, "train")
     parser.add_argument(
         "--vocab-size", type=int, default=None,
         help=f"Rows V of the embedding table (default {DEFAULTS['vocab_size']}).",
@@ -92,14 +96,6 @@ def add_arguments(parser):
         "--seed", type=int, default=0, help="Seed for weights and data (default %(default)s).",
     )
     parser.add_argument(
-        "--output-dir", default=os.path.join("benchmark_results", "training_cost"),
-        help="Where results.json and results.md are written (default %(default)s).",
-    )
-    parser.add_argument(
-        "--from-json", default=None, metavar="RESULTS_JSON",
-        help="Re-render results.md from an existing results.json without measuring.",
-    )
-    parser.add_argument(
         "--quick", action="store_true",
         help=(
             f"Smoke-test size: V={QUICK['vocab_size']}, {QUICK['repeats']} blocks of "
@@ -110,25 +106,20 @@ def add_arguments(parser):
 
 def run(args):
     """Runs the benchmark described by parsed `args`; returns the exit status."""
-    # Validate before creating anything on disk.
-    config = None if args.from_json is not None else _config_from_args(args)
-    os.makedirs(args.output_dir, exist_ok=True)
-    json_path = os.path.join(args.output_dir, "results.json")
-    md_path = os.path.join(args.output_dir, "results.md")
-    if args.from_json is not None:
-        with open(args.from_json) as f:
-            results = json.load(f)
+    output.check_doc(args, "train")
+    if args.render_only:
+        results = output.load_results(args.output)
     else:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # Validate before measuring or creating anything on disk.
+        config = _config_from_args(args)
         results = measure(**config)
-        with open(json_path, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-    table = render_markdown(results)
-    with open(md_path, "w") as f:
-        f.write(table)
-    print(table)
-    print(f"Wrote {md_path}" if args.from_json else f"Wrote {json_path} and {md_path}")
+        results["command"] = _command(args, config)
+        output.save_results(results, args.output)
+    text = output.publish(
+        results, args, render_markdown, name="train",
+        title="Training cost benchmark results", summarize=summarize,
+    )
+    print(text)
     return 0
 
 
@@ -157,7 +148,7 @@ def measure(
     from keras_lowrank.surgery import factorize_embeddings
 
     keras.utils.set_random_seed(seed)
-    load_before = _load_average()
+    machine = environment.describe_machine(("numpy", "tensorflow", "keras"))
 
     def dan():
         return dan_classifier(
@@ -226,7 +217,6 @@ def measure(
         keras, tf, np, vocab_size, embedding_dim, int(np.median(rows_per_batch)), seed,
         repeats=max(5, repeats * 3),
     )
-    load_after = _load_average()
     variants = {}
     for name in VARIANTS:
         model = models[name]
@@ -309,17 +299,32 @@ def measure(
         "rows_touched_per_batch_median": int(np.median(rows_per_batch)),
         "update_of_full_table_ms": update_cost,
         "conversion_seconds": conversion_seconds,
-        "machine": _machine(keras, tf, np, load_before, load_after),
-        "command": "keras-lowrank bench train " + " ".join(_cli_flags(
-            vocab_size=vocab_size, embedding_dim=embedding_dim, compression=compression,
-            batch_size=batch_size, sequence_length=sequence_length, steps=steps,
-            repeats=repeats, seed=seed,
-        )),
+        "machine": output.finish_machine(machine),
+        "command": "keras-lowrank bench train " + " ".join(
+            f"{flag} {value}" for flag, value in _flags(
+                vocab_size=vocab_size, embedding_dim=embedding_dim, compression=compression,
+                batch_size=batch_size, sequence_length=sequence_length, steps=steps,
+                repeats=repeats, seed=seed,
+            )
+        ),
     }
 
 
-def render_markdown(results):
-    """Renders the results dict (as written to results.json) as a Markdown table."""
+def render_markdown(results, link_base="", heading_level=2):
+    """Renders the results dict (as written to results.json) as Markdown.
+
+    Args:
+        results: the results dict.
+        link_base: path from the page being written to the output folder.
+        heading_level: unused (the report has no subsections); accepted so
+            that every benchmark renders through the same call.
+
+    Returns:
+        The table of both variants with their ratios, the targets of issue 5,
+        the measurements that explain the step-time ratio, the machine and
+        load, and the command.
+    """
+    del heading_level
     config = results["config"]
     full, fact = results["variants"]["full"], results["variants"]["factorized"]
     ratios = results["ratios"]
@@ -340,38 +345,50 @@ def render_markdown(results):
          f"{fact['optimizer_state_bytes'] / mib:.1f}",
          ratios["optimizer_state_full_over_factorized"]),
     ]
-    machine = results["machine"]
+    step_ratio = ratios["step_time_full_over_factorized"]
     lines = [
         f"Training cost, V={config['vocab_size']:,}, d={config['embedding_dim']}, "
         f"compression={config['compression']} (rank {config['rank']}), "
         f"batch {config['batch_size']} x {config['sequence_length']} tokens, Adam, DAN.",
         "",
-        "| | full `Embedding` | `LowRankEmbedding` | full / factorized |",
-        "|---|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {a} | {b} | {ratio:.1f}x |" for name, a, b, ratio in rows]
-    update = results["update_of_full_table_ms"]
-    sgd = results["sgd_variants"]
-    full_sgd, fact_sgd = sgd["full_sgd"]["step_ms_median"], sgd["factorized_sgd"]["step_ms_median"]
+    lines += markdown.table(
+        ["", "full `Embedding`", "`LowRankEmbedding`", "full / factorized"],
+        [[name, a, b, f"{ratio:.1f}x"] for name, a, b, ratio in rows],
+    )
     lines += [
         "",
-        f"Targets: `fit` step >= 6x faster: {ratios['step_time_full_over_factorized']:.1f}x "
-        f"({'met' if ratios['step_time_full_over_factorized'] >= 6 else 'not met'}); "
+        f"Targets of issue 5: `fit` step >= 6x faster: {step_ratio:.1f}x "
+        f"({'met' if step_ratio >= 6 else 'not met'}); "
         f"about 10x less Adam state for the embedding: "
         f"{ratios['embedding_optimizer_state_full_over_factorized']:.1f}x.",
         "",
-        f"The same two models trained with plain SGD (sparse updates), median step: "
-        f"{full_sgd:.1f} ms full, {fact_sgd:.1f} ms factorized. Adam's dense update of the "
-        f"embedding thus costs about {full['step_ms_median'] - full_sgd:.0f} ms per step "
-        f"for the full table and {fact['step_ms_median'] - fact_sgd:.0f} ms for the factors.",
-        "",
         f"Median of the {len(full['block_median_ms'])} ratios of neighbouring blocks "
         f"(full block / factorized block run next to it): "
-        f"{ratios['step_time_full_over_factorized_paired_blocks_median']:.1f}x.",
-        "",
+        f"{ratios['step_time_full_over_factorized_paired_blocks_median']:.1f}x. "
         f"CPU time per step (all threads of the process), median: "
         f"{full['step_cpu_ms_median']:.1f} ms full, {fact['step_cpu_ms_median']:.1f} ms "
         f"factorized ({ratios['step_cpu_time_full_over_factorized']:.1f}x).",
+    ]
+    sgd = results.get("sgd_variants")
+    if sgd:
+        full_sgd = sgd["full_sgd"]["step_ms_median"]
+        fact_sgd = sgd["factorized_sgd"]["step_ms_median"]
+        lines += [
+            "",
+            f"The same two models trained with plain SGD (sparse updates), median step: "
+            f"{full_sgd:.1f} ms full, {fact_sgd:.1f} ms factorized. Adam's dense update of "
+            f"the embedding thus costs about {full['step_ms_median'] - full_sgd:.0f} ms per "
+            f"step for the full table and {fact['step_ms_median'] - fact_sgd:.0f} ms for the "
+            f"factors. The factorized SGD step is the part of a step that does not shrink "
+            f"with the table (dense layers, masked mean, dropout, the factorized lookup, "
+            f"Keras' per-step work): even a free update of `A` could not make the Adam "
+            f"step ratio exceed {full['step_ms_median']:.1f} / {fact_sgd:.1f} = "
+            f"{full['step_ms_median'] / fact_sgd:.1f}x in this run.",
+        ]
+    update = results["update_of_full_table_ms"]
+    machine = environment.normalize_machine(results["machine"])
+    lines += [
         "",
         f"Why: a batch touches a median of {results['rows_touched_per_batch_median']:,} of "
         f"{config['vocab_size']:,} rows, yet one Adam update of the full table takes "
@@ -384,15 +401,23 @@ def render_markdown(results):
         "",
         f"Medians over {full['timed_steps']} timed steps per variant "
         f"({config['blocks_per_variant']} interleaved blocks of {config['steps_per_block']}). "
-        f"Machine: {machine['cpu']}, {machine['cpu_count']} logical CPUs, "
-        f"load average {machine['load_average_before']} before / "
-        f"{machine['load_average_after']} after; Python {machine['python']}, "
-        f"TensorFlow {machine['tensorflow']}, Keras {machine['keras']}.",
+        f"Raw numbers: [{output.RESULTS_JSON}]({output.link(link_base, output.RESULTS_JSON)}).",
+        "",
+        f"Machine: {environment.machine_summary(machine)}",
         "",
         f"Command: `{results['command']}`",
-        "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
+
+
+def summarize(results):
+    """One phrase about a results dict, for the list of earlier measurements."""
+    variants, ratios = results["variants"], results["ratios"]
+    return (
+        f"step {variants['full']['step_ms_median']:.1f} ms full, "
+        f"{variants['factorized']['step_ms_median']:.1f} ms factorized "
+        f"({ratios['step_time_full_over_factorized']:.1f}x)"
+    )
 
 
 def _config_from_args(args):
@@ -553,46 +578,19 @@ def _quantile(values, q):
     return values[lower] + (values[upper] - values[lower]) * (position - lower)
 
 
-def _load_average():
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+def _flags(**values):
+    return [(f"--{name.replace('_', '-')}", value) for name, value in values.items()]
 
 
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _machine(keras, tf, np, load_before, load_after):
-    return {
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "load_average_before": load_before,
-        "load_average_after": load_after,
-        "utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-
-
-def _cli_flags(**values):
-    return [f"--{name.replace('_', '-')} {value}" for name, value in values.items()]
+def _command(args, config):
+    """The full command of this run: every measured setting, the output and the doc."""
+    names = ("vocab_size", "embedding_dim", "compression", "batch_size", "sequence_length",
+             "steps", "repeats", "seed")
+    return output.command("train", _flags(**{n: config[n] for n in names}), args)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    import argparse
+    # The same as `keras-lowrank bench train ...`, with the same error handling.
+    from keras_lowrank.cli.main import main
 
-    _parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(_parser)
-    sys.exit(run(_parser.parse_args()))
+    sys.exit(main(["bench", "train", *sys.argv[1:]]))

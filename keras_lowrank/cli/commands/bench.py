@@ -2,6 +2,8 @@
 
 Each benchmark lives in `keras_lowrank.benchmarks.<module>` and defines
 `add_arguments(parser)` and `run(args)`; this command only dispatches to them.
+All three share `--output DIR` (default `benchmark_results/<name>`), `--doc
+PAGE` and `--render-only` (see `keras_lowrank.benchmarks.output`).
 """
 
 import importlib
