@@ -6,7 +6,6 @@ docs/results. The end-to-end run (`--quick`) is marked slow.
 
 import json
 import math
-import os
 
 import keras
 import numpy as np

@@ -26,9 +26,11 @@ import math
 #   online+freq          online with the SVD weighted by training-token counts
 #   online+distill+int4  the stack: int4-budget rank, distilled fine-tune,
 #                        then int4 lookup / int8 projection
+#   online+freq+distill+int4  the stack with the frequency-weighted SVD
 #   prune+online         vocabulary pruning, then online on the pruned table
 #   prune+online+distill+int4  pruning and the whole stack (for sizes where
 #                        low rank alone cannot fit a row in the budget)
+#   prune+online+freq+distill+int4  the same with the frequency-weighted SVD
 FIXED_SIZE_METHODS = ("uncompressed", "float16", "int8", "int4")
 SIZED_METHODS = (
     "prune+int4",
@@ -39,8 +41,10 @@ SIZED_METHODS = (
     "online+distill",
     "online+freq",
     "online+distill+int4",
+    "online+freq+distill+int4",
     "prune+online",
     "prune+online+distill+int4",
+    "prune+online+freq+distill+int4",
 )
 METHODS = FIXED_SIZE_METHODS + SIZED_METHODS
 # Methods that fine-tune a factorized model: the schedule applies to them.
@@ -213,10 +217,9 @@ class ReproduceConfig:
     def quick(cls, output, **overrides):
         """A CI-sized grid: TREC, DAN, GloVe 50-d, one size, one seed.
 
-        Every method runs once (at 90% and, for the pruning methods, also
-        where low rank alone cannot fit), on a 1,500-example subsample with
-        two training epochs and one fine-tune epoch, in about a minute on
-        two CPU cores.
+        Every method runs once at 90% compression (10% of the bytes), on a
+        1,500-example training subsample with two training epochs and one
+        fine-tune epoch, in about a minute on two CPU cores.
         """
         settings = dict(
             datasets=("trec",),

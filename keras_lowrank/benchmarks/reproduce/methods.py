@@ -75,9 +75,9 @@ def plan(method, vocab_size, dim, size):
         storage = "float32"
     elif method == "online+int8":
         storage = "int8"
-    elif method in ("online+int4", "online+distill+int4"):
+    elif method in ("online+int4", "online+distill+int4", "online+freq+distill+int4"):
         storage = "int4"
-    elif method in ("prune+online", "prune+online+distill+int4"):
+    elif method in ("prune+online", "prune+online+distill+int4", "prune+online+freq+distill+int4"):
         storage = "float32" if method == "prune+online" else "int4"
         return _plan_pruned_low_rank(p, V, d, storage)
     else:
@@ -321,9 +321,12 @@ def run_sized(cell, p, schedule):
 
     # Online: factorize the trained table, fine-tune with the schedule.
     row_weights = None
-    if method == "online+freq":
-        # Training-token counts (+1 so rows never seen keep a small weight).
-        row_weights = task.counts.astype(np.float64) + 1.0
+    if "+freq" in method:
+        # Training-token counts of the (possibly pruned) ids, +1 so rows
+        # never seen keep a small weight.
+        counts = np.bincount(train[0].reshape(-1), minlength=rows).astype(np.float64)
+        counts[PADDING_ID] = 0.0
+        row_weights = counts + 1.0
     model = factorize_embeddings(model, rank=p.rank, row_weights=row_weights)
     layer = model.get_layer(EMBEDDING)
     energy = None

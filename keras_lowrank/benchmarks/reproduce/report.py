@@ -32,6 +32,23 @@ def _ok(records):
     return [r for r in records if r.get("status", "ok") == "ok" and r.get("test_accuracy") is not None]
 
 
+def _dedupe(records):
+    """Drops repeated runs (the same configuration recorded by two parts).
+
+    Every part of a split grid records the uncompressed model of its cells;
+    merged, the same seed would count twice.
+    """
+    from keras_lowrank.benchmarks.reproduce.runner import record_key
+
+    seen, out = set(), []
+    for r in records:
+        key = record_key(r)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def _group_key(r):
     return (r["dataset"], r["model"], r["vectors"])
 
@@ -50,7 +67,7 @@ def summary_rows(records):
         minus the uncompressed mean, in points (negative: a loss).
     """
     groups = collections.defaultdict(list)
-    for r in _ok(records):
+    for r in _dedupe(_ok(records)):
         schedule = r.get("schedule_key") or "-"
         groups[_group_key(r) + (r["method"], schedule, round(float(r["size"]), 6))].append(r)
     base = {}
@@ -98,7 +115,12 @@ def _main_schedule_rows(rows):
 # ----------------------------------------------------------------- verdicts
 
 
-def frontier(rows, size):
+OURS = ("online+int8", "online+int4", "online+distill", "online+freq", "online+distill+int4",
+        "online+freq+distill+int4", "prune+online", "prune+online+distill+int4",
+        "prune+online+freq+distill+int4")
+
+
+def frontier(rows, size, methods=None):
     """Per group: the method with the best mean *dev* accuracy within `size`.
 
     Only methods measured at a target size <= `size` (or fixed-size methods
@@ -111,6 +133,8 @@ def frontier(rows, size):
     best = {}
     for r in rows:
         if r["method"] == "uncompressed" or r["fraction"] > size + 1e-9:
+            continue
+        if methods is not None and r["method"] not in methods:
             continue
         g = (r["dataset"], r["model"], r["vectors"])
         if g not in best or r["dev_mean"] > best[g]["dev_mean"]:
@@ -177,25 +201,25 @@ def verdicts(rows):
                 f"- **{variant} vs online at the same rank:** mean {np.mean(gains):+.2f} points over "
                 f"{len(gains)} group x size pairs, ahead in {better}."
             )
-    # 3. Goals: dev-selected best method within each size.
+    # 3. Goals: our variants, the best chosen on dev within each size.
     for size, allowed in GOALS:
-        best = frontier(rows, size)
-        if not best:
-            continue
-        drops = [r["drop"] for r in best.values() if r["drop"] is not None]
-        mean_drop = _mean(drops)
-        worst_g = min(best, key=lambda g: best[g]["drop"] if best[g]["drop"] is not None else 0.0)
-        picks = collections.Counter(r["method"] for r in best.values())
-        met = mean_drop is not None and mean_drop >= -allowed
-        lines.append(
-            f"- **Goal at <= {size_label(size)} of the float32 embedding bytes (mean loss <= {allowed} point):** "
-            f"{'met' if met else 'not met'}: the dev-selected best method loses {-mean_drop:.2f} points on average "
-            f"over {len(drops)} groups (worst {'/'.join(worst_g)} {best[worst_g]['drop']:+.2f}); picks: "
-            + ", ".join(f"{m} x{n}" for m, n in picks.most_common())
-            + "."
-        )
-        within1 = sum(1 for d in drops if d >= -1.0)
-        lines.append(f"  Groups within 1 point at this size: {within1} of {len(drops)}.")
+        for label, methods in (("our variants (online+*, prune+online*)", OURS), ("any method", None)):
+            best = frontier(rows, size, methods)
+            if not best:
+                continue
+            drops = [r["drop"] for r in best.values() if r["drop"] is not None]
+            mean_drop = _mean(drops)
+            worst_g = min(best, key=lambda g: best[g]["drop"] if best[g]["drop"] is not None else 0.0)
+            picks = collections.Counter(r["method"] for r in best.values())
+            met = mean_drop is not None and mean_drop >= -allowed
+            within1 = sum(1 for d in drops if d >= -1.0)
+            lines.append(
+                f"- **<= {size_label(size)} of the bytes, best of {label} chosen on dev (goal: mean loss <= {allowed}):** "
+                f"{'met' if met else 'not met'}; mean Δ {mean_drop:+.2f} points over {len(drops)} groups, "
+                f"{within1} of {len(drops)} within 1 point, worst {'/'.join(worst_g)} {best[worst_g]['drop']:+.2f}; picks: "
+                + ", ".join(f"{m} x{n}" for m, n in picks.most_common())
+                + "."
+            )
     # 4. Against the cheap competitor, size by size.
     for size in sizes:
         comp = method_at_size(rows, "prune+int4", size)
@@ -222,6 +246,22 @@ def verdicts(rows):
     return lines
 
 
+def quantization_cost(records):
+    """Markdown lines: dev accuracy after minus before quantizing the factors."""
+    by_method = collections.defaultdict(list)
+    for r in _dedupe(_ok(records)):
+        if r.get("float_dev_accuracy") is not None and r["method"].endswith(("int8", "int4")):
+            by_method[r["method"]].append(100.0 * (r["dev_accuracy"] - r["float_dev_accuracy"]))
+    lines = []
+    for m in sorted(by_method, key=lambda m: _METHOD_ORDER.get(m, 99)):
+        v = by_method[m]
+        lines.append(
+            f"- **Quantizing the factors after the fine-tune ({m}):** dev accuracy changes by "
+            f"{np.mean(v):+.2f} points on average over {len(v)} runs (range {min(v):+.2f} to {max(v):+.2f})."
+        )
+    return lines
+
+
 def goal_table(rows):
     """Markdown: mean change vs uncompressed per method and size (all groups)."""
     sizes = sorted({r["size"] for r in rows if r["method"] not in ("uncompressed",)}, reverse=True)
@@ -245,12 +285,13 @@ def goal_table(rows):
             cells.append(f"{np.mean(drops):+.2f} ({groups})" if drops else "")
         if any(cells):
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    frontier_cells = []
-    for s in sized:
-        best = frontier(rows, s)
-        drops = [r["drop"] for r in best.values() if r["drop"] is not None]
-        frontier_cells.append(f"**{np.mean(drops):+.2f}** ({len(drops)})" if drops else "")
-    lines.append("| dev-selected best | " + " | ".join(frontier_cells) + " |")
+    for label, methods in (("best of our variants (dev-selected)", OURS), ("best of any method (dev-selected)", None)):
+        frontier_cells = []
+        for s in sized:
+            best = frontier(rows, s, methods)
+            drops = [r["drop"] for r in best.values() if r["drop"] is not None]
+            frontier_cells.append(f"**{np.mean(drops):+.2f}** ({len(drops)})" if drops else "")
+        lines.append(f"| {label} | " + " | ".join(frontier_cells) + " |")
     _ = sizes
     return lines
 
@@ -411,29 +452,37 @@ def plot_frontiers(rows, folder):
     by_group = collections.defaultdict(list)
     for r in rows:
         by_group[(r["dataset"], r["model"], r["vectors"])].append(r)
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"].colors
     for g, rs in sorted(by_group.items()):
-        fig = Figure(figsize=(7.5, 4.8), dpi=110)
+        fig = Figure(figsize=(9.5, 5.0), dpi=110)
         FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
+        ax = fig.add_axes([0.08, 0.11, 0.58, 0.8])
         by_method = collections.defaultdict(list)
+        schedules = sorted({r["schedule"] for r in rs if r["method"] in FINETUNED_METHODS})
         for r in rs:
-            label = r["method"] if r["schedule"] in ("-", "calr") else f"{r['method']} [{r['schedule']}]"
+            label = r["method"] if len(schedules) <= 1 else f"{r['method']} [{r['schedule']}]"
             by_method[label].append(r)
         base = [r for r in rs if r["method"] == "uncompressed"]
         if base:
             ax.axhline(100 * base[0]["test_mean"], color="black", linestyle="--", linewidth=1, label="uncompressed")
-            ax.axhspan(100 * base[0]["test_mean"] - 1.0, 100 * base[0]["test_mean"], color="0.9", zorder=0)
-        markers = "os^vD<>phX*P"
-        for i, (label, ms) in enumerate(sorted(by_method.items(), key=lambda kv: _METHOD_ORDER.get(kv[0].split(" ")[0], 99))):
+            ax.axhspan(100 * base[0]["test_mean"] - 1.0, 100 * base[0]["test_mean"], color="0.9", zorder=0,
+                       label="within 1 point")
+        markers = "os^vD<>phX*Pd8"
+        ordered = sorted(by_method.items(), key=lambda kv: _METHOD_ORDER.get(kv[0].split(" ")[0], 99))
+        for label, ms in ordered:
             if label == "uncompressed":
                 continue
+            i = _METHOD_ORDER.get(label.split(" ")[0], 0)
             # One point per distinct model (reused results at two targets
             # are the same point).
             pts = sorted({(m["fraction"], m["test_mean"], m["test_std"]) for m in ms})
             xs = [100 * p[0] for p in pts]
             ys = [100 * p[1] for p in pts]
             es = [100 * p[2] for p in pts]
-            ax.errorbar(xs, ys, yerr=es, marker=markers[i % len(markers)], capsize=2, linewidth=1.2, markersize=4, label=label)
+            ax.errorbar(xs, ys, yerr=es, marker=markers[i % len(markers)], color=colors[i % len(colors)],
+                        capsize=2, linewidth=1.3, markersize=5, label=label)
         ax.set_xscale("log")
         low = 100 * min(r["fraction"] for r in rs) / 1.5
         ticks = [t for t in (0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if t >= low]
@@ -442,15 +491,12 @@ def plot_frontiers(rows, folder):
         ax.minorticks_off()
         ax.set_xlabel("embedding bytes (% of the float32 table, log scale)")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{g[0]} / {g[1]} / {g[2]}: accuracy vs embedding size (mean ± std over seeds)")
-        ax.title.set_fontsize(9)
+        title = f"{g[0]} / {g[1]} / {g[2]}: test accuracy vs embedding bytes (mean ± std over seeds)"
+        if len(schedules) == 1:
+            title += f"\nfine-tune schedule: {schedules[0]}"
+        ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ys_all = [100 * r["test_mean"] for r in rs]
-        if base:
-            low = max(min(ys_all), 100 * base[0]["test_mean"] - 15)
-            ax.set_ylim(low - 1, 100 * max(r["test_mean"] for r in rs) + 1)
-        ax.legend(fontsize=6.5, loc="lower right", ncol=2)
-        fig.tight_layout()
+        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         name = "frontier_" + "_".join(_safe(x) for x in g) + ".png"
         path = os.path.join(folder, name)
         fig.savefig(path)
@@ -564,7 +610,7 @@ def _markdown(records, rows, with_schedule, output, plot_paths, lr_path, *, rela
         + (", ".join(f"{n} {s}" for s, n in other.items()) + " (not counted)" if other else "no failed runs")
         + ". Accuracy in %, Δ in points (negative: a loss against the uncompressed model of the same "
         "dataset/model/vectors, mean over seeds). Sizes are fractions of the float32 embedding bytes; bytes are "
-        "measured from the stored layer (codes, scales; nothing else stored). The rest of the model is not in "
+        "measured from the stored layer's variables (codes, scales, zero points, group indices: whatever it stores). The rest of the model is not in "
         "these bytes (`other_bytes` in results.json).",
         "",
     ]
@@ -574,6 +620,7 @@ def _markdown(records, rows, with_schedule, output, plot_paths, lr_path, *, rela
     else:
         lines += ["## Verdicts", ""]
         lines += verdicts(rows)
+        lines += quantization_cost(records)
         lines += ["", "## Mean Δ test vs uncompressed, by method and size (number of groups in brackets)", ""]
         lines += goal_table(rows)
         lines += ["", "## Δ test vs uncompressed per group and size", ""]
@@ -589,11 +636,15 @@ def _markdown(records, rows, with_schedule, output, plot_paths, lr_path, *, rela
     if not headline_only:
         lines += ["", "## All results (mean over seeds)", ""]
         lines += results_table(rows, with_schedule)
-        infeasible = sorted({(r["method"], r.get("size"), r.get("reason")) for r in records if r.get("status") == "infeasible"},
-                            key=lambda t: (str(t[0]), -(t[1] or 0)))
+        infeasible = collections.defaultdict(set)
+        for r in records:
+            if r.get("status") == "infeasible":
+                why = str(r.get("reason")).split(" (")[0]
+                infeasible[(r["method"], r.get("size") or 0, why)].add(f"{r['dataset']}/{r['model']}/{r['vectors']}")
         if infeasible:
             lines += ["## Sizes a method cannot reach", ""]
-            lines += [f"- {m} @ {size_label(s)}: {why}" for m, s, why in infeasible]
+            for (m, size, why), where in sorted(infeasible.items(), key=lambda kv: (_METHOD_ORDER.get(kv[0][0], 99), -kv[0][1])):
+                lines.append(f"- {m} @ {size_label(size)}: {why} ({', '.join(sorted(where))})")
             lines.append("")
         errors = [r for r in records if r.get("status") == "error"]
         if errors:
