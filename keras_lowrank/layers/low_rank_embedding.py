@@ -22,7 +22,6 @@ from keras import regularizers
 from keras.saving import register_keras_serializable
 from keras.src.backend import KerasTensor
 from keras.src.quantizers.quantization_config import QuantizationConfig
-from keras.src.quantizers.quantization_config import get_block_size_for_layer
 from keras.src.saving import serialization_lib
 
 from keras_lowrank import decomposition
@@ -506,8 +505,7 @@ class LowRankEmbedding(layers.Layer):
           `B` as in `"int8"` (it is small and shared by every id, so its
           precision is worth the bytes). `A`'s rows hold only `rank`
           values, so they are always quantized per row: a `block_size` in
-          an `Int4QuantizationConfig` is not used (a warning says so when
-          it would split a row).
+          an `Int4QuantizationConfig` is not used.
 
         A custom `weight_quantizer` in `config` is applied to `A` (per row,
         like `Embedding`'s table); `B` always uses per-column abs-max int8.
@@ -529,14 +527,10 @@ class LowRankEmbedding(layers.Layer):
 
         self.quantization_config = config
         if mode == "int4":
-            block_size = get_block_size_for_layer(self, config)
-            if block_size not in (None, -1) and block_size < self.rank:
-                warnings.warn(
-                    f"LowRankEmbedding '{self.name}' quantizes `lookup` to "
-                    "int4 with one scale per row; the requested "
-                    f"block_size={block_size} (< rank={self.rank}) is not "
-                    "used."
-                )
+            # No warning about `block_size`: Keras fills in its default
+            # config (block_size=128) before this method runs, so a requested
+            # size cannot be told from the default; the docstring says it is
+            # not used.
             value_range = (-8, 7)
         else:
             value_range = (-127, 127)

@@ -1,7 +1,8 @@
 """Guards `keras-lowrank reproduce`: the grid's byte accounting, its files and schema.
 
 No accuracy thresholds and no timing assertions: the claims live in
-docs/results. The end-to-end run (`--quick`) is marked slow.
+docs/results. The end-to-end run (`--quick`, about half a minute) is the
+real-data smoke test of the whole reproduction in the default suite.
 """
 
 import json
@@ -161,7 +162,6 @@ def test_render_only_without_results_is_a_user_error(tmp_path, capsys):
     assert "results.json" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_quick_run_writes_results_with_honest_bytes(tmp_path):
     out = tmp_path / "quick"
     args = ["reproduce", "--quick", "--output", str(out), "--cache", str(tmp_path / "cache")]

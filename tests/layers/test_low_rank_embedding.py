@@ -613,6 +613,23 @@ class LowRankEmbeddingTest(test_case.TestCase):
             self.assertAllEqual(np.array(result[mode][1], "float32"),
                                 expected[mode])
 
+    def test_int4_with_rank_above_keras_default_block_size(self):
+        import warnings
+
+        # rank 150 > Keras' default int4 block size (128): A stays per-row
+        # (one scale per row, codes packed along the rank) without a warning.
+        layer = LowRankEmbedding(1000, 300, 150)
+        layer.build()
+        dense = np.asarray(layer.embeddings)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            layer.quantize("int4")
+        self.assertFalse([w for w in caught if "block_size" in str(w.message)])
+        self.assertEqual(tuple(layer.lookup_scale.shape), (1000,))
+        ids = np.arange(1000).reshape(10, 100)
+        error = np.abs(np.asarray(layer(ids)).reshape(1000, 300) - dense)
+        self.assertLess(float(error.max()), 0.2 * float(np.abs(dense).max()))
+
     def test_quantize_errors(self):
         layer = LowRankEmbedding(10, 4, 2)
         with self.assertRaisesRegex(ValueError, "built"):
