@@ -150,7 +150,7 @@ def publish(results, args, render, *, name, title, summarize=None):
     if args.doc:
         doc_dir = os.path.dirname(os.path.abspath(args.doc))
         base = os.path.relpath(os.path.abspath(args.output), doc_dir).replace(os.sep, "/")
-        section = render(results, link_base=base, heading_level=3).strip()
+        section = render(results, link_base=base, heading_level=3).strip() + "\n"
         section += _earlier_list(args.output, base, summarize)
         _update_doc(args, name, section)
     return page

@@ -58,7 +58,7 @@ def test_publish_lists_earlier_runs_and_writes_the_doc(tmp_path):
     text = doc.read_text()
     assert text.startswith("Intro.\n") and text.endswith("<!-- end generated -->\nEnd.\n")
     # Links in the doc section point from the page to the output folder.
-    assert "body [json](results/demo/results.json) h3" in text
+    assert "body [json](results/demo/results.json) h3\n\nEarlier measurements" in text
     assert "(results/demo/earlier/2026-01-02T0304Z.json)" in text
 
 
