@@ -115,37 +115,7 @@ def check_output_path(path, suffix, *, overwrite):
 
 
 def embedding_layers(model):
-    """Returns `(path, layer)` for every embedding table of `model`, in model order.
+    """Returns `(path, layer)` for every Embedding or LowRankEmbedding of `model`."""
+    from keras_lowrank.surgery import find_embeddings
 
-    Finds `keras.layers.Embedding` (subclasses included) and
-    `LowRankEmbedding` layers, also inside nested and subclassed models; a
-    layer shared by several call sites is listed once. The path is the
-    `/`-separated layer names below `model`, as in `ConversionReport`.
-
-    `keras_lowrank.surgery` keeps its own (private) search, restricted to
-    the exact `Embedding` class it converts; inspection also needs the
-    factorized layers, hence this walk.
-    """
-    import keras
-
-    from keras_lowrank.layers import LowRankEmbedding
-
-    found = []
-    seen = {id(model)}
-
-    def visit(layer, prefix):
-        children = getattr(layer, "layers", None)
-        if children is None:
-            children = layer._flatten_layers(include_self=False, recursive=False)
-        for child in children:
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            path = f"{prefix}{child.name}"
-            if isinstance(child, (keras.layers.Embedding, LowRankEmbedding)):
-                found.append((path, child))
-            else:
-                visit(child, path + "/")
-
-    visit(model, "")
-    return found
+    return find_embeddings(model, include_factorized=True)

@@ -140,7 +140,7 @@ def factorize_embeddings(
         )
     requested = _normalize_layer_names(layer_names)
 
-    found = _find_embeddings(model)
+    found = find_embeddings(model)
     if not found:
         raise ValueError(
             "Expected `model` to contain at least one keras.layers.Embedding "
@@ -519,8 +519,29 @@ def _resolve_row_weights(row_weights, selected):
     return {id(selected[0][1]): row_weights}
 
 
-def _find_embeddings(model):
-    """Returns [(path, layer)] for every distinct Embedding, in model order."""
+def find_embeddings(model, *, include_factorized=False):
+    """Returns `[(path, layer)]` for every distinct embedding layer of `model`.
+
+    Searches nested models and subclassed models' attributes; a layer shared
+    by several call sites is listed once, in model order. The path is the
+    `/`-separated layer names below `model`, as in `ConversionReport`.
+
+    Args:
+        model: A Keras model (any kind).
+        include_factorized: By default only layers of exactly the class
+            `keras.layers.Embedding` (what `factorize_embeddings` converts:
+            subclasses may use their table outside `call`). If `True`, any
+            `keras.layers.Embedding` (subclasses included) and every
+            `LowRankEmbedding` are listed too (what inspection needs).
+
+    Returns:
+        A list of `(path, layer)` pairs.
+    """
+    if include_factorized:
+        def wanted(layer):
+            return isinstance(layer, (keras.layers.Embedding, LowRankEmbedding))
+    else:
+        wanted = _is_target_class
     found = []
     seen = {id(model)}
 
@@ -530,7 +551,7 @@ def _find_embeddings(model):
                 continue
             seen.add(id(child))
             path = prefix + child.name
-            if _is_target_class(child):
+            if wanted(child):
                 found.append((path, child))
             else:
                 walk(child, path + "/")
