@@ -1,5 +1,6 @@
 """Keras layers of keras_lowrank."""
 
 from keras_lowrank.layers.low_rank_embedding import LowRankEmbedding
+from keras_lowrank.layers.pruned_embedding import PrunedEmbedding
 
-__all__ = ["LowRankEmbedding"]
+__all__ = ["LowRankEmbedding", "PrunedEmbedding"]

@@ -12,22 +12,21 @@ leaves the model as it was. This module must not compute decompositions itself
 `LowRankEmbedding.from_embedding`) nor define layers.
 """
 
+import warnings
+
 import keras
 import numpy as np
-from keras.src.models.functional import Functional
 
 from keras_lowrank import decomposition
 from keras_lowrank.layers import LowRankEmbedding
+from keras_lowrank.surgery.replace import copy_model
+from keras_lowrank.surgery.replace import find_embeddings
+from keras_lowrank.surgery.replace import is_graph_model
+from keras_lowrank.surgery.replace import replace_layers
 from keras_lowrank.surgery.report import ConversionReport
 from keras_lowrank.surgery.report import LayerConversion
 
 _SPLITS = ("balanced", "right")
-
-# Attributes of a layer that hold Keras or TensorFlow bookkeeping, never a
-# user's sublayer: scanning them would find every layer a second time.
-_BOOKKEEPING_ATTRIBUTES = frozenset(
-    {"_layers", "_tracker", "_inbound_nodes", "_outbound_nodes", "_functional"}
-)
 
 # Rows of a table compared per block when measuring the reconstruction error,
 # so that the dense product `A @ B` of a large vocabulary never exists at once.
@@ -45,6 +44,7 @@ def factorize_embeddings(
     row_weights=None,
     return_report=False,
     verbose=False,
+    share_layers=False,
 ):
     """Replaces the `Embedding` layers of a trained model by low-rank ones.
 
@@ -53,36 +53,39 @@ def factorize_embeddings(
     `LowRankEmbedding.from_embedding`, i.e. initialized from the truncated
     SVD of the trained table, so that `A @ B` is its best rank-`r`
     approximation (Eckart-Young). The replacement keeps the layer name,
-    `mask_zero` and dtype policy, so masking downstream is unchanged. Every
-    other layer object, with its trained weights, is kept as it is (the very
-    same Python objects). An `Embedding` called at several places (a shared
-    layer) is replaced by one `LowRankEmbedding` shared the same way.
+    `mask_zero` and dtype policy, so masking downstream is unchanged. An
+    `Embedding` called at several places (a shared layer) is replaced by one
+    `LowRankEmbedding` shared the same way. An `Embedding` inside a
+    `keras_lowrank.PrunedEmbedding` (after `prune_vocabulary`) is found and
+    factorized in place of the kept rows.
 
     Only layers whose class is exactly `keras.layers.Embedding` are
     considered: subclasses (for example layers with a tied output
     projection) may use their table outside `call` and are left alone.
 
-    How the new model comes about depends on the kind of model:
+    The original model is never changed: by default the conversion happens
+    in a copy of the same class (`keras.models.clone_model` for Sequential
+    and Functional models, nested ones included; a `.keras` round trip in
+    memory for subclassed models) whose other layers hold copies of the
+    trained weights. Fine-tuning the result therefore leaves the original
+    intact, as a teacher for distillation or a baseline. With
+    `share_layers=True` the previous, cheaper behaviour is kept: Sequential
+    and Functional models are rebuilt around the *same* layer objects (the
+    original keeps its own `Embedding`, but fine-tuning the result also
+    trains the original's other layers), and subclassed models and custom
+    layers (also `TimeDistributed` and other wrappers) are converted in
+    place.
 
-    - Sequential and Functional models (also nested ones, a model used as a
-      layer of another) cannot change their graph in place: a rebuilt model
-      is returned (`keras.models.clone_model` with the original layer objects
-      reused). Its name, the names of its layers and inputs, and its
-      inputs/outputs structure are those of the original; the original model
-      keeps working with its own `Embedding` layers. A nested Sequential or
-      Functional model is rebuilt only when it holds a converted layer;
-      otherwise the same object is reused.
-    - Subclassed models and custom layers are converted in place: the
-      attribute that holds the `Embedding` (directly, or in a list, tuple or
-      dict attribute) is set to the replacement, and the same object is
-      returned. This also applies to a subclassed layer sitting inside a
-      Functional model, which is therefore shared, converted, by the original
-      and the rebuilt model.
+    The Embedding's `embeddings_regularizer` and `embeddings_constraint`
+    have no equivalent on the factors (see
+    `LowRankEmbedding.from_embedding`); a `UserWarning` names any that is
+    dropped.
 
-    If the model was compiled, the converted model is compiled again with the
-    same compile configuration (fresh optimizer state, since the trainable
-    variables changed); compiled functions of a model converted in place are
-    reset. Fine-tuning afterwards is the usual `compile` and `fit`.
+    If the model was compiled, the converted model is compiled with the
+    same loss and metric objects (lambdas and unregistered functions
+    included) and a fresh optimizer of the same configuration (its state
+    cannot carry over: the trainable variables changed). Fine-tuning
+    afterwards is the usual `fit`.
 
     Nothing is changed until every replacement has been built and checked:
     on any error the model is left as it was.
@@ -108,10 +111,12 @@ def factorize_embeddings(
             plain SVD.
         return_report: If `True`, also return a `ConversionReport`.
         verbose: If `True`, print the report.
+        share_layers: If `True`, reuse the original's layer objects (and
+            convert subclassed models in place) instead of copying, see
+            above. Defaults to `False`.
 
     Returns:
-        The converted model (the same object for subclassed models, a rebuilt
-        one for Sequential and Functional models), or
+        The converted model, of the class of `model`, or
         `(model, report)` if `return_report=True`.
 
     Example:
@@ -134,6 +139,7 @@ def factorize_embeddings(
     _check_model(model)
     _check_bool(return_report, "return_report")
     _check_bool(verbose, "verbose")
+    _check_bool(share_layers, "share_layers")
     if not isinstance(split, str) or split not in _SPLITS:
         raise ValueError(
             f"Expected `split` to be one of {_SPLITS}, received: split={split!r}"
@@ -164,25 +170,19 @@ def factorize_embeddings(
             split=split,
             row_weights=weights.get(id(layer)),
         )
-        replacements[id(layer)] = new
+        replacements[path] = new
         rows.append(_report_row(path, layer, new))
 
     params_before = _count_params(model)
-    in_place = not _is_graph_model(model)
-    compile_config = None
-    if in_place and getattr(model, "compiled", False):
-        # Read now: after the swap the old configuration is still right, but
-        # a model whose config cannot be read must fail before any change.
-        compile_config = model.get_compile_config()
-
-    # Phase 2: rebuild the Sequential/Functional containers that hold a
-    # replaced layer and plan the attribute swaps of subclassed ones. The
-    # rebuilt models are new objects; the original is still untouched.
-    converter = _Converter(replacements)
-    converted = converter.convert(model)
-
-    # Phase 3: the in-place part, undone if anything in it fails.
-    converter.commit(compile_config=compile_config)
+    in_place = share_layers and not is_graph_model(model)
+    # Phase 2: install them, in a copy that shares nothing with `model`
+    # unless sharing was asked for. The copy has the same layer paths, so
+    # the replacements are matched to its layers by path.
+    target = model if share_layers else copy_model(model)
+    by_path = dict(find_embeddings(target))
+    converted = replace_layers(
+        target, {id(by_path[path]): new for path, new in replacements.items()}
+    )
 
     report = ConversionReport(
         rows,
@@ -197,145 +197,18 @@ def factorize_embeddings(
     return converted
 
 
-class _Converter:
-    """Maps each layer of a model to its converted counterpart.
-
-    `convert` is memoized on object identity, so a layer reached several
-    times (shared layers, shared nested models) is converted once and its
-    converted form is shared the same way.
-    """
-
-    def __init__(self, replacements):
-        self.replacements = replacements
-        self.converted = {}
-        self.holds_target = {}
-        self.swaps = []
-        self.in_place_models = []
-
-    def convert(self, layer):
-        key = id(layer)
-        if key in self.converted:
-            return self.converted[key]
-        if key in self.replacements:
-            result = self.replacements[key]
-        elif not self._holds_target(layer):
-            result = layer
-        elif _is_graph_model(layer):
-            result = self._rebuild(layer)
-        else:
-            # Registered first so that a layer reachable from itself
-            # (a cycle through attributes) is not planned twice.
-            self.converted[key] = layer
-            self._plan_swaps(layer)
-            result = layer
-        self.converted[key] = result
-        return result
-
-    def commit(self, compile_config=None):
-        done = []
-        try:
-            for swap in self.swaps:
-                swap.apply()
-                done.append(swap)
-            for model in self.in_place_models:
-                _reset_compiled_functions(model)
-            if compile_config:
-                self.in_place_models[0].compile_from_config(compile_config)
-        except Exception:
-            for swap in reversed(done):
-                swap.undo()
-            raise
-
-    def _holds_target(self, layer, _visiting=None):
-        key = id(layer)
-        if key in self.holds_target:
-            return self.holds_target[key]
-        if key in self.replacements:
-            return True
-        visiting = set() if _visiting is None else _visiting
-        if key in visiting:
-            return False
-        visiting.add(key)
-        result = any(
-            self._holds_target(child, visiting) for child in _children(layer)
-        )
-        self.holds_target[key] = result
-        return result
-
-    def _rebuild(self, model):
-        # `clone_model` calls `convert` once per layer of this graph level
-        # (not for input layers); nested Sequential/Functional models come
-        # back through `convert` and are rebuilt only if they hold a target,
-        # so every untouched layer, nested models included, is reused as is.
-        rebuilt = keras.models.clone_model(model, clone_function=self.convert)
-        if not rebuilt.built and model.built:
-            # A Sequential model without an input layer is only built when
-            # first called; build it now as the original was.
-            rebuilt.build(model.input_shape)
-        return rebuilt
-
-    def _plan_swaps(self, owner):
-        if isinstance(owner, keras.Model):
-            self.in_place_models.append(owner)
-        reached = set()
-        for attribute, value, key, child in _attribute_children(owner):
-            reached.add(id(child))
-            new = self.convert(child)
-            if new is not child:
-                self.swaps.append(_Swap(owner, attribute, key, child, new))
-        for child in getattr(owner, "_layers", ()):
-            if id(child) not in reached and self._holds_target(child):
-                raise ValueError(
-                    f"Cannot replace the Embedding inside layer "
-                    f"'{child.name}' of '{owner.name}': it is tracked by the "
-                    "layer but not held by one of its attributes (directly, "
-                    "or in a list, tuple or dict attribute). Received: "
-                    f"model layer '{owner.name}' "
-                    f"({type(owner).__name__})"
-                )
-
-
-class _Swap:
-    """One attribute (or container item) of a layer set to a new layer."""
-
-    def __init__(self, owner, attribute, key, old, new):
-        self.owner = owner
-        self.attribute = attribute
-        self.key = key
-        self.old = old
-        self.new = new
-
-    def apply(self):
-        self._set(self.old, self.new)
-
-    def undo(self):
-        self._set(self.new, self.old)
-
-    def _set(self, old, new):
-        # Replace in the owner's list of tracked sublayers at the same
-        # position: the order of `model.weights` (and of saved variables)
-        # stays that of the original.
-        tracker = getattr(self.owner, "_tracker", None)
-        if tracker is not None and tracker.is_in_store("layers", old):
-            if tracker.is_in_store("layers", new):
-                tracker.untrack(old)
-            else:
-                tracker.replace_tracked_value("layers", old, new)
-        if self.key is None:
-            setattr(self.owner, self.attribute, new)
-            return
-        container = getattr(self.owner, self.attribute)
-        if isinstance(container, tuple):
-            items = [new if i == self.key else v for i, v in enumerate(container)]
-            if hasattr(container, "_fields"):
-                setattr(self.owner, self.attribute, type(container)(*items))
-            else:
-                setattr(self.owner, self.attribute, type(container)(items))
-        else:
-            container[self.key] = new
-
-
 def _build_replacement(path, layer, **kwargs):
+    for attribute in ("embeddings_regularizer", "embeddings_constraint"):
+        if getattr(layer, attribute, None) is not None:
+            warnings.warn(
+                f"Embedding '{path}' has an `{attribute}` "
+                f"({getattr(layer, attribute)!r}) that the factors do not get: a "
+                "penalty or constraint on the table is not the same on its "
+                "factors. Set `lookup_*`/`projection_*` on the LowRankEmbedding "
+                "to choose them.",
+                UserWarning,
+                stacklevel=3,
+            )
     try:
         new = LowRankEmbedding.from_embedding(layer, **kwargs)
     except ValueError as error:
@@ -447,10 +320,11 @@ def _normalize_layer_names(layer_names):
     if layer_names is None:
         return None
     names = [layer_names] if isinstance(layer_names, str) else layer_names
-    try:
-        names = list(names)
-    except TypeError:
+    if isinstance(names, (dict, set, frozenset)) or not hasattr(names, "__iter__"):
+        # A dict's keys or a set's order would be a silent guess.
         names = None
+    else:
+        names = list(names)
     if not names or not all(isinstance(n, str) and n for n in names):
         raise ValueError(
             "Expected `layer_names` to be None, a layer name or a non-empty "
@@ -517,95 +391,6 @@ def _resolve_row_weights(row_weights, selected):
             f"received an array: row_weights={_short(row_weights)}"
         )
     return {id(selected[0][1]): row_weights}
-
-
-def find_embeddings(model, *, include_factorized=False):
-    """Returns `[(path, layer)]` for every distinct embedding layer of `model`.
-
-    Searches nested models and subclassed models' attributes; a layer shared
-    by several call sites is listed once, in model order. The path is the
-    `/`-separated layer names below `model`, as in `ConversionReport`.
-
-    Args:
-        model: A Keras model (any kind).
-        include_factorized: By default only layers of exactly the class
-            `keras.layers.Embedding` (what `factorize_embeddings` converts:
-            subclasses may use their table outside `call`). If `True`, any
-            `keras.layers.Embedding` (subclasses included) and every
-            `LowRankEmbedding` are listed too (what inspection needs).
-
-    Returns:
-        A list of `(path, layer)` pairs.
-    """
-    if include_factorized:
-        def wanted(layer):
-            return isinstance(layer, (keras.layers.Embedding, LowRankEmbedding))
-    else:
-        wanted = _is_target_class
-    found = []
-    seen = {id(model)}
-
-    def walk(layer, prefix):
-        for child in _children(layer):
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            path = prefix + child.name
-            if wanted(child):
-                found.append((path, child))
-            else:
-                walk(child, path + "/")
-
-    walk(model, "")
-    return found
-
-
-def _children(layer):
-    """The sublayers of `layer`, graph models' layers or attribute-held ones."""
-    if _is_graph_model(layer):
-        return list(layer.layers)
-    children = [child for *_, child in _attribute_children(layer)]
-    ids = {id(child) for child in children}
-    # Sublayers tracked but held elsewhere (e.g. in a nested container) are
-    # still searched, so that such an Embedding is reported, not ignored.
-    children += [c for c in getattr(layer, "_layers", ()) if id(c) not in ids]
-    return children
-
-
-def _attribute_children(owner):
-    """Yields (attribute, value, key, layer) for layers held by attributes."""
-    for attribute, value in list(vars(owner).items()):
-        if attribute in _BOOKKEEPING_ATTRIBUTES or attribute.startswith(
-            "_self_"
-        ):
-            continue
-        if isinstance(value, keras.layers.Layer):
-            yield attribute, value, None, value
-        elif isinstance(value, (list, tuple)):
-            for index, item in enumerate(value):
-                if isinstance(item, keras.layers.Layer):
-                    yield attribute, value, index, item
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if isinstance(item, keras.layers.Layer):
-                    yield attribute, value, key, item
-
-
-def _is_graph_model(layer):
-    return isinstance(layer, (keras.Sequential, Functional))
-
-
-def _is_target_class(layer):
-    # Exactly Embedding: subclasses may use their table outside `call`.
-    return type(layer) is keras.layers.Embedding
-
-
-def _reset_compiled_functions(model):
-    # Traced train/test/predict functions captured the old layer's
-    # variables; drop them so that the next call traces the new graph.
-    for name in ("train_function", "test_function", "predict_function"):
-        if hasattr(model, name):
-            setattr(model, name, None)
 
 
 def _count_params(model):

@@ -111,7 +111,7 @@ def test_sequential_rebuilt_shares_other_layers_and_matches_numpy_svd():
     expected = _reference_outputs(model, model.get_layer("embedding"), 4, ids)
     original_out = keras.ops.convert_to_numpy(model(ids))
 
-    converted = factorize_embeddings(model, rank=4)
+    converted = factorize_embeddings(model, share_layers=True, rank=4)
 
     assert converted is not model
     assert [l.name for l in converted.layers] == [l.name for l in model.layers]
@@ -163,8 +163,7 @@ def test_exactly_low_rank_table_reproduces_original_outputs():
 def test_functional_selection_multiple_inputs_and_outputs():
     model = _functional_two_embeddings()
     ids = [_ids(seed=1), _ids(seed=2)]
-    converted, report = factorize_embeddings(
-        model, rank=3, layer_names=["chars_emb"], return_report=True
+    converted, report = factorize_embeddings(model, share_layers=True, rank=3, layer_names=["chars_emb"], return_report=True
     )
     assert converted.name == "two"
     assert [t.name for t in converted.inputs] == ["words", "chars"]
@@ -227,7 +226,7 @@ def test_nested_models_sequential_in_functional_and_back():
     ids = _ids()
     expected = _reference_outputs(outer, encoder.get_layer("embedding"), 4, ids)
 
-    converted, report = factorize_embeddings(outer, rank=4, return_report=True)
+    converted, report = factorize_embeddings(outer, share_layers=True, rank=4, return_report=True)
 
     assert report.rows[0].name == "middle/encoder/embedding"
     new_middle = converted.get_layer("middle")
@@ -239,7 +238,7 @@ def test_nested_models_sequential_in_functional_and_back():
         keras.ops.convert_to_numpy(converted(ids)), expected, atol=1e-5
     )
     # Selection by nested path and by plain name.
-    by_path = factorize_embeddings(outer, rank=4, layer_names="middle/encoder/embedding")
+    by_path = factorize_embeddings(outer, share_layers=True, rank=4, layer_names="middle/encoder/embedding")
     assert isinstance(
         by_path.get_layer("middle").get_layer("encoder").get_layer("embedding"),
         LowRankEmbedding,
@@ -261,7 +260,7 @@ def test_subclassed_converted_in_place_including_list_and_dict():
     expected = np.stack([approx[row].mean(axis=0) for row in ids])
     expected = keras.ops.convert_to_numpy(head(expected.astype("float32")))
 
-    converted, report = factorize_embeddings(model, rank=3, return_report=True)
+    converted, report = factorize_embeddings(model, share_layers=True, rank=3, return_report=True)
 
     assert converted is model and report.in_place
     assert isinstance(model.embed, LowRankEmbedding)
@@ -346,7 +345,7 @@ def test_compiled_subclassed_model_fits_after_in_place_conversion():
     ids, target = _ids(batch=8), np.zeros((8, 3), "float32")
     model.fit(ids, target, epochs=1, batch_size=8, verbose=0)
     model.predict(ids, verbose=0)
-    factorize_embeddings(model, rank=3, layer_names="embed")
+    factorize_embeddings(model, share_layers=True, rank=3, layer_names="embed")
     assert model.compiled
     model.fit(ids, target, epochs=1, batch_size=8, verbose=0)
     expected = keras.ops.convert_to_numpy(model(ids))

@@ -1,0 +1,14 @@
+"""Compression of a model's embedding tables to a byte budget.
+
+- `table`: `TableLayout`, the one description of a (compressed) table, and
+  `table_bytes`, the one byte counter.
+- `pruning`: `prune_vocabulary`, keep the most frequent rows.
+- `planner`: budget -> candidate layouts (rows kept, rank, storage).
+- `compress`: `compress()`, the measured best recipe as one call, and its
+  `CompressionReport`.
+"""
+
+from keras_lowrank.compression.pruning import kept_ids
+from keras_lowrank.compression.pruning import prune_vocabulary
+from keras_lowrank.compression.table import TableLayout
+from keras_lowrank.compression.table import table_bytes

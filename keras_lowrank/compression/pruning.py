@@ -1,0 +1,248 @@
+"""Vocabulary pruning: keep the rows of the most frequent ids.
+
+`prune_vocabulary` keeps `keep` rows of each selected embedding table (the
+most frequent ids, or an explicit list) and sends every other id to the
+out-of-vocabulary row, without changing what the model takes as input:
+
+- when the model holds the `TextVectorization`/`StringLookup`/
+  `IntegerLookup` layer that produces the table's ids, its vocabulary is
+  pruned with the table, so the pruned model still takes raw text and stores
+  nothing extra;
+- otherwise the table is wrapped in a `keras_lowrank.PrunedEmbedding`, which
+  maps ids to kept rows: with no stored table when the kept ids are the first
+  ones (frequency-ordered vocabularies), with a stored remap table otherwise.
+
+This module must not factorize or quantize tables (that is the surgery and the
+layers), nor choose how many rows to keep (that is the budget planner).
+"""
+
+import numbers
+
+import keras
+import numpy as np
+
+from keras_lowrank import _keras_private
+from keras_lowrank import decomposition
+from keras_lowrank.layers import LowRankEmbedding
+from keras_lowrank.layers import PrunedEmbedding
+from keras_lowrank.surgery import copy_model
+from keras_lowrank.surgery import find_embeddings
+from keras_lowrank.surgery import replace_layers
+
+PADDING_ID = 0
+
+_LOOKUP_LAYERS = (
+    keras.layers.TextVectorization,
+    keras.layers.StringLookup,
+    keras.layers.IntegerLookup,
+)
+
+
+def prune_vocabulary(model, keep, *, counts=None, layer_names=None, oov_id=1):
+    """Keeps the `keep` most frequent rows of embedding tables; other ids go to OOV.
+
+    The model's input pipeline keeps working unchanged. Id 0 (padding) and
+    `oov_id` are always kept. Which rows are kept:
+
+    - `keep` an integer and `counts` given: the `keep` ids with the largest
+      counts (ties broken by the smaller id);
+    - `keep` an integer and no `counts`: the first `keep` ids, which are the
+      most frequent ones in vocabularies ordered by frequency (Keras'
+      `TextVectorization` and `StringLookup` order theirs so);
+    - `keep` a sequence of ids: exactly those (plus 0 and `oov_id`).
+
+    When the model contains the `TextVectorization`, `StringLookup` or
+    `IntegerLookup` layer whose vocabulary numbers the table's rows (same
+    size), its vocabulary is pruned consistently and the table simply gets
+    fewer rows. Otherwise the table becomes a
+    `keras_lowrank.PrunedEmbedding`: ids beyond the first `keep` map to OOV
+    when the kept ids are the first ones (nothing stored), and a remap table
+    of one small integer per id is stored otherwise (counted in
+    `keras_lowrank.compression.table_bytes`).
+
+    Works on `keras.layers.Embedding` and `keras_lowrank.LowRankEmbedding`
+    tables (float; quantize after pruning). The original model is not
+    changed: the result is a copy of the same class.
+
+    Args:
+        model: A built `keras.Model`.
+        keep: Integer number of rows to keep (at least 2 and less than the
+            vocabulary), or a sequence of ids to keep.
+        counts: Optional 1-D array of per-id counts (for example training
+            token counts), or a dict `{layer name: counts}` with several
+            tables.
+        layer_names: `None` (every table), a layer name or a list of names.
+        oov_id: The id whose row every pruned id shares (Keras' lookups use
+            1). Defaults to 1.
+
+    Returns:
+        The pruned model.
+
+    Example:
+
+    ```python
+    counts = np.bincount(x_train.ravel(), minlength=vocab_size)
+    small = keras_lowrank.prune_vocabulary(model, 2_000, counts=counts)
+    small.predict(x_test)  # the same ids as before
+    ```
+    """
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(f"Expected `model` to be a built keras.Model, received: model={model!r}")
+    if isinstance(oov_id, bool) or not isinstance(oov_id, numbers.Integral) or oov_id < 0:
+        raise ValueError(f"Expected `oov_id` to be a non-negative integer, received: oov_id={oov_id!r}")
+    selected = _selected_tables(model, layer_names)
+    plans = {}
+    for path, layer in selected:
+        layer_counts = counts.get(path, counts.get(layer.name)) if isinstance(counts, dict) else counts
+        kept = kept_ids(int(layer.input_dim), keep, counts=layer_counts, oov_id=oov_id)
+        _check_prunable(path, layer, kept)
+        plans[path] = kept
+
+    work = copy_model(model)
+    tables = dict(_selected_tables(work, list(plans)))
+    lookups = _vocabulary_layers(work)
+    replacements = {}
+    for path, kept in plans.items():
+        layer = tables[path]
+        subset = _subset_table(layer, kept)
+        lookup = lookups.get(int(layer.input_dim))
+        if lookup is not None:
+            vocabulary = lookup.get_vocabulary()
+            lookup.set_vocabulary([vocabulary[i] for i in kept if i >= _special_tokens(lookup)])
+            replacements[id(layer)] = subset
+            continue
+        prefix = bool(np.array_equal(kept, np.arange(len(kept))))
+        wrapper = PrunedEmbedding(
+            int(layer.input_dim),
+            subset,
+            oov_id=int(np.searchsorted(kept, oov_id)),
+            remap=not prefix,
+            name=layer.name,
+        )
+        wrapper.build()
+        if not prefix:
+            id_map = np.full(int(layer.input_dim), np.searchsorted(kept, oov_id), dtype=np.int64)
+            id_map[kept] = np.arange(len(kept))
+            wrapper.set_id_map(id_map)
+        replacements[id(layer)] = wrapper
+    return replace_layers(work, replacements)
+
+
+def kept_ids(input_dim, keep, *, counts=None, oov_id=1):
+    """The sorted ids kept by pruning a vocabulary of `input_dim` ids.
+
+    See `prune_vocabulary` for the rules. Returns a sorted int64 array that
+    always holds 0 and `oov_id`.
+    """
+    reserved = sorted({PADDING_ID, int(oov_id)})
+    if oov_id >= input_dim:
+        raise ValueError(f"Expected `oov_id` < the vocabulary size {input_dim}, received: oov_id={oov_id}")
+    if isinstance(keep, numbers.Integral) and not isinstance(keep, bool):
+        if not len(reserved) <= keep < input_dim:
+            raise ValueError(
+                f"Expected `keep` to be an integer in [{len(reserved)}, {input_dim}) (the vocabulary "
+                f"has {input_dim} ids), received: keep={keep}"
+            )
+        if counts is None:
+            kept = np.arange(keep)
+            if oov_id >= keep:
+                kept = np.concatenate([kept[: keep - 1], [oov_id]])
+            return np.sort(kept).astype(np.int64)
+        counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+        if counts.shape != (input_dim,) or not np.all(np.isfinite(counts)) or counts.min() < 0:
+            raise ValueError(
+                f"Expected `counts` to hold {input_dim} non-negative finite numbers (one per id), "
+                f"received an array of shape {counts.shape}"
+            )
+        order = np.argsort(-counts, kind="stable")
+        order = order[~np.isin(order, reserved)]
+        kept = np.concatenate([reserved, order[: keep - len(reserved)]])
+        return np.sort(kept).astype(np.int64)
+    try:
+        kept = np.unique(np.asarray(list(keep), dtype=np.int64))
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Expected `keep` to be an integer or a sequence of ids, received: keep={keep!r}"
+        ) from error
+    if kept.size and (kept.min() < 0 or kept.max() >= input_dim):
+        raise ValueError(
+            f"Expected the ids in `keep` to be in [0, {input_dim}), received ids from {kept.min()} to {kept.max()}"
+        )
+    kept = np.union1d(kept, reserved)
+    if kept.size >= input_dim:
+        raise ValueError(f"`keep` keeps every one of the {input_dim} ids: nothing to prune")
+    return kept.astype(np.int64)
+
+
+def _selected_tables(model, layer_names):
+    found = [
+        (path, layer)
+        for path, layer in find_embeddings(model, include_factorized=True)
+        if type(layer) in (keras.layers.Embedding, LowRankEmbedding)
+    ]
+    if not found:
+        raise ValueError(
+            "Expected `model` to contain a keras.layers.Embedding or LowRankEmbedding to prune, "
+            f"found none in model '{model.name}'"
+        )
+    if layer_names is None:
+        return found
+    names = [layer_names] if isinstance(layer_names, str) else layer_names
+    if isinstance(names, (dict, set)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"Expected `layer_names` to be a name or a list of names, received: {layer_names!r}")
+    names = list(names)
+    unknown = [n for n in names if not any(n in (path, layer.name) for path, layer in found)]
+    if unknown:
+        raise ValueError(
+            f"Unknown layer name(s) {unknown} in `layer_names`; the model's tables are "
+            f"{[path for path, _ in found]}. Received: layer_names={layer_names!r}"
+        )
+    return [(p, l) for p, l in found if p in names or l.name in names]
+
+
+def _check_prunable(path, layer, kept):
+    if getattr(layer, "quantization_mode", None):
+        raise ValueError(
+            f"Table '{path}' is quantized ({layer.quantization_mode}): prune the float model, then quantize."
+        )
+    if isinstance(layer, LowRankEmbedding):
+        cap = decomposition.max_useful_rank(len(kept), layer.output_dim)
+        if layer.rank > cap:
+            raise ValueError(
+                f"Table '{path}' has rank {layer.rank}, more than {len(kept)} kept rows can use "
+                f"(at most {cap}): keep more rows or factorize after pruning."
+            )
+
+
+def _subset_table(layer, kept):
+    """A new layer of the same class holding only the `kept` rows."""
+    config = layer.get_config()
+    config["input_dim"] = int(len(kept))
+    new = type(layer).from_config(config)
+    new.build()
+    if isinstance(layer, LowRankEmbedding):
+        lookup = keras.ops.convert_to_numpy(layer.lookup)[kept]
+        new.set_weights([lookup, keras.ops.convert_to_numpy(layer.projection)])
+    else:
+        new.set_weights([keras.ops.convert_to_numpy(layer.embeddings)[kept]])
+    return new
+
+
+def _vocabulary_layers(model):
+    """`{vocabulary size: lookup layer}` for lookups whose size is unique."""
+    by_size = {}
+    layers = _keras_private.flatten_layers(model)
+    # A TextVectorization holds a StringLookup of the same vocabulary: the
+    # outer layer is the one to prune.
+    inner = {id(_keras_private.inner_lookup(layer)) for layer in layers if isinstance(layer, keras.layers.TextVectorization)}
+    for layer in layers:
+        if isinstance(layer, _LOOKUP_LAYERS) and id(layer) not in inner:
+            by_size.setdefault(int(layer.vocabulary_size()), []).append(layer)
+    return {size: layers[0] for size, layers in by_size.items() if len(layers) == 1}
+
+
+def _special_tokens(lookup):
+    """How many leading vocabulary entries are the mask and OOV tokens."""
+    inner = _keras_private.inner_lookup(lookup)
+    mask = 1 if getattr(inner, "mask_token", None) is not None else 0
+    return mask + int(getattr(inner, "num_oov_indices", 1))

@@ -1,0 +1,179 @@
+"""`PrunedEmbedding`: an embedding table that keeps only some vocabulary rows.
+
+Vocabulary pruning keeps the rows of the most frequent ids and sends every
+other id to the out-of-vocabulary (OOV) row, while the model still takes the
+ids its input pipeline produces. This module holds the layer that does the id
+mapping in front of any embedding layer (`keras.layers.Embedding`, quantized
+or not, or `LowRankEmbedding`). It must not choose which rows to keep (that is
+`keras_lowrank.compression.prune_vocabulary`).
+"""
+
+import numpy as np
+from keras import layers
+from keras import ops
+from keras import saving
+from keras.saving import register_keras_serializable
+
+
+@register_keras_serializable(package="keras_lowrank")
+class PrunedEmbedding(layers.Layer):
+    """Looks up ids of a large vocabulary in a table holding fewer rows.
+
+    The wrapped `embedding` stores `rows` rows. Ids are mapped to those rows
+    before the lookup, in one of two ways:
+
+    - Ordered vocabulary (`remap=False`): the kept rows are ids
+      `0 .. rows - 1` (Keras' `TextVectorization` and `StringLookup` number
+      their vocabularies by descending frequency, so the most frequent ids
+      come first). An id `>= rows` becomes `oov_id`. Nothing is stored.
+    - Any vocabulary (`remap=True`): a table of `input_dim` small integers
+      (`int16` when `rows` fits, else `int32`) holds each id's row. It is
+      stored with the layer and counted in its bytes.
+
+    The mask (with `mask_zero`) is computed from the original ids. Negative
+    ids and ids `>= input_dim` are out of the vocabulary and map to `oov_id`.
+
+    Example:
+
+    ```python
+    inner = keras.layers.Embedding(1000, 64)           # the 1000 kept rows
+    layer = keras_lowrank.PrunedEmbedding(20_000, inner, oov_id=1)
+    layer(np.array([[5, 19_999]]))                     # 19_999 -> row 1
+    ```
+
+    Args:
+        input_dim: Integer, size of the vocabulary the inputs come from.
+        embedding: The embedding layer of the kept rows (its `input_dim` is
+            the number of rows kept).
+        oov_id: Row that every pruned id maps to (in the kept rows' ids).
+        remap: Boolean, whether a stored id remap table is used (see above).
+        **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: integer ids of any shape, in `[0, input_dim)`.
+
+    Input shape:
+        Integer tensor `(d1, ..., dn)`.
+
+    Output shape:
+        `(d1, ..., dn, output_dim)`.
+    """
+
+    def __init__(self, input_dim, embedding, oov_id=1, remap=False, **kwargs):
+        if isinstance(embedding, dict):
+            embedding = saving.deserialize_keras_object(embedding)
+        if not isinstance(embedding, layers.Layer) or not hasattr(embedding, "output_dim"):
+            raise ValueError(
+                "Expected `embedding` to be an embedding layer (with `input_dim` and "
+                f"`output_dim`), received: embedding={embedding!r}"
+            )
+        if isinstance(input_dim, bool) or not isinstance(input_dim, (int, np.integer)) or input_dim < 1:
+            raise ValueError(f"Expected `input_dim` to be a positive integer, received: input_dim={input_dim!r}")
+        rows = int(embedding.input_dim)
+        if rows > input_dim:
+            raise ValueError(
+                f"Expected `embedding` to keep at most input_dim={input_dim} rows, "
+                f"received an embedding of {rows} rows"
+            )
+        if isinstance(oov_id, bool) or not isinstance(oov_id, (int, np.integer)) or not 0 <= oov_id < rows:
+            raise ValueError(
+                f"Expected `oov_id` to be a row of the kept table, in [0, {rows}), received: oov_id={oov_id!r}"
+            )
+        if not isinstance(remap, (bool, np.bool_)):
+            raise ValueError(f"Expected `remap` to be a boolean, received: remap={remap!r}")
+        kwargs.setdefault("dtype", embedding.dtype_policy)
+        super().__init__(**kwargs)
+        self.input_dim = int(input_dim)
+        self.embedding = embedding
+        self.oov_id = int(oov_id)
+        self.remap = bool(remap)
+        self.mask_zero = bool(getattr(embedding, "mask_zero", False))
+        self.supports_masking = self.mask_zero
+        self.autocast = False
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        if not self.embedding.built:
+            self.embedding.build(input_shape)
+        if self.remap:
+            from keras_lowrank.compression.table import remap_dtype
+
+            self.id_map = self.add_weight(
+                name="id_map",
+                shape=(self.input_dim,),
+                initializer="zeros",
+                dtype=remap_dtype(self.rows),
+                trainable=False,
+            )
+        self.built = True
+
+    @property
+    def rows(self):
+        """Number of rows the wrapped table stores."""
+        return int(self.embedding.input_dim)
+
+    @property
+    def output_dim(self):
+        return int(self.embedding.output_dim)
+
+    @property
+    def embeddings(self):
+        """The `(input_dim, output_dim)` table the layer answers, in float32.
+
+        For inspection only: every id's vector, pruned ids sharing the OOV
+        row. `call` never builds it.
+        """
+        return self.embedding.embeddings if not self.pruned else ops.take(
+            ops.cast(self.embedding.embeddings, "float32"), self._map_ids(ops.arange(self.input_dim)), axis=0
+        )
+
+    @property
+    def pruned(self):
+        return self.rows < self.input_dim
+
+    def call(self, inputs):
+        return self.embedding(self._map_ids(inputs))
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        return ops.not_equal(inputs, 0)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.output_dim)
+
+    def set_id_map(self, id_map):
+        """Sets the stored remap table (`remap=True` only): `id_map[id] = row`."""
+        if not self.remap:
+            raise ValueError("This PrunedEmbedding has no remap table (remap=False).")
+        id_map = np.asarray(id_map)
+        if id_map.shape != (self.input_dim,) or id_map.min() < 0 or id_map.max() >= self.rows:
+            raise ValueError(
+                f"Expected `id_map` of shape ({self.input_dim},) with values in [0, {self.rows}), "
+                f"received shape {id_map.shape} with range [{id_map.min()}, {id_map.max()}]"
+            )
+        self.build()
+        self.id_map.assign(id_map.astype(self.id_map.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "input_dim": self.input_dim,
+                "embedding": saving.serialize_keras_object(self.embedding),
+                "oov_id": self.oov_id,
+                "remap": self.remap,
+            }
+        )
+        return config
+
+    def _map_ids(self, inputs):
+        ids = ops.cast(inputs, "int32")
+        outside = ops.logical_or(ops.less(ids, 0), ops.greater_equal(ids, self.input_dim))
+        if self.remap:
+            safe = ops.where(outside, 0, ids)
+            rows = ops.cast(ops.take(self.id_map, safe, axis=0), "int32")
+            return ops.where(outside, self.oov_id, rows)
+        pruned = ops.logical_or(outside, ops.greater_equal(ids, self.rows))
+        return ops.where(pruned, self.oov_id, ids)

@@ -1,0 +1,369 @@
+"""Finding embedding tables in any Keras model and swapping layers atomically.
+
+`find_embeddings` walks Sequential, Functional, nested and subclassed models
+(attribute-held sublayers included) and lists their embedding layers.
+`replace_layers` installs replacement layers: Sequential and Functional
+containers that hold a replaced layer are rebuilt with
+`keras.models.clone_model`, subclassed ones have the attribute holding the
+layer swapped; the swaps are undone if any fails. `copy_model` makes a model
+that shares no layer (and so no weight) with its source, of the same class.
+
+The transforms (`factorize_embeddings`, `prune_vocabulary`) build and check
+their replacement layers first and then call `replace_layers` on a copy, so
+the caller's model is never changed. This module must not build replacement
+layers or decide which tables to convert.
+"""
+
+import os
+import tempfile
+
+import keras
+
+from keras_lowrank import _keras_private
+from keras_lowrank.layers import LowRankEmbedding
+from keras_lowrank.layers import PrunedEmbedding
+
+# Attributes of a layer that hold Keras or TensorFlow bookkeeping, never a
+# user's sublayer: scanning them would find every layer a second time.
+_BOOKKEEPING_ATTRIBUTES = frozenset(
+    {"_layers", "_tracker", "_inbound_nodes", "_outbound_nodes", "_functional"}
+)
+
+
+def replace_layers(model, replacements):
+    """Returns `model` with the layers in `replacements` swapped in.
+
+    Args:
+        model: a built `keras.Model`.
+        replacements: `{id(old_layer): new_layer}`.
+
+    Returns:
+        A rebuilt model (Sequential/Functional) or `model` itself converted
+        in place (subclassed). Either way, compiled like `model` was, with
+        the same loss, metrics and a fresh optimizer of the same config.
+    """
+    converter = _Converter(replacements)
+    converted = converter.convert(model)
+    converter.commit()
+    if getattr(model, "compiled", False):
+        compile_like(converted, model)
+    return converted
+
+
+def copy_model(model):
+    """A copy of `model` of the same class that shares no layer with it.
+
+    Sequential and Functional models are cloned layer by layer
+    (`keras.models.clone_model`) and given the source's weights; other
+    models go through an in-memory `.keras` round trip. A compiled model's
+    copy is compiled with the same loss and metric objects and a fresh
+    optimizer of the same configuration.
+
+    Raises:
+        ValueError: when a layer of the model cannot be re-created from its
+            config (a custom layer without `get_config`).
+    """
+    try:
+        if is_graph_model(model):
+            with _keras_private.compiled_flag_off(model):
+                clone = keras.models.clone_model(model)
+            if not clone.built and model.built:
+                clone.build(model.input_shape)
+            clone.set_weights(model.get_weights())
+            _copy_vocabularies(model, clone)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "model.keras")
+                with _keras_private.compiled_flag_off(model):
+                    model.save(path)
+                # The model is the caller's own object, not a file from
+                # elsewhere: its Lambda layers may be re-created.
+                clone = keras.saving.load_model(path, compile=False, safe_mode=False)
+    except Exception as error:  # noqa: BLE001 - any failure means "not copyable"
+        raise ValueError(
+            f"Cannot copy model '{model.name}' ({type(model).__name__}) to keep the "
+            f"original untouched: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}. "
+            "Give its custom layers a `get_config()`, or pass `share_layers=True` to convert "
+            "the model's own layers (the original then changes too)."
+        ) from error
+    if getattr(model, "compiled", False):
+        compile_like(clone, model)
+    return clone
+
+
+def _copy_vocabularies(source, clone):
+    # A lookup's adapted vocabulary is state outside its config and weights:
+    # `clone_model` re-creates the layer empty.
+    lookups = (keras.layers.TextVectorization, keras.layers.StringLookup, keras.layers.IntegerLookup)
+    pairs = zip(_keras_private.flatten_layers(source), _keras_private.flatten_layers(clone))
+    for old, new in pairs:
+        if isinstance(old, lookups) and type(new) is type(old):
+            vocabulary = old.get_vocabulary(include_special_tokens=False)
+            if vocabulary and new.get_vocabulary(include_special_tokens=False) != vocabulary:
+                idf = getattr(old, "idf_weights", None) if getattr(old, "output_mode", None) == "tf_idf" else None
+                new.set_vocabulary(vocabulary, idf_weights=idf)
+
+
+def compile_like(target, source):
+    """Compiles `target` with `source`'s loss and metrics and a fresh optimizer.
+
+    The loss and metric *objects* are reused (a lambda or an unregistered
+    function works, unlike `compile_from_config`); metric objects are
+    re-created from their config so the two models never share state.
+    """
+    optimizer = source.optimizer
+    if optimizer is not None:
+        optimizer = optimizer.__class__.from_config(optimizer.get_config())
+    metrics, weighted_metrics = _keras_private.compiled_metrics(source)
+    target.compile(
+        optimizer=optimizer if optimizer is not None else "rmsprop",
+        loss=source.loss,
+        loss_weights=_keras_private.compiled_loss_weights(source),
+        metrics=_fresh_metrics(metrics),
+        weighted_metrics=_fresh_metrics(weighted_metrics),
+    )
+
+
+def _fresh_metrics(metrics):
+    if metrics is None:
+        return None
+
+    def fresh(metric):
+        if isinstance(metric, keras.metrics.Metric):
+            try:
+                return metric.__class__.from_config(metric.get_config())
+            except Exception:  # noqa: BLE001 - keep the object when it cannot be rebuilt
+                return metric
+        return metric
+
+    return keras.tree.map_structure(fresh, metrics)
+
+
+class _Converter:
+    """Maps each layer of a model to its converted counterpart.
+
+    `convert` is memoized on object identity, so a layer reached several
+    times (shared layers, shared nested models) is converted once and its
+    converted form is shared the same way.
+    """
+
+    def __init__(self, replacements):
+        self.replacements = replacements
+        self.converted = {}
+        self.holds_target = {}
+        self.swaps = []
+        self.in_place_models = []
+
+    def convert(self, layer):
+        key = id(layer)
+        if key in self.converted:
+            return self.converted[key]
+        if key in self.replacements:
+            result = self.replacements[key]
+        elif not self._holds_target(layer):
+            result = layer
+        elif is_graph_model(layer):
+            result = self._rebuild(layer)
+        else:
+            # Registered first so that a layer reachable from itself
+            # (a cycle through attributes) is not planned twice.
+            self.converted[key] = layer
+            self._plan_swaps(layer)
+            result = layer
+        self.converted[key] = result
+        return result
+
+    def commit(self):
+        done = []
+        try:
+            for swap in self.swaps:
+                swap.apply()
+                done.append(swap)
+            for model in self.in_place_models:
+                _reset_compiled_functions(model)
+        except Exception:
+            for swap in reversed(done):
+                swap.undo()
+            raise
+
+    def _holds_target(self, layer, _visiting=None):
+        key = id(layer)
+        if key in self.holds_target:
+            return self.holds_target[key]
+        if key in self.replacements:
+            return True
+        visiting = set() if _visiting is None else _visiting
+        if key in visiting:
+            return False
+        visiting.add(key)
+        result = any(
+            self._holds_target(child, visiting) for child in _children(layer)
+        )
+        self.holds_target[key] = result
+        return result
+
+    def _rebuild(self, model):
+        # `clone_model` calls `convert` once per layer of this graph level
+        # (not for input layers); nested Sequential/Functional models come
+        # back through `convert` and are rebuilt only if they hold a target,
+        # so every untouched layer, nested models included, is reused as is.
+        # Compiled below with the original loss objects, not from the
+        # serialized config that `clone_model` would use.
+        with _keras_private.compiled_flag_off(model):
+            rebuilt = keras.models.clone_model(model, clone_function=self.convert)
+        if not rebuilt.built and model.built:
+            # A Sequential model without an input layer is only built when
+            # first called; build it now as the original was.
+            rebuilt.build(model.input_shape)
+        return rebuilt
+
+    def _plan_swaps(self, owner):
+        if isinstance(owner, keras.Model):
+            self.in_place_models.append(owner)
+        reached = set()
+        for attribute, value, key, child in _attribute_children(owner):
+            reached.add(id(child))
+            new = self.convert(child)
+            if new is not child:
+                self.swaps.append(_Swap(owner, attribute, key, child, new))
+        for child in getattr(owner, "_layers", ()):
+            if id(child) not in reached and self._holds_target(child):
+                raise ValueError(
+                    f"Cannot replace the Embedding inside layer "
+                    f"'{child.name}' of '{owner.name}': it is tracked by the "
+                    "layer but not held by one of its attributes (directly, "
+                    "or in a list, tuple or dict attribute). Received: "
+                    f"model layer '{owner.name}' "
+                    f"({type(owner).__name__})"
+                )
+
+
+class _Swap:
+    """One attribute (or container item) of a layer set to a new layer."""
+
+    def __init__(self, owner, attribute, key, old, new):
+        self.owner = owner
+        self.attribute = attribute
+        self.key = key
+        self.old = old
+        self.new = new
+
+    def apply(self):
+        self._set(self.old, self.new)
+
+    def undo(self):
+        self._set(self.new, self.old)
+
+    def _set(self, old, new):
+        # Replace in the owner's list of tracked sublayers at the same
+        # position: the order of `model.weights` (and of saved variables)
+        # stays that of the original.
+        tracker = getattr(self.owner, "_tracker", None)
+        if tracker is not None and tracker.is_in_store("layers", old):
+            if tracker.is_in_store("layers", new):
+                tracker.untrack(old)
+            else:
+                tracker.replace_tracked_value("layers", old, new)
+        if self.key is None:
+            setattr(self.owner, self.attribute, new)
+            return
+        container = getattr(self.owner, self.attribute)
+        if isinstance(container, tuple):
+            items = [new if i == self.key else v for i, v in enumerate(container)]
+            if hasattr(container, "_fields"):
+                setattr(self.owner, self.attribute, type(container)(*items))
+            else:
+                setattr(self.owner, self.attribute, type(container)(items))
+        else:
+            container[self.key] = new
+
+
+def find_embeddings(model, *, include_factorized=False):
+    """Returns `[(path, layer)]` for every distinct embedding layer of `model`.
+
+    Searches nested models and subclassed models' attributes; a layer shared
+    by several call sites is listed once, in model order. The path is the
+    `/`-separated layer names below `model`, as in `ConversionReport`.
+
+    Args:
+        model: A Keras model (any kind).
+        include_factorized: By default only layers of exactly the class
+            `keras.layers.Embedding` (what `factorize_embeddings` converts:
+            subclasses may use their table outside `call`), also inside a
+            `PrunedEmbedding`. If `True`, any `keras.layers.Embedding`
+            (subclasses included), every `LowRankEmbedding` and every
+            `PrunedEmbedding` (as one table) are listed (what inspection and
+            byte counting need).
+
+    Returns:
+        A list of `(path, layer)` pairs.
+    """
+    if include_factorized:
+        def wanted(layer):
+            return isinstance(layer, (keras.layers.Embedding, LowRankEmbedding, PrunedEmbedding))
+    else:
+        def wanted(layer):
+            # Exactly Embedding: subclasses may use their table outside `call`.
+            return type(layer) is keras.layers.Embedding
+    found = []
+    seen = {id(model)}
+
+    def walk(layer, prefix):
+        for child in _children(layer):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            path = prefix + child.name
+            if wanted(child):
+                found.append((path, child))
+            else:
+                walk(child, path + "/")
+
+    walk(model, "")
+    return found
+
+
+def _children(layer):
+    """The sublayers of `layer`, graph models' layers or attribute-held ones."""
+    if is_graph_model(layer):
+        return list(layer.layers)
+    children = [child for *_, child in _attribute_children(layer)]
+    ids = {id(child) for child in children}
+    # Sublayers tracked but held elsewhere (e.g. in a nested container) are
+    # still searched, so that such an Embedding is reported, not ignored.
+    children += [c for c in getattr(layer, "_layers", ()) if id(c) not in ids]
+    return children
+
+
+def _attribute_children(owner):
+    """Yields (attribute, value, key, layer) for layers held by attributes."""
+    for attribute, value in list(vars(owner).items()):
+        if attribute in _BOOKKEEPING_ATTRIBUTES or attribute.startswith(
+            "_self_"
+        ):
+            continue
+        if isinstance(value, keras.layers.Layer):
+            yield attribute, value, None, value
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                if isinstance(item, keras.layers.Layer):
+                    yield attribute, value, index, item
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, keras.layers.Layer):
+                    yield attribute, value, key, item
+
+
+def is_graph_model(layer):
+    """Whether `layer` is a Sequential or Functional model (rebuilt, not edited)."""
+    return isinstance(layer, (keras.Sequential, _keras_private.Functional))
+
+
+def _reset_compiled_functions(model):
+    # Traced train/test/predict functions captured the old layer's
+    # variables; drop them so that the next call traces the new graph.
+    for name in ("train_function", "test_function", "predict_function"):
+        if hasattr(model, name):
+            setattr(model, name, None)
+
+
