@@ -17,6 +17,14 @@ _require_tensorflow()
 
 # Layers.
 from keras_lowrank.layers import LowRankEmbedding
+from keras_lowrank.layers import PrunedEmbedding
+
+# The main call: compress a model's embedding tables to a byte budget.
+from keras_lowrank.compression import CompressionReport
+from keras_lowrank.compression import TableLayout
+from keras_lowrank.compression import compress
+from keras_lowrank.compression import prune_vocabulary
+from keras_lowrank.compression import table_bytes
 
 # Rank choice and the decomposition behind it.
 from keras_lowrank.decomposition import energy_kept

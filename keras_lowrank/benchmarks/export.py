@@ -34,6 +34,7 @@ import time
 from keras_lowrank.benchmarks import environment
 from keras_lowrank.benchmarks import markdown
 from keras_lowrank.benchmarks import output
+from keras_lowrank.utils.atomic_write import atomic_path
 
 VARIANTS = (
     ("full_float32", "full float32", dict(low_rank=False, quantize=None)),
@@ -558,7 +559,8 @@ def _plot(results, path):
         ax.set_title(f"{run['model']} V={run['vocab_size']:,}")
         ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 

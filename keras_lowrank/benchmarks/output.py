@@ -27,6 +27,8 @@ import time
 from keras_lowrank.benchmarks import environment
 from keras_lowrank.benchmarks import markdown
 from keras_lowrank.cli.errors import CLIError
+from keras_lowrank.utils.atomic_write import atomic_open
+from keras_lowrank.utils.atomic_write import write_json
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -111,7 +113,7 @@ def save_results(results, output):
             previous = f.read()
         if previous.strip():
             os.makedirs(os.path.join(output, EARLIER), exist_ok=True)
-            with open(os.path.join(output, EARLIER, _earlier_name(previous, path, output)), "w") as f:
+            with atomic_open(os.path.join(output, EARLIER, _earlier_name(previous, path, output)), "w") as f:
                 f.write(previous)
     _write_json(results, path)
 
@@ -145,7 +147,7 @@ def publish(results, args, render, *, name, title, summarize=None):
     os.makedirs(args.output, exist_ok=True)
     body = render(results, link_base="", heading_level=2)
     page = f"# {title}\n\n{body.strip()}\n" + _earlier_list(args.output, "", summarize)
-    with open(os.path.join(args.output, RESULTS_MD), "w") as f:
+    with atomic_open(os.path.join(args.output, RESULTS_MD), "w") as f:
         f.write(page)
     if args.doc:
         doc_dir = os.path.dirname(os.path.abspath(args.doc))
@@ -247,11 +249,7 @@ def _earlier_name(text, path, output):
 
 def _write_json(results, path):
     # Write then rename, so an interrupted run never leaves half a file.
-    partial = path + ".partial"
-    with open(partial, "w") as f:
-        json.dump(results, f, indent=1)
-        f.write("\n")
-    os.replace(partial, path)
+    write_json(path, results, indent=1)
 
 
 def _word(value):

@@ -29,6 +29,7 @@ from keras_lowrank.benchmarks import environment
 from keras_lowrank.benchmarks import markdown
 from keras_lowrank.benchmarks import output
 from keras_lowrank.cli.errors import CLIError
+from keras_lowrank.utils.atomic_write import atomic_path
 
 DEFAULT_SIZES = (10_000, 50_000, 100_000, 400_000, 2_000_000)
 QUICK_SIZES = (2_000, 10_000)
@@ -372,7 +373,8 @@ def plot(results, path):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 

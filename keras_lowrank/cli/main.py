@@ -3,8 +3,12 @@
 Each module in `keras_lowrank.cli.commands` is one subcommand: it defines
 `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`. Heavy imports
 (TensorFlow, datasets) happen inside `run`, so `--help` stays quick. User
-errors (`CLIError`, a missing file, a bad argument) are printed as one line and
-exit with status 2; `--debug` shows the traceback instead.
+errors (`CLIError`, a missing file, a bad argument, argparse's own errors) are
+printed as one line `keras-lowrank: error: ...` and exit with status 2;
+`--debug` shows the traceback instead. Ctrl-C prints `keras-lowrank:
+interrupted` and exits with status 130; since every file is written to a
+temporary file and renamed into place (`keras_lowrank.utils.atomic_write`), an
+interrupted command leaves no partial file and the old one intact.
 """
 
 import argparse
@@ -26,9 +30,26 @@ def _command_modules():
         yield importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` whose errors are one line, like every other.
+
+    argparse prints the whole usage block before its message; the command
+    line promises one line `keras-lowrank: error: ...` (exit 2) for every user
+    error, so the usage is replaced by a pointer to `--help`. Subparsers
+    inherit the class, so subcommands (and `bench`'s benchmarks) behave alike.
+    `--help` is unchanged.
+    """
+
+    def error(self, message):
+        message = " ".join(str(message).split())
+        where = self.prog[len(PROG):].strip()
+        prefix = f"{where}: " if where else ""
+        self.exit(2, f"{PROG}: error: {prefix}{message} (see '{self.prog} --help')\n")
+
+
 def build_parser():
     """Returns the argparse parser with every discovered subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description=(
             "Compress the word-embedding tables of Keras text models by "
@@ -52,15 +73,21 @@ def build_parser():
 
 def main(argv=None):
     """Runs the command line; returns the process exit status."""
+    # Set before building the parser: `bench` imports its benchmarks (and
+    # with them TensorFlow) to add their arguments, and TensorFlow's start-up
+    # chatter on stderr would break the one-line error promise.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return int(args._run(args) or 0)
-    except (CLIError, FileNotFoundError, ValueError) as error:
+    except (
+        CLIError, FileNotFoundError, PermissionError, IsADirectoryError,
+        NotADirectoryError, ValueError,
+    ) as error:
         if args.debug:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

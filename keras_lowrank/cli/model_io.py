@@ -17,10 +17,27 @@ from keras_lowrank.cli.errors import CLIError
 def import_custom_modules(module_names):
     """Imports user modules so their registered custom objects are known."""
     for name in module_names or ():
+        if not name or name.startswith(".") or name.endswith((".py", "/")) or os.sep in name:
+            raise CLIError(
+                f"--custom-module expects an absolute module name such as "
+                f"'mypackage.layers' (importable from sys.path), received: {name!r}"
+            )
         try:
             importlib.import_module(name)
-        except ImportError as error:
-            raise CLIError(f"could not import --custom-module {name!r}: {error}") from error
+        except KeyboardInterrupt:
+            raise
+        except SyntaxError as error:
+            where = f" ({error.filename}, line {error.lineno})" if error.filename else ""
+            raise CLIError(
+                f"could not import --custom-module {name!r}: SyntaxError: {error.msg}{where}"
+            ) from error
+        except Exception as error:
+            # Whatever the module raises at import time is the user's code
+            # failing, not ours: name the module and the error in one line.
+            raise CLIError(
+                f"could not import --custom-module {name!r}: "
+                f"{type(error).__name__}: {_first_line(error)}"
+            ) from error
 
 
 def load_model(path, *, compile=False, custom_modules=()):
@@ -103,15 +120,78 @@ def _first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def check_output_path(path, suffix, *, overwrite):
-    """Validates an output path's suffix and refuses to overwrite silently."""
-    if not path.endswith(suffix):
-        raise CLIError(f"output path must end with {suffix}, received: {path}")
+def check_output_path(path, suffix=None, *, overwrite=True, option=None):
+    """Checks, before any work, that a command can write a file at `path`.
+
+    Every subcommand calls this for every file it will write, so a mistake
+    costs a one-line error up front rather than a failure after minutes of
+    work. The rule is the same everywhere: the folder that will hold the file
+    must already exist (it is never created implicitly) and be writable, and
+    `path` must not be a folder.
+
+    Args:
+        path: The file the command will write.
+        suffix: The required suffix (`".keras"`) or a tuple of accepted
+            suffixes; `None` accepts any name.
+        overwrite: Whether an existing file may be replaced; when `False`, an
+            existing file is an error that suggests `--overwrite`.
+        option: The flag that named `path` (e.g. `"--json"`), quoted in the
+            messages; `None` for a positional argument.
+    """
+    path = os.fspath(path)
+    named = f"{option} " if option else ""
+    if not path:
+        raise CLIError(f"{named}output path is empty")
+    if os.path.isdir(path):
+        raise CLIError(f"{named}output path is a folder; expected a file, received: {path}")
+    if suffix is not None:
+        suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix)
+        if not path.lower().endswith(tuple(s.lower() for s in suffixes)):
+            raise CLIError(
+                f"{named}output path must end with {' or '.join(suffixes)}, received: {path}"
+            )
     if os.path.exists(path) and not overwrite:
         raise CLIError(f"{path} already exists; pass --overwrite to replace it")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise CLIError(f"output folder does not exist: {parent}")
+    _check_writable_folder(os.path.dirname(os.path.abspath(path)), option)
+
+
+def check_output_folder(path, *, option=None):
+    """Checks, before any work, that a command can write files into folder `path`.
+
+    The folder itself is created by the command when missing, but its parent
+    must exist: the same rule as `check_output_path`, so a typo in a parent
+    never silently creates a tree of folders.
+
+    Args:
+        path: The output folder.
+        option: The flag that named it (e.g. `"--output"`), for the messages.
+    """
+    path = os.fspath(path)
+    named = f"{option} " if option else ""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{named}must be a folder, received a file: {path}")
+    if os.path.isdir(path):
+        _check_writable_folder(os.path.abspath(path), option)
+    else:
+        _check_writable_folder(os.path.dirname(os.path.abspath(path)), option)
+
+
+def _check_writable_folder(folder, option):
+    named = f" for {option}" if option else ""
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise CLIError(f"output folder{named} is a file, not a folder: {folder}")
+        raise CLIError(f"output folder{named} does not exist: {folder}")
+    # Probing with a real file also catches read-only filesystems and runs
+    # as root, where `os.access` always says yes.
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise CLIError(f"output folder{named} is not writable ({reason}): {folder}") from error
 
 
 def embedding_layers(model):
@@ -119,3 +199,92 @@ def embedding_layers(model):
     from keras_lowrank.surgery import find_embeddings
 
     return find_embeddings(model, include_factorized=True)
+
+
+def check_fine_tune_data(model, x, y, validation=None, *, source="--fine-tune"):
+    """Checks fine-tune arrays against `model` before any training starts.
+
+    A label or id out of range otherwise surfaces from inside `fit` as a
+    "Graph execution error" that names neither the split nor the value.
+    Labels must be class indices in `[0, num_classes)` given the width of the
+    model's output (`{0, 1}` for a one-unit output); one-hot labels whose
+    width matches the output are accepted as they are. Ids must be in
+    `[0, input_dim)` of the model's first embedding table, and the sequence
+    length must match a fixed input length.
+
+    Args:
+        model: The loaded `keras.Model`.
+        x, y: Training ids `(n, sequence_length)` and labels.
+        validation: `None` or `(x_val, y_val)`.
+        source: Where the arrays come from (the `.npz` path), for messages.
+
+    Raises:
+        CLIError: Naming the split, the offending value and the valid range.
+    """
+    import numpy as np
+
+    splits = [("x", "y", x, y)]
+    if validation is not None:
+        splits.append(("x_val", "y_val", validation[0], validation[1]))
+    embeddings = embedding_layers(model)
+    vocab = int(embeddings[0][1].input_dim) if embeddings else None
+    inputs = getattr(model, "inputs", None) or []
+    length = inputs[0].shape[1] if len(inputs) == 1 and len(inputs[0].shape) > 1 else None
+    outputs = getattr(model, "outputs", None) or []
+    width = outputs[0].shape[-1] if len(outputs) == 1 and len(outputs[0].shape) > 1 else None
+
+    for x_name, y_name, ids, labels in splits:
+        ids, labels = np.asarray(ids), np.asarray(labels)
+        if ids.ndim < 2 or not np.issubdtype(ids.dtype, np.integer):
+            raise CLIError(
+                f"{source}: {x_name} must be an integer array of token ids "
+                f"(n, sequence_length), received shape {ids.shape} and dtype {ids.dtype}"
+            )
+        if len(ids) != len(labels) or len(ids) == 0:
+            raise CLIError(
+                f"{source}: {x_name} and {y_name} must be non-empty and of equal "
+                f"length, received {len(ids)} and {len(labels)}"
+            )
+        if length is not None and ids.shape[1] != length:
+            raise CLIError(
+                f"{source}: {x_name} has sequence length {ids.shape[1]}, the model "
+                f"takes {length}; received shape {ids.shape}"
+            )
+        if vocab is not None:
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= vocab:
+                bad = low if low < 0 else high
+                row = int(np.argwhere(ids == bad)[0][0])
+                raise CLIError(
+                    f"{source}: {x_name} holds id {bad} (row {row}); the embedding "
+                    f"{embeddings[0][0]!r} has input_dim {vocab}, so ids must be in [0, {vocab})"
+                )
+        if width is None:
+            continue
+        if labels.ndim == 2 and labels.shape[1] == width and width > 1:
+            continue  # One-hot (or soft) labels for a categorical loss.
+        flat = labels.reshape(len(labels), -1)
+        if flat.shape[1] != 1:
+            raise CLIError(
+                f"{source}: {y_name} must hold one class index per example (or "
+                f"one-hot rows of width {width}), received shape {labels.shape}"
+            )
+        flat = flat[:, 0]
+        if not np.issubdtype(flat.dtype, np.number) or not np.all(np.isfinite(flat)):
+            raise CLIError(f"{source}: {y_name} must hold finite numeric labels, received dtype {labels.dtype}")
+        classes = max(int(width), 2)
+        integral = np.all(flat == np.round(flat))
+        if int(width) > 1 and not integral:
+            bad = flat[flat != np.round(flat)][0]
+            raise CLIError(
+                f"{source}: {y_name} holds label {bad:g}; class indices must be "
+                f"integers in [0, {classes})"
+            )
+        low, high = float(flat.min()), float(flat.max())
+        if low < 0 or high > classes - 1:
+            bad = low if low < 0 else high
+            row = int(np.argwhere(flat == bad)[0][0])
+            raise CLIError(
+                f"{source}: {y_name} holds label {bad:g} (row {row}); the model has "
+                f"{int(width)} output(s), so labels must be in [0, {classes - 1}]"
+            )

@@ -12,3 +12,8 @@ from keras_lowrank.compression.pruning import kept_ids
 from keras_lowrank.compression.pruning import prune_vocabulary
 from keras_lowrank.compression.table import TableLayout
 from keras_lowrank.compression.table import table_bytes
+from keras_lowrank.compression.compress import compress
+from keras_lowrank.compression.compress import embedding_bytes
+from keras_lowrank.compression.planner import Recipe
+from keras_lowrank.compression.report import CandidateResult
+from keras_lowrank.compression.report import CompressionReport

@@ -100,7 +100,7 @@ def prune_vocabulary(model, keep, *, counts=None, layer_names=None, oov_id=1):
 
     work = copy_model(model)
     tables = dict(_selected_tables(work, list(plans)))
-    lookups = _vocabulary_layers(work)
+    lookups = vocabulary_layers(work)
     replacements = {}
     for path, kept in plans.items():
         layer = tables[path]
@@ -228,7 +228,7 @@ def _subset_table(layer, kept):
     return new
 
 
-def _vocabulary_layers(model):
+def vocabulary_layers(model):
     """`{vocabulary size: lookup layer}` for lookups whose size is unique."""
     by_size = {}
     layers = _keras_private.flatten_layers(model)

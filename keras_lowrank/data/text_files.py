@@ -11,11 +11,17 @@ Policy for bad input (each case is tested):
   `FileNotFoundError` / `ValueError` naming the folder and the files found;
 - a named column is missing: `ValueError` naming the file and listing the
   columns found in its header;
-- a row has too few fields: `ValueError` naming the file and line;
+- a row has too few fields, or more fields than the header (an unquoted
+  comma or tab inside a text): `ValueError` naming the file and line;
+- a field longer than the `csv` module's default limit (131,072 characters):
+  read as is; any other malformed CSV: `ValueError` naming the file and line;
 - empty (whitespace-only) texts: dropped, counted in a `UserWarning`;
 - empty labels: `ValueError` naming the file and lines;
 - a split left with no example: `ValueError`;
 - dev/test labels absent from train: `ValueError` listing them;
+- numeric labels are compared as numbers: `1`, `1.0` and `01` are one class
+  (named `1`);
+- a training file with a single class: `ValueError` (nothing to classify);
 - bytes that are not UTF-8 (with `encoding=None`, the default): each invalid
   byte sequence is decoded as Latin-1 instead and a `UserWarning` says how many
   bytes on how many lines were affected; with an explicit `encoding`, decoding
@@ -132,8 +138,25 @@ def read_table(path, *, text_column="text", label_column="label", encoding=None)
     quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
     # newline="" keeps "\r\n" for the csv module and, unlike str.splitlines(),
     # does not break lines at U+0085 or U+2028 inside texts.
+    # The text is already in memory, so a long field costs nothing more; the
+    # csv module's default limit (131,072 characters) would reject long
+    # documents with a bare `_csv.Error`.
+    previous_limit = csv.field_size_limit()
+    csv.field_size_limit(max(previous_limit, len(text) + 1))
+    try:
+        return _parse_rows(path, text, delimiter, quoting, text_column, label_column)
+    except csv.Error as error:
+        raise ValueError(f"{path}: malformed {extension[1:].upper()} ({error})") from None
+    finally:
+        csv.field_size_limit(previous_limit)
+
+
+def _parse_rows(path, text, delimiter, quoting, text_column, label_column):
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise ValueError(f"{path}, line {reader.line_num}: {error}") from None
     if header is None:
         raise ValueError(f"{path} is empty: expected a header row naming the columns.")
     header = [h.strip() for h in header]
@@ -146,13 +169,32 @@ def read_table(path, *, text_column="text", label_column="label", encoding=None)
     text_index, label_index = header.index(text_column), header.index(label_column)
     needed = max(text_index, label_index) + 1
     texts, labels, empty_texts, empty_labels = [], [], 0, []
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise ValueError(f"{path}, line {reader.line_num}: {error}") from None
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # Blank line, e.g. a trailing newline.
         if len(row) < needed:
             raise ValueError(
                 f"{path}, line {reader.line_num}: expected at least {needed} "
-                f"fields, found {len(row)}: {row!r}"
+                f"fields, found {len(row)}: {_shorten(row)}"
+            )
+        if len(row) > len(header):
+            # `well, that was fun,pos` would otherwise become the text `well`
+            # with a new class ` that was fun`.
+            hint = (
+                "quote texts that contain commas"
+                if delimiter == ","
+                else "texts must not contain tabs"
+            )
+            raise ValueError(
+                f"{path}, line {reader.line_num}: expected {len(header)} fields "
+                f"(header {header}), found {len(row)}: {_shorten(row)}; {hint}"
             )
         label = row[label_index].strip()
         if not label:
@@ -176,6 +218,24 @@ def read_table(path, *, text_column="text", label_column="label", encoding=None)
             stacklevel=2,
         )
     return texts, labels
+
+
+def _shorten(row, limit=200):
+    text = repr(row)
+    return text if len(text) <= limit else text[:limit] + "...]"
+
+
+def _canonical_label(label):
+    """`1`, `1.0` and `01` name one class: numbers are compared as numbers."""
+    try:
+        value = float(label)
+    except ValueError:
+        return label
+    if not (value == value and abs(value) != float("inf")):
+        return label  # "nan", "inf": keep the text.
+    if value.is_integer():
+        return str(int(value))
+    return repr(value)
 
 
 def _sorted_labels(labels):
@@ -246,7 +306,13 @@ def load_text_folder(
         )
         if not raw[split][0]:
             raise ValueError(f"{file}: the {split!r} split has no examples.")
+        raw[split] = (raw[split][0], [_canonical_label(label) for label in raw[split][1]])
     label_names = _sorted_labels(raw["train"][1])
+    if len(label_names) < 2:
+        raise ValueError(
+            f"{files['train']}: every training example has the label "
+            f"{label_names[0]!r}; a classifier needs at least 2 classes."
+        )
     index = {name: i for i, name in enumerate(label_names)}
     for split in ("dev", "test"):
         if split in raw:

@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from keras_lowrank.utils.atomic_write import atomic_open
+
 PADDING_TOKEN = "[PAD]"
 OOV_TOKEN = "[UNK]"
 PADDING_ID = 0
@@ -190,7 +192,7 @@ class Vocabulary:
 
     def save(self, path):
         """Writes the vocabulary as UTF-8 text: one `token<TAB>count` per id."""
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
+        with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
             for token, count in zip(self.tokens, self.counts):
                 f.write(f"{token}\t{int(count)}\n")
 

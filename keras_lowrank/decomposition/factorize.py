@@ -160,6 +160,11 @@ def factorize_table(table, rank, *, split="balanced", row_weights=None, method="
             f"of shape {table.shape}, received: rank={rank!r}"
         )
     rank = int(rank)
+    # Tables far from unit magnitude (float32 subnormals around 1e-44, or
+    # huge values) lose the whole spectrum to under/overflow in the Gram
+    # product and the float32 factors: factorize the table scaled to a peak
+    # of 1 and scale the factors back (the SVD is exactly scale-equivariant).
+    table, magnitude = _unit_magnitude(table)
 
     if row_weights is None:
         result, s_all, _ = svd_lib._truncated_svd(table, rank, method=method)
@@ -201,13 +206,55 @@ def factorize_table(table, rank, *, split="balanced", row_weights=None, method="
             if row_weights is None
             else svd_lib._gram_eigh(table, scale)[1]
         )
+    s_all = np.asarray(s_all, dtype=np.float64)
+    if magnitude != 1.0:
+        lookup = np.asarray(lookup, dtype=np.float64)
+        projection = np.asarray(projection, dtype=np.float64)
+        if split == "balanced":
+            lookup = lookup * np.sqrt(magnitude)
+            projection = projection * np.sqrt(magnitude)
+        else:
+            projection = projection * magnitude
+        s_all = s_all * magnitude
+    lookup = np.ascontiguousarray(lookup, dtype=np.float32)
+    projection = np.ascontiguousarray(projection, dtype=np.float32)
+    if s_all[0] > 0 and (not np.any(lookup) or not np.any(projection)):
+        # Reporting the energy of factors that are exactly zero would claim
+        # a share of a spectrum the layer does not hold.
+        raise ValueError(
+            "The factors of this table underflow to zero in float32 (largest "
+            f"singular value {s_all[0]:.3g}); rescale the table, or use "
+            '`split="balanced"`, received a table of shape '
+            f"{(num_rows, num_cols)} with largest |value| {magnitude:.3g}"
+        )
     return Factorization(
-        lookup=np.ascontiguousarray(lookup, dtype=np.float32),
-        projection=np.ascontiguousarray(projection, dtype=np.float32),
-        singular_values=np.asarray(s_all, dtype=np.float64),
+        lookup=lookup,
+        projection=projection,
+        singular_values=s_all,
         rank=rank,
         energy=rank_lib.energy_kept(s_all, rank),
     )
+
+
+# Tables whose largest |value| lies outside [2**-60, 2**60] are rescaled.
+_MAGNITUDE_RANGE = (2.0**-60, 2.0**60)
+
+
+def _unit_magnitude(table):
+    """Returns `(table, 1.0)`, or `(table / peak as float32, peak)` if extreme."""
+    peak = 0.0
+    for start in range(0, table.shape[0], _CHECK_BLOCK_ROWS):
+        block = table[start : start + _CHECK_BLOCK_ROWS]
+        if block.size:
+            peak = max(peak, float(np.max(np.abs(block.astype(np.float64)))))
+    low, high = _MAGNITUDE_RANGE
+    if peak == 0.0 or low <= peak <= high:
+        return table, 1.0
+    scaled = np.empty(table.shape, dtype=np.float32)
+    for start in range(0, table.shape[0], _CHECK_BLOCK_ROWS):
+        stop = start + _CHECK_BLOCK_ROWS
+        scaled[start:stop] = table[start:stop].astype(np.float64) / peak
+    return scaled, peak
 
 
 def _check_row_weights(row_weights, num_rows):
@@ -230,4 +277,7 @@ def _check_row_weights(row_weights, num_rows):
             "Expected `row_weights` to have at least one positive weight, "
             "received all zeros"
         )
-    return weights
+    # Only relative weights matter; dividing by the largest keeps the
+    # weighted Gram product in range for weights near 1e160 or 1e-160
+    # (which overflowed or underflowed to NaN factors).
+    return weights / np.max(weights)

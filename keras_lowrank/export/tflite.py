@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from keras_lowrank.utils.atomic_write import write_bytes
+
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 # Per-mode tolerance on the max abs difference against Keras, used by tests
 # and benchmarks to judge an export (logits of small classifiers).
@@ -192,6 +194,17 @@ def export_tflite(
             )
         seq_len = sequence_length
 
+    # Checked before converting: out-of-range ids only surface deep inside
+    # the converter's calibration as a long RuntimeError, and negative ids
+    # would calibrate silently on garbage rows.
+    vocab = _vocabulary_size(model)
+    if representative_dataset is not None and not callable(representative_dataset):
+        representative_dataset = _check_ids(
+            representative_dataset, "representative_dataset", vocab, seq_len
+        )
+    if probe is not None:
+        probe = _check_ids(probe, "probe", vocab, seq_len)
+
     keras_model = model
     export_model, cast = _as_float32(model, folding)
     fold_report = None
@@ -215,7 +228,8 @@ def export_tflite(
     unroll = recurrent if batch_size is None else []
     input_shape = (batch_size, seq_len)
     flatbuffer = _convert(
-        export_model, input_shape, quantize, representative_dataset, unroll, tf
+        export_model, input_shape, quantize, representative_dataset, unroll, tf,
+        names=_signature_names(keras_model),
     )
     ops, flex = _ops_used(flatbuffer)
     if flex:
@@ -223,8 +237,7 @@ def export_tflite(
             f"The converted model uses non-builtin ops {flex}; it would need "
             "the Flex delegate. Please report the model architecture."
         )
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
+    write_bytes(path, flatbuffer)
 
     if probe is None:
         probe = _default_probe(keras_model, seq_len or 16, batch_size or 8)
@@ -400,10 +413,32 @@ def _recurrent_layers(model):
     return found
 
 
-def _convert(model, input_shape, quantize, representative_dataset, unroll, tf):
+def _signature_names(model):
+    """`(input name, output name)` of the `serving_default` signature.
+
+    The model's own names, as Keras' export uses them, made valid Python
+    identifiers so that `get_signature_runner()(name=ids)` can pass them as
+    keyword arguments; `ids` and `output_0` when a name cannot be used.
+    """
+    import re
+
+    def identifier(name, fallback):
+        name = re.sub(r"\W", "_", str(name or "")).strip("_")
+        return name if name and name.isidentifier() else fallback
+
+    input_name = identifier(getattr(model.inputs[0], "name", None), "ids")
+    output_names = list(getattr(model, "output_names", None) or [])
+    output_name = identifier(output_names[0] if len(output_names) == 1 else None, "output_0")
+    return input_name, output_name
+
+
+def _convert(
+    model, input_shape, quantize, representative_dataset, unroll, tf, names=("ids", "output_0")
+):
     from tensorflow.python.framework import convert_to_constants
 
-    spec = tf.TensorSpec(list(input_shape), tf.int32, name="ids")
+    input_name, output_name = names
+    spec = tf.TensorSpec(list(input_shape), tf.int32, name=input_name)
 
     @tf.function(input_signature=[spec])
     def serve(ids):
@@ -418,7 +453,22 @@ def _convert(model, input_shape, quantize, representative_dataset, unroll, tf):
         for layer, value in zip(unroll, previous):
             layer.unroll = value
     frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+
+    # Freezing drops the structured signature, and without one the file has
+    # no SignatureDef: LiteRT's `get_signature_runner()` and Android's
+    # `runSignature` could not run it. A thin function over the frozen one
+    # restores named input and output; given a trackable object, the converter
+    # lowers it through a SavedModel and writes it as `serving_default`.
+    def signature(*args):
+        outputs = frozen(*args)
+        if isinstance(outputs, (list, tuple)):
+            outputs = outputs[0]
+        return {output_name: outputs}
+
+    signature = tf.function(signature, input_signature=[spec], autograph=False)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [signature.get_concrete_function()], tf.Module()
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -453,6 +503,44 @@ def _representative(dataset, input_shape):
             yield [ids[start : start + step]]
 
     return generate
+
+
+def _vocabulary_size(model):
+    """`input_dim` of the first embedding table, `None` if there is none."""
+    for layer in model._flatten_layers(include_self=False):
+        vocab = getattr(layer, "input_dim", None)
+        if isinstance(vocab, int) and not isinstance(vocab, bool):
+            return vocab
+    return None
+
+
+def _check_ids(ids, argument, vocab, seq_len):
+    """`ids` as an int32 array, or a one-line `ValueError` on what is wrong."""
+    array = np.asarray(ids)
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise ValueError(
+            f"Expected `{argument}` to be token ids of shape (n, sequence_length) "
+            f"with n >= 1, received shape {array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"Expected `{argument}` to hold integer token ids, received dtype {array.dtype}"
+        )
+    if seq_len is not None and array.shape[1] != seq_len:
+        raise ValueError(
+            f"Expected `{argument}` to have sequence length {seq_len} (the model's "
+            f"input length), received shape {array.shape}"
+        )
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or (vocab is not None and high >= vocab):
+        bad = low if low < 0 else high
+        where = tuple(int(i) for i in np.argwhere(array == bad)[0])
+        bound = f"[0, {vocab})" if vocab is not None else ">= 0"
+        raise ValueError(
+            f"Expected `{argument}` ids in {bound} (the embedding's vocabulary), "
+            f"received id {bad} at index {where}"
+        )
+    return array.astype("int32")
 
 
 def _default_probe(model, seq_len, batch):

@@ -301,15 +301,17 @@ class LowRankEmbedding(layers.Layer):
                 "Cannot count the storage of a layer that isn't built. "
                 f"Layer '{self.name}' is not built yet."
             )
+        if not breakdown:
+            from keras_lowrank.compression.table import table_bytes
+
+            return table_bytes(self)
         sizes = {}
         for variable in self.weights:
             itemsize = np.dtype(backend.standardize_dtype(variable.dtype))
             sizes[variable.name] = int(
                 np.prod(variable.shape, dtype=np.int64) * itemsize.itemsize
             )
-        if breakdown:
-            return sizes
-        return sum(sizes.values())
+        return sizes
 
     @classmethod
     def from_embedding(
@@ -504,8 +506,11 @@ class LowRankEmbedding(layers.Layer):
           `(input_dim, ceil(rank / 2))`), with one float32 scale per row;
           `B` as in `"int8"` (it is small and shared by every id, so its
           precision is worth the bytes). `A`'s rows hold only `rank`
-          values, so they are always quantized per row: a `block_size` in
-          an `Int4QuantizationConfig` is not used.
+          values, so they are always quantized per row, i.e. as one block
+          per row: an `Int4QuantizationConfig` `block_size` of `None`, `-1`,
+          Keras' default (128) or any size `>= rank` means exactly that; a
+          smaller `block_size` (per-block scales within a row) is not
+          supported and raises a `ValueError`.
 
         A custom `weight_quantizer` in `config` is applied to `A` (per row,
         like `Embedding`'s table); `B` always uses per-column abs-max int8.
@@ -525,12 +530,10 @@ class LowRankEmbedding(layers.Layer):
         if mode not in _SUPPORTED_QUANTIZATION_MODES:
             raise self._quantization_mode_error(mode)
 
+        if mode == "int4":
+            _check_int4_block_size(config, self.rank)
         self.quantization_config = config
         if mode == "int4":
-            # No warning about `block_size`: Keras fills in its default
-            # config (block_size=128) before this method runs, so a requested
-            # size cannot be told from the default; the docstring says it is
-            # not used.
             value_range = (-8, 7)
         else:
             value_range = (-127, 127)
@@ -796,3 +799,32 @@ def _array_initializer(values):
         return ops.convert_to_tensor(values, dtype=dtype)
 
     return initializer
+
+
+def _check_int4_block_size(config, rank):
+    """Refuses an int4 `block_size` that would need per-block scales on `A`.
+
+    Keras fills in `Int4QuantizationConfig()` (block_size=128) when no config
+    is given, so the default cannot be told from an explicit 128: it, and
+    any block at least a row long, means one block per row, which is what
+    the per-row scales implement. A shorter block would silently be a no-op.
+    """
+    block_size = getattr(config, "block_size", None)
+    if block_size is None or block_size == -1 or block_size >= rank:
+        return
+    if block_size == _keras_default_int4_block_size():
+        return
+    raise ValueError(
+        "LowRankEmbedding quantizes its lookup factor per row (one int4 block "
+        f"of rank={rank} values); expected `block_size` None, -1 or >= {rank}, "
+        f"received: block_size={block_size}"
+    )
+
+
+def _keras_default_int4_block_size():
+    import inspect
+
+    from keras.quantizers import Int4QuantizationConfig
+
+    parameter = inspect.signature(Int4QuantizationConfig.__init__).parameters.get("block_size")
+    return None if parameter is None else parameter.default

@@ -160,26 +160,32 @@ class CyclicallyAnnealedLearningRate(keras.optimizers.schedules.LearningRateSche
 
     def __call__(self, step):
         with keras.name_scope(self.name or type(self).__name__):
-            initial = ops.convert_to_tensor(self.initial_learning_rate, "float32")
-            dtype = initial.dtype
-            maximal = ops.cast(self.maximal_learning_rate, dtype)
-            step_size = ops.cast(self.step_size, dtype)
-            step = ops.cast(step, dtype)
-            period = 2.0 * step_size
-            # The position inside the cycle comes from a modulo rather than
-            # from t/s - 2k - 1: the modulo of exactly representable step
-            # counts is exact, so x keeps full precision late in training,
-            # where t/s alone would lose the fractional part in float32.
-            position = ops.mod(step, period)
-            cycle = ops.round((step - position) / period)
-            x = ops.abs(position / step_size - 1.0)
-            exponent = cycle
+            step = _as_step_tensor(step)
+            integral = "int" in keras.backend.standardize_dtype(step.dtype)
+            if integral and isinstance(self.step_size, int):
+                # Cycle index and position in integer arithmetic: exact at
+                # any step count. float32 steps lose the position within the
+                # cycle beyond 2**24 steps (CLR at step 1e9 + 50 came out
+                # 0.00644 instead of 0.00505).
+                step = ops.cast(step, "int64")
+                period = ops.convert_to_tensor(2 * self.step_size, "int64")
+                cycle = ops.floor_divide(step, period)
+                position = ops.cast(step - cycle * period, "float64")
+            else:
+                # A fractional step or step size: float64, exact for integer
+                # steps below 2**53 (where the backend computes in float64).
+                step = ops.cast(step, "float64")
+                period = ops.convert_to_tensor(2.0 * self.step_size, "float64")
+                position = ops.mod(step, period)
+                cycle = ops.round((step - position) / period)
+            x = ops.abs(position / float(self.step_size) - 1.0)
             if self.restart_every is not None:
-                exponent = ops.mod(cycle, float(self.restart_every))
-            height = (maximal - initial) * ops.power(
-                ops.cast(self.decay, dtype), exponent
+                cycle = ops.mod(cycle, ops.cast(self.restart_every, cycle.dtype))
+            height = (self.maximal_learning_rate - self.initial_learning_rate) * ops.power(
+                ops.convert_to_tensor(self.decay, "float64"), ops.cast(cycle, "float64")
             )
-            return initial + height * ops.maximum(0.0, 1.0 - x)
+            rate = self.initial_learning_rate + height * ops.maximum(0.0, 1.0 - x)
+            return ops.cast(rate, "float32")
 
     def evaluate(self, steps):
         """Returns the learning rate at `steps` as a NumPy float64 array.
@@ -285,11 +291,31 @@ class CyclicalLearningRate(CyclicallyAnnealedLearningRate):
         return config
 
 
+def _as_step_tensor(step):
+    # A Python or NumPy integer stays an integer (int64, so steps beyond
+    # 2**31 fit); a tensor or float keeps its dtype.
+    if isinstance(step, numbers.Integral) and not isinstance(step, bool):
+        return ops.convert_to_tensor(int(step), "int64")
+    if isinstance(step, (float, np.floating)):
+        return ops.convert_to_tensor(float(step), "float64")
+    return ops.convert_to_tensor(step)
+
+
 def _triangular_numpy(steps, initial, maximal, step_size, decay, restart_every):
     """The CALR formula in NumPy (float64); CLR is the case decay=1."""
-    t = np.asarray(steps, dtype=np.float64)
-    cycle = np.floor(t / (2.0 * step_size))
-    x = np.abs(t / step_size - 2.0 * cycle - 1.0)
+    steps = np.asarray(steps)
+    if np.issubdtype(steps.dtype, np.integer) and isinstance(step_size, int):
+        # Integer arithmetic for the cycle and the position in it, as in
+        # `__call__`: exact at any step count.
+        t = steps.astype(np.int64)
+        cycle = np.floor_divide(t, 2 * step_size)
+        position = (t - cycle * 2 * step_size).astype(np.float64)
+        x = np.abs(position / step_size - 1.0)
+        cycle = cycle.astype(np.float64)
+    else:
+        t = steps.astype(np.float64)
+        cycle = np.floor(t / (2.0 * step_size))
+        x = np.abs(t / step_size - 2.0 * cycle - 1.0)
     exponent = cycle if restart_every is None else np.mod(cycle, restart_every)
     return initial + (maximal - initial) * decay**exponent * np.maximum(0.0, 1.0 - x)
 

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from keras_lowrank.utils.atomic_write import atomic_path
+
 _MISSING_MATPLOTLIB = (
     "plot_schedules needs matplotlib, which is not installed. Install it "
     'with the plot extra: `pip install "keras-lowrank[plot]"`.'
@@ -93,7 +95,8 @@ def plot_schedules(schedules, steps, path, *, title=None, log_scale=False):
     folder = os.path.dirname(os.fspath(path))
     if folder:
         os.makedirs(folder, exist_ok=True)
-    figure.savefig(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp)
     return path
 
 

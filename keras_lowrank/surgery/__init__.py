@@ -6,6 +6,7 @@
 """
 
 from keras_lowrank.surgery.factorize_embeddings import factorize_embeddings
+from keras_lowrank.surgery.replace import compile_like
 from keras_lowrank.surgery.replace import copy_model
 from keras_lowrank.surgery.replace import find_embeddings
 from keras_lowrank.surgery.replace import replace_layers

@@ -122,6 +122,10 @@ def compile_like(target, source):
         metrics=_fresh_metrics(metrics),
         weighted_metrics=_fresh_metrics(weighted_metrics),
     )
+    if target.built and target.trainable_variables:
+        # Built now so a `.keras` file saved before any training holds the
+        # optimizer's full (zero) state and loads without a mismatch warning.
+        target.optimizer.build(target.trainable_variables)
 
 
 def _fresh_metrics(metrics):

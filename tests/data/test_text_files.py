@@ -130,3 +130,50 @@ def test_strict_encoding_errors(tmp_path):
 
 def test_decode_bytes_keeps_nel_and_bom():
     assert decode_bytes(b"\xef\xbb\xbfa\xc2\x85b") == "a\x85b"
+
+
+def test_field_longer_than_the_csv_default_limit_is_read(tmp_path):
+    import csv
+
+    long_text = "word " * 40_000  # 200,000 characters > csv's 131,072 limit
+    limit = csv.field_size_limit()
+    _write(tmp_path, "train.csv", TRAIN + f'"{long_text}",pos\n')
+    _write(tmp_path, "test.csv", "text,label\nx,pos\n")
+    data = load_text_folder(tmp_path)
+    assert long_text.strip() in data.texts("train") + data.texts("dev")
+    assert csv.field_size_limit() == limit  # the process-wide limit is restored
+
+
+def test_malformed_csv_names_file_and_line(tmp_path):
+    _write(tmp_path, "train.csv", TRAIN + '"unterminated quote,pos\n')
+    _write(tmp_path, "test.csv", "text,label\nx,pos\n")
+    with pytest.raises(ValueError, match=r"train\.csv"):
+        load_text_folder(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, row, hint",
+    [("train.csv", "well, that was fun,pos\n", "quote texts"),
+     ("train.tsv", "well\tthat was fun\tpos\n", "tabs")],
+)
+def test_row_with_more_fields_than_the_header_names_file_and_line(tmp_path, name, row, hint):
+    train = TRAIN if name.endswith(".csv") else TRAIN.replace(",", "\t")
+    _write(tmp_path, name, train + row)
+    _write(tmp_path, "test" + name[-4:], "text,label\nx,pos\n".replace(",", name[-4:] == ".tsv" and "\t" or ","))
+    with pytest.raises(ValueError, match=rf"{name}, line 22: expected 2 fields.*found 3.*{hint}"):
+        load_text_folder(tmp_path)
+
+
+def test_numeric_labels_that_are_equal_numbers_are_one_class(tmp_path):
+    _write(tmp_path, "train.csv", "text,label\n" + "".join(f"a{i},1\nb{i},1.0\nc{i},0\n" for i in range(5)))
+    _write(tmp_path, "test.csv", "text,label\nx,01\ny,0.0\n")
+    data = load_text_folder(tmp_path)
+    assert data.label_names == ("0", "1")
+    np.testing.assert_array_equal(data.labels("test"), [1, 0])
+
+
+def test_single_class_training_file_is_an_error(tmp_path):
+    _write(tmp_path, "train.csv", "text,label\n" + "".join(f"t{i},pos\n" for i in range(10)))
+    _write(tmp_path, "test.csv", "text,label\nx,pos\n")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        load_text_folder(tmp_path)

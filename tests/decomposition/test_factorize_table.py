@@ -129,3 +129,37 @@ def test_validate_table():
     assert validate_table(np.ones((3, 2), dtype=np.int64)).dtype == np.float32
     huge = np.full((2, 2), 1e300)  # finite in float64, must not be flagged
     assert validate_table(huge) is huge
+
+
+@pytest.mark.parametrize("scale", [1e-44, 1e-30, 1e30])
+@pytest.mark.parametrize("split", ["balanced", "right"])
+def test_extreme_magnitude_tables_factorize_like_unit_ones(scale, split):
+    from keras_lowrank.decomposition import factorize_table as factorize
+
+    table = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    scaled = (table.astype(np.float64) * scale).astype(np.float32)
+    got = factorize(scaled, 3, split=split)
+    # Before: all-zero factors at 1e-44, reported as keeping 55% of the energy.
+    assert np.any(got.lookup) and np.any(got.projection)
+    reference = np.linalg.svd(scaled.astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(got.singular_values, reference, rtol=1e-5)
+    if split == "right" and scale == 1e-44:
+        return  # B = S V^T is itself subnormal in float32: few bits left.
+    product = got.lookup.astype(np.float64) @ got.projection.astype(np.float64)
+    u, s, vt = np.linalg.svd(scaled.astype(np.float64), full_matrices=False)
+    best = (u[:, :3] * s[:3]) @ vt[:3]
+    np.testing.assert_allclose(product / scale, best / scale, atol=1e-5)
+
+
+@pytest.mark.parametrize("weight", [1e160, 1e200, 1e-160, 1e-200])
+def test_row_weights_are_relative(weight):
+    from keras_lowrank.decomposition import factorize_table as factorize
+
+    table = np.random.default_rng(1).normal(size=(60, 8)).astype(np.float32)
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, size=60)
+    got = factorize(table, 3, row_weights=weights * weight)
+    expected = factorize(table, 3, row_weights=weights)
+    assert np.all(np.isfinite(got.lookup)) and np.all(np.isfinite(got.projection))
+    np.testing.assert_allclose(
+        got.lookup @ got.projection, expected.lookup @ expected.projection, atol=1e-5
+    )

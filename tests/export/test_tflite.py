@@ -156,3 +156,45 @@ def test_bad_arguments(tmp_path, kwargs, match):
     path = kwargs.pop("path", str(tmp_path / "m.tflite"))
     with pytest.raises(ValueError, match=match):
         export_tflite(low, path, **kwargs)
+
+
+def _tiny_dan():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((8,), dtype="int32", name="token_ids")
+    x = keras.layers.Embedding(50, 4, name="embedding")(ids)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(ids, keras.layers.Dense(3, name="logits")(x))
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_file_has_a_serving_default_signature(tmp_path, quantize):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = _tiny_dan()
+    ids = np.random.default_rng(0).integers(0, 50, size=(4, 8)).astype("int32")
+    path = tmp_path / "m.tflite"
+    export_tflite(model, path, quantize=quantize, representative_dataset=ids)
+    interpreter = Interpreter(model_path=str(path))
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["token_ids"], "outputs": ["logits"]}
+    }
+    runner = interpreter.get_signature_runner("serving_default")
+    got = runner(token_ids=ids)["logits"]
+    expected = model.predict(ids, verbose=0)
+    np.testing.assert_allclose(got, expected, atol=TOLERANCES[quantize])
+
+
+@pytest.mark.parametrize(
+    "ids, match",
+    [
+        (np.full((4, 8), 50), r"ids in \[0, 50\).*id 50 at index \(0, 0\)"),
+        (np.full((4, 8), -1), r"received id -1"),
+        (np.ones((4, 5)), "integer token ids"),
+        (np.ones((4, 5), dtype="int64"), "sequence length 8"),
+    ],
+)
+def test_representative_ids_are_checked_before_converting(tmp_path, ids, match):
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match=match):
+        export_tflite(_tiny_dan(), path, quantize="int8", representative_dataset=ids)
+    assert not path.exists()

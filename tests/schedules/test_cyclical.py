@@ -118,6 +118,41 @@ def test_precision_late_in_training():
     assert float(schedule(step + 3)) == pytest.approx(4 / 7, abs=1e-6)
 
 
+def _exact(step, initial, maximal, step_size, decay=1.0):
+    # The formula in exact rational arithmetic, the reference for huge steps.
+    from fractions import Fraction
+
+    t, s = Fraction(step), Fraction(step_size)
+    cycle = t // (2 * s)
+    x = abs(t / s - 2 * cycle - 1)
+    height = Fraction(maximal) - Fraction(initial)
+    return float(Fraction(initial) + height * Fraction(decay) ** int(cycle) * max(0, 1 - x))
+
+
+@pytest.mark.parametrize(
+    "step", [10**9 + 50, 10**9 + 137, 2**31 + 77, 2**40 + 3, 10**15 + 50]
+)
+@pytest.mark.parametrize("decay, restart_every", [(1.0, None), (0.5, 3)])
+def test_exact_beyond_float32_steps(step, decay, restart_every):
+    schedule = CyclicallyAnnealedLearningRate(
+        1e-4, 1e-2, step_size=100, decay=decay, restart_every=restart_every
+    )
+    cycle = step // 200
+    exponent = cycle if restart_every is None else cycle % restart_every
+    expected = _exact(step - (cycle - exponent) * 200, 1e-4, 1e-2, 100, decay)
+    # A Python int, an int64 variable in a graph, and `evaluate` agree.
+    assert float(schedule(step)) == pytest.approx(expected, rel=1e-6)
+    variable = tf.Variable(step, dtype=tf.int64)
+    assert float(tf.function(schedule)(variable)) == pytest.approx(expected, rel=1e-6)
+    assert float(schedule.evaluate(step)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_clr_at_a_billion_steps_matches_the_formula():
+    # The example: float32 steps gave 0.00644.
+    schedule = CyclicalLearningRate(1e-4, 1e-2, 100)
+    assert float(schedule(10**9 + 50)) == pytest.approx(0.00505, rel=1e-6)
+
+
 def test_non_integer_step_size():
     schedule = CyclicalLearningRate(0.0, 1.0, step_size=2.5)
     np.testing.assert_allclose(

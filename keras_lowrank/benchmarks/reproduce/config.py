@@ -31,7 +31,13 @@ import math
 #   prune+online+distill+int4  pruning and the whole stack (for sizes where
 #                        low rank alone cannot fit a row in the budget)
 #   prune+online+freq+distill+int4  the same with the frequency-weighted SVD
-FIXED_SIZE_METHODS = ("uncompressed", "float16", "int8", "int4")
+#   uncompressed+finetune  the control: the uncompressed model given the same
+#                        distilled fine-tune as `compress` (same epochs,
+#                        schedule and teacher), so every drop is measured
+#                        against equal training
+#   compress             `keras_lowrank.compress(size=...)`: the recipe searched
+#                        on dev (pruning x rank x storage x weighting)
+FIXED_SIZE_METHODS = ("uncompressed", "uncompressed+finetune", "float16", "int8", "int4")
 SIZED_METHODS = (
     "prune+int4",
     "offline",
@@ -45,6 +51,7 @@ SIZED_METHODS = (
     "prune+online",
     "prune+online+distill+int4",
     "prune+online+freq+distill+int4",
+    "compress",
 )
 METHODS = FIXED_SIZE_METHODS + SIZED_METHODS
 # Methods that fine-tune a factorized model: the schedule applies to them.

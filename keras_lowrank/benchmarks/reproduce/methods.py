@@ -62,10 +62,12 @@ def plan(method, vocab_size, dim, size):
     V, d = vocab_size, dim
     budget = int(math.floor(size * B.float32_table_bytes(V, d)))
     p = Plan(method, size, budget)
+    if method == "compress":
+        p.storage = "searched"  # compress() chooses rows, rank and storage on dev
+        return p
     if method == "prune+int4":
         p.storage = "int4"
-        per_row, fixed = B.keras_quantized_table_cost(d, "int4")
-        p.rows = B.max_rows_for_bytes(budget, per_row, fixed)
+        p.rows = B.max_rows_for_bytes(d, budget, "int4")
         if p.rows >= V:
             p.infeasible = "the whole int4 table fits: see int4"
         elif p.rows < MIN_ROWS:
@@ -94,9 +96,7 @@ def _plan_pruned_low_rank(p, V, d, storage):
     rank = max(2, B.max_rank_for_bytes(V, d, PRUNE_RANK_FACTOR * p.budget_bytes, storage))
 
     def rows_for(r):
-        fixed = B.low_rank_bytes(0, d, r, storage)  # the projection part
-        per_row = B.low_rank_bytes(1, d, r, storage) - fixed
-        return B.max_rows_for_bytes(p.budget_bytes, per_row, fixed)
+        return B.max_rows_for_bytes(d, p.budget_bytes, storage, rank=r)
 
     rows = rows_for(rank)
     # The rank must still save numbers on the pruned table.
@@ -211,11 +211,13 @@ def other_bytes(model):
 
 
 def _outcome(model, p, dev, test, **extra):
+    from keras_lowrank import table_bytes
+
     layer = model.get_layer(EMBEDDING)
     out = {
         "rank": p.rank if p is not None else None,
         "vocab_rows": (p.rows if p is not None and p.rows else None),
-        "embedding_bytes": B.measured_bytes(layer),
+        "embedding_bytes": table_bytes(layer),
         "other_bytes": other_bytes(model),
         "dev_accuracy": accuracy(model, *dev),
         "test_accuracy": accuracy(model, *test),
@@ -252,6 +254,8 @@ def run_fixed(cell, method, base_fit=None):
     """
     task = cell.task
     V, d = cell.vocab_size, cell.dim
+    if method == "uncompressed+finetune":
+        return _run_uncompressed_finetune(cell)
     if method == "uncompressed":
         out = _outcome(cell.base, None, task.dev, task.test)
         out.update(
@@ -276,9 +280,58 @@ def run_fixed(cell, method, base_fit=None):
     return out
 
 
+COMPRESS_SCHEDULE = "cosine-restarts:max=0.01"  # compress()'s default fine-tune schedule
+
+
+def _run_uncompressed_finetune(cell):
+    """The uncompressed model fine-tuned like `compress` fine-tunes its candidates."""
+    import keras
+
+    task, config = cell.task, cell.config
+    keras.utils.set_random_seed(cell.seed)
+    model = cell.clone_base()
+    lr = build_schedule(COMPRESS_SCHEDULE, steps_per_epoch(len(task.train[1]), config.batch_size))
+    fit = fit_with_dev_selection(
+        model, task.train, task.dev, epochs=config.finetune_epochs, learning_rate=lr,
+        batch_size=config.batch_size, teacher=cell.teacher(), temperature=config.temperature, alpha=config.alpha,
+    )
+    out = _outcome(model, None, task.dev, task.test, epochs=config.finetune_epochs, best_epoch=fit["best_epoch"],
+                   dev_curve=fit["dev_curve"], schedule=COMPRESS_SCHEDULE)
+    out["embedding_params"] = embedding_params(cell.vocab_size, cell.dim, None)
+    return out
+
+
+def run_compress(cell, p):
+    """`keras_lowrank.compress` at the plan's size, on the cell's train and dev splits."""
+    import keras
+
+    import keras_lowrank
+
+    task, config = cell.task, cell.config
+    keras.utils.set_random_seed(cell.seed)
+    model, report = keras_lowrank.compress(
+        cell.base, task.train, task.dev, size=p.size, return_report=True,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
+        epochs=config.finetune_epochs, batch_size=config.batch_size, temperature=config.temperature,
+        alpha=config.alpha, seed=cell.seed, verbose=0,
+    )
+    (recipe,) = report.recipe.values()
+    layout = recipe["layout"]
+    p.rank, p.rows, p.storage = layout["rank"], layout["rows"], layout["storage"]
+    out = _outcome(model, p, task.dev, task.test, epochs=config.finetune_epochs, schedule=COMPRESS_SCHEDULE,
+                   recipe=recipe, candidates=[c.to_dict() for c in report.candidates],
+                   compress_seconds=round(report.seconds, 2))
+    out["vocab_rows"] = layout["rows"] if layout["rows"] < cell.vocab_size else None
+    out["embedding_params"] = embedding_params(layout["rows"], cell.dim, layout["rank"])
+    return out
+
+
 def run_sized(cell, p, schedule):
     """Carries out a `Plan` of a sized method; returns the measured outcome."""
     import keras
+
+    if p.method == "compress":
+        return run_compress(cell, p)
 
     from keras_lowrank.surgery import factorize_embeddings
 

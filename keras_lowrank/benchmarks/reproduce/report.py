@@ -19,6 +19,8 @@ from keras_lowrank.benchmarks.reproduce.config import FINETUNED_METHODS
 from keras_lowrank.benchmarks.reproduce.config import METHODS
 from keras_lowrank.benchmarks.reproduce.config import schedule_family
 from keras_lowrank.benchmarks.reproduce.config import size_label
+from keras_lowrank.utils.atomic_write import atomic_open
+from keras_lowrank.utils.atomic_write import atomic_path
 
 GOAL_SIZES = (0.1, 0.05, 0.02)
 # Goals of issue 3: (size, largest allowed mean loss in points).
@@ -499,7 +501,8 @@ def plot_frontiers(rows, folder):
         ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
         name = "frontier_" + "_".join(_safe(x) for x in g) + ".png"
         path = os.path.join(folder, name)
-        fig.savefig(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp)
         paths.append(path)
     return paths
 
@@ -583,7 +586,7 @@ def render(output, records=None, *, doc=None, doc_block="results", plots=True):
         lr_path = plot_schedule_curves(output, _curve_specs(rows))
     body = _markdown(records, rows, with_schedule, output, plot_paths, lr_path, relative_to=output)
     md_path = os.path.join(output, "results.md")
-    with open(md_path, "w", encoding="utf-8") as f:
+    with atomic_open(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(body) + "\n")
     if doc:
         block = _markdown(records, rows, with_schedule, output, plot_paths, lr_path,
@@ -668,5 +671,5 @@ def update_doc(doc, block_lines, name="results"):
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(doc, "w", encoding="utf-8") as f:
+    with atomic_open(doc, "w", encoding="utf-8") as f:
         f.write(text)

@@ -20,6 +20,8 @@ from keras_lowrank.benchmarks.reproduce import methods as M
 from keras_lowrank.benchmarks.reproduce.config import FINETUNED_METHODS
 from keras_lowrank.benchmarks.reproduce.config import FIXED_SIZE_METHODS
 from keras_lowrank.benchmarks.reproduce.config import size_label
+from keras_lowrank.utils.atomic_write import atomic_path
+from keras_lowrank.utils.atomic_write import write_json
 
 RESULTS_FILE = "results.json"
 # Trained uncompressed models, shared by every part of a split grid; kept out
@@ -67,11 +69,7 @@ def load_records(path):
 def save_records(path, records):
     """Writes results.json atomically (write a temp file, then rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(records, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, records, indent=1, sort_keys=False)
 
 
 def record_key(record):
@@ -214,9 +212,11 @@ def run_grid(config, *, log=None):
         else:
             base, base_fit = M.train_uncompressed(task, model_name, seed, config)
             os.makedirs(os.path.dirname(cache), exist_ok=True)
-            base.save_weights(cache)
-            with open(cache + ".json", "w", encoding="utf-8") as f:
-                json.dump(base_fit, f)
+            # Weights first, then the fit record: an interrupted cache write
+            # leaves either nothing or complete weights, never half a file.
+            with atomic_path(cache) as tmp:
+                base.save_weights(tmp)
+            write_json(cache + ".json", base_fit)
         base_seconds = time.perf_counter() - t0
         cell = M.Cell(task, model_name, seed, config, base)
         reused = {}

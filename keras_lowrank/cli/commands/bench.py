@@ -33,10 +33,23 @@ def add_arguments(parser):
 
 
 def run(args):
+    import os
+
     from keras_lowrank.cli.errors import CLIError
+    from keras_lowrank.cli.model_io import check_output_folder
 
     if args._benchmark_run is None:
         raise CLIError(
             f"benchmark {args.benchmark!r} is not available: {args._benchmark_error}"
         )
+    output = getattr(args, "output", None)
+    if output is not None:
+        if output == os.path.join("benchmark_results", args.benchmark):
+            # The documented default may create benchmark_results/ itself;
+            # an explicit --output follows the rule of every other command
+            # (its parent folder must exist).
+            if os.path.exists(output) and not os.path.isdir(output):
+                raise CLIError(f"--output must be a folder, received a file: {output}")
+        else:
+            check_output_folder(output, option="--output")
     return args._benchmark_run(args)

@@ -9,6 +9,12 @@ schedule live in the library: this command must not reimplement them.
 
 NAME = "compress"
 HELP = "Factorize the embedding tables of a .keras model (SVD), optionally fine-tune with CALR, and save."
+# Defaults of the options that only apply with --fine-tune (`loss` None: the
+# saved loss, else sparse categorical cross-entropy).
+FINE_TUNE_DEFAULTS = {
+    "epochs": 3, "batch_size": 64, "learning_rate": 1e-4,
+    "max_learning_rate": 3e-3, "decay": 0.5, "loss": None,
+}
 
 
 def add_arguments(parser):
@@ -24,11 +30,11 @@ def add_arguments(parser):
         help="Fine-tune after factorizing on a .npz with arrays x (int ids) and y (labels); "
         "optional x_val, y_val for validation.",
     )
-    parser.add_argument("--epochs", type=int, default=3, help="Fine-tune epochs (default 3).")
-    parser.add_argument("--batch-size", type=int, default=64, help="Fine-tune batch size (default 64).")
-    parser.add_argument("--learning-rate", type=float, default=1e-4, help="CALR floor (default 1e-4).")
-    parser.add_argument("--max-learning-rate", type=float, default=3e-3, help="CALR first peak (default 3e-3).")
-    parser.add_argument("--decay", type=float, default=0.5, help="CALR peak decay per cycle (default 0.5).")
+    parser.add_argument("--epochs", type=int, default=None, help="Fine-tune epochs (default 3).")
+    parser.add_argument("--batch-size", type=int, default=None, help="Fine-tune batch size (default 64).")
+    parser.add_argument("--learning-rate", type=float, default=None, help="CALR floor (default 1e-4).")
+    parser.add_argument("--max-learning-rate", type=float, default=None, help="CALR first peak (default 3e-3).")
+    parser.add_argument("--decay", type=float, default=None, help="CALR peak decay per cycle (default 0.5).")
     parser.add_argument(
         "--loss", default=None,
         help="Loss for the fine-tune when the model was saved without one "
@@ -86,6 +92,10 @@ def run(args):
     from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model
 
     check_output_path(args.output, ".keras", overwrite=args.overwrite)
+    # Flags default to None so that one given without --fine-tune is an error.
+    from keras_lowrank.cli.options import resolve_dependent_options
+
+    resolve_dependent_options(args, "fine_tune", FINE_TUNE_DEFAULTS)
     for option in ("epochs", "batch_size"):
         if getattr(args, option) <= 0:
             flag = "--" + option.replace("_", "-")
@@ -95,6 +105,12 @@ def run(args):
 
     if not embedding_layers(model):
         raise CLIError(f"{args.model} has no Embedding layer to compress")
+    if fine_tune is not None:
+        # Before the SVD and fit: inside fit an out-of-range label or id is
+        # only a "Graph execution error" without split, value or range.
+        from keras_lowrank.cli.model_io import check_fine_tune_data
+
+        check_fine_tune_data(model, *fine_tune, source=args.fine_tune)
 
     import keras
     import tensorflow as tf
@@ -142,6 +158,9 @@ def run(args):
             )
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
             raise CLIError(f"fine-tune failed: {str(error).strip().splitlines()[0]}") from error
-    compressed.save(args.output)
+    # Temp file + rename: Ctrl-C while saving over the input must not truncate it.
+    from keras_lowrank.utils.atomic_write import save_model
+
+    save_model(compressed, args.output)
     print(f"wrote {args.output}")
     return 0

@@ -72,12 +72,16 @@ def load_ids(path, option="--representative"):
 
 
 def run(args):
-    import json
+    import os
 
     from keras_lowrank.cli.errors import CLIError
     from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model
 
     check_output_path(args.output, ".tflite", overwrite=args.overwrite)
+    if args.json:
+        check_output_path(args.json, option="--json")
+        if os.path.abspath(args.json) == os.path.abspath(args.output):
+            raise CLIError(f"--json must differ from the .tflite output, received: {args.json}")
     if args.quantize == "int8" and not args.representative:
         raise CLIError("--quantize int8 (full integer) needs --representative DATA.npz to calibrate activations")
     if args.representative and args.quantize != "int8":
@@ -103,7 +107,8 @@ def run(args):
     )
     print(report)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=2, default=str)
+        from keras_lowrank.utils.atomic_write import write_json
+
+        write_json(args.json, report.to_dict(), indent=2, default=str)
         print(f"wrote {args.json}")
     return 0

@@ -12,6 +12,9 @@ NAME = "inspect"
 HELP = "Show every embedding table of a .keras model, its spectrum, and what each compression keeps."
 
 COMPRESSIONS = (0.5, 0.8, 0.9, 0.95)
+# Image formats matplotlib writes without extra packages; it picks the format
+# from the suffix, so the suffix is checked before any work.
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def add_arguments(parser):
@@ -44,14 +47,21 @@ def describe(model):
         params = (
             layer.rank * (input_dim + output_dim) if factorized else input_dim * output_dim
         )
-        table = np.asarray(layer.embeddings, dtype=np.float32)
+        table = dense_table(layer)
         spectrum = singular_values(table)
         if factorized:
             # A @ B has rank r at most: the rest of its spectrum is round-off.
             spectrum = spectrum[: int(layer.rank)]
-        options = []
+        options, note = [], None
         for compression in COMPRESSIONS:
-            rank = rank_for_compression(input_dim, output_dim, compression)
+            try:
+                rank = rank_for_compression(input_dim, output_dim, compression)
+            except ValueError as error:
+                # One tiny table (e.g. a positional or a 2-row embedding)
+                # must not hide the report on the others.
+                note = f"not compressible: {str(error).strip().splitlines()[0]}"
+                options = []
+                break
             options.append(
                 {
                     "compression": compression,
@@ -73,9 +83,35 @@ def describe(model):
                 "stored_bytes": int(_stored_bytes(layer, params)),
                 "singular_values": spectrum.tolist(),
                 "options": options,
+                "note": note,
             }
         )
     return records
+
+
+def dense_table(layer):
+    """The float32 table `layer` looks ids up in, dequantized if it is quantized.
+
+    A Keras `Embedding` quantized with `quantize("int8")` or `"int4"` stores
+    integer codes and scales (per row, or per block for sub-channel int4);
+    its `embeddings` property returns the codes, whose spectrum is not the
+    table's. The layer's own lookup applies Keras' dequantization, whatever
+    the mode, so the rows are read through it.
+    """
+    import numpy as np
+
+    from keras_lowrank.layers import LowRankEmbedding
+
+    if isinstance(layer, LowRankEmbedding) or getattr(layer, "quantization_mode", None) is None:
+        return np.asarray(layer.embeddings, dtype=np.float32)
+    import keras
+
+    rows, chunk = int(layer.input_dim), 65536
+    parts = [
+        keras.ops.convert_to_numpy(layer(np.arange(start, min(start + chunk, rows), dtype="int32")))
+        for start in range(0, rows, chunk)
+    ]
+    return np.concatenate(parts, axis=0).astype(np.float32)
 
 
 def _stored_bytes(layer, params):
@@ -111,6 +147,9 @@ def _format(records):
         lines.append(
             f"{r['layer']}: {len(s)} singular values, largest {s[0]:.4g}, smallest {s[-1]:.4g}"
         )
+        if r.get("note"):
+            lines.append(f"  {r['note']}")
+            continue
         lines.append(f"  {'compression':>11} {'rank':>5} {'params':>12} {'energy kept':>12}")
         for option in r["options"]:
             lines.append(
@@ -151,16 +190,28 @@ def plot_spectra(records, path):
     axis.legend(fontsize=8)
     axis.set_title("Embedding spectrum (cumulative energy)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    from keras_lowrank.utils.atomic_write import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=120)
+    finally:
+        plt.close(figure)
 
 
 def run(args):
-    import json
+    import os
 
     from keras_lowrank.cli.errors import CLIError
-    from keras_lowrank.cli.model_io import load_model
+    from keras_lowrank.cli.model_io import check_output_path, load_model
+    from keras_lowrank.utils.atomic_write import write_json
 
+    if args.plot:
+        check_output_path(args.plot, PLOT_SUFFIXES, option="--plot")
+    if args.json:
+        check_output_path(args.json, option="--json")
+    if args.plot and args.json and os.path.abspath(args.plot) == os.path.abspath(args.json):
+        raise CLIError(f"--plot and --json must be different files, received: {args.json}")
     model = load_model(args.model, custom_modules=args.custom_module)
     records = describe(model)
     if not records:
@@ -170,7 +221,6 @@ def run(args):
         plot_spectra(records, args.plot)
         print(f"\nwrote {args.plot}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=2)
+        write_json(args.json, records, indent=2)
         print(f"wrote {args.json}")
     return 0

@@ -26,6 +26,30 @@ def _csv(kind):
     return parse
 
 
+# Grid and training flags default to None so that `run` can tell the flags a
+# user gave from the defaults: `--quick` keeps the former and replaces only
+# the latter with its CI-sized values.
+DEFAULTS = {
+    "datasets": ("snips", "trec", "sst2", "mr"),
+    "models": ("dan",),
+    "methods": None,
+    "compression": None,  # config.DEFAULT_COMPRESSIONS
+    "seeds": (0, 1, 2),
+    "vectors": ("glove50",),
+    "epochs": 12,
+    "learning_rate": 3e-3,
+    "finetune_epochs": 5,
+    "schedule": ("calr",),
+    "batch_size": 64,
+    "sequence_length": 64,
+    "max_train": None,
+    "temperature": 2.0,
+    "alpha": 0.5,
+}
+# Flag name -> ReproduceConfig field, where they differ.
+CONFIG_FIELDS = {"compression": "compressions", "schedule": "schedules"}
+
+
 def add_arguments(parser):
     from keras_lowrank.benchmarks.reproduce.config import DEFAULT_COMPRESSIONS
     from keras_lowrank.benchmarks.reproduce.config import METHODS
@@ -34,11 +58,12 @@ def add_arguments(parser):
     grid.add_argument(
         "--datasets",
         type=_csv(str),
-        default=("snips", "trec", "sst2", "mr"),
+        default=None,
         help="Comma-separated datasets: bundled names (snips, trec, sst2, mr), data folders "
-        "(train/dev/test CSV or TSV with text,label columns) or tfds names (default: %(default)s).",
+        "(train/dev/test CSV or TSV with text,label columns) or tfds names "
+        "(default: snips,trec,sst2,mr).",
     )
-    grid.add_argument("--models", type=_csv(str), default=("dan",), help="dan, lstm, cnn (default: dan).")
+    grid.add_argument("--models", type=_csv(str), default=None, help="dan, lstm, cnn (default: dan).")
     grid.add_argument(
         "--methods",
         type=_csv(str),
@@ -48,30 +73,31 @@ def add_arguments(parser):
     grid.add_argument(
         "--compression",
         type=_csv(float),
-        default=DEFAULT_COMPRESSIONS,
+        default=None,
         help="Compression ratios c: a method's embedding bytes are <= (1-c) of the float32 "
-        "table's (default: %(default)s, i.e. 50%%, 10%%, 5%%, 2%%, 1%% of the bytes).",
+        f"table's (default: {','.join(f'{c:g}' for c in DEFAULT_COMPRESSIONS)}, "
+        "i.e. 50%%, 10%%, 5%%, 2%%, 1%% of the bytes).",
     )
-    grid.add_argument("--seeds", type=_csv(int), default=(0, 1, 2), help="Seeds (default: 0,1,2).")
+    grid.add_argument("--seeds", type=_csv(int), default=None, help="Seeds (default: 0,1,2).")
     grid.add_argument(
         "--vectors",
         type=_csv(str),
-        default=("glove50",),
+        default=None,
         help="Initial tables: glove50 (GloVe 6B 50-d from the [glove] extra), learned300 "
         "(300-d learned from scratch, the paper's rank regime) or a GloVe/word2vec .txt path.",
     )
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=12, help="Task-training epochs (default: 12).")
+    train.add_argument("--epochs", type=int, default=None, help="Task-training epochs (default: 12).")
     train.add_argument(
-        "--learning-rate", type=float, default=3e-3, help="Adam rate of the task training (default: 3e-3)."
+        "--learning-rate", type=float, default=None, help="Adam rate of the task training (default: 3e-3)."
     )
     train.add_argument(
-        "--finetune-epochs", type=int, default=5, help="Fine-tune epochs of every online method (default: 5)."
+        "--finetune-epochs", type=int, default=None, help="Fine-tune epochs of every online method (default: 5)."
     )
     train.add_argument(
         "--schedule",
         nargs="+",
-        default=["calr"],
+        default=None,
         metavar="SPEC",
         help="Fine-tune schedules, space-separated specs family[:key=value,...] with family in "
         "calr, clr, constant, cosine-restarts (e.g. 'calr:max=0.01,decay=0.5'; default: calr).",
@@ -82,11 +108,11 @@ def add_arguments(parser):
         help="Run the schedule study: a CALR grid and CLR / constant / cosine-restarts settings "
         "on the fine-tuned methods (overrides --schedule).",
     )
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--sequence-length", type=int, default=64, help="Tokens kept per text (default: 64).")
+    train.add_argument("--batch-size", type=int, default=None, help="Batch size (default: 64).")
+    train.add_argument("--sequence-length", type=int, default=None, help="Tokens kept per text (default: 64).")
     train.add_argument("--max-train", type=int, default=None, help="Seeded training subsample size (CI).")
-    train.add_argument("--temperature", type=float, default=2.0, help="Distillation temperature (default: 2).")
-    train.add_argument("--alpha", type=float, default=0.5, help="Distillation weight in [0, 1] (default: 0.5).")
+    train.add_argument("--temperature", type=float, default=None, help="Distillation temperature (default: 2).")
+    train.add_argument("--alpha", type=float, default=None, help="Distillation weight in [0, 1] (default: 0.5).")
     train.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: all cores).")
     out = parser.add_argument_group("output")
     out.add_argument("--output", default="reproduce_results", help="Output folder (default: %(default)s).")
@@ -96,7 +122,8 @@ def add_arguments(parser):
         "--quick",
         action="store_true",
         help="CI-sized subset: TREC, DAN, GloVe 50-d, every method at 90%%, one seed, "
-        "a 1,500-example subsample (about a minute).",
+        "a 1,500-example subsample (about a minute). Grid and training flags given "
+        "explicitly (e.g. --datasets) replace the subset's values.",
     )
     out.add_argument(
         "--render-only",
@@ -121,36 +148,40 @@ def _config(args):
     from keras_lowrank.benchmarks.reproduce.config import SCHEDULE_STUDY
     from keras_lowrank.benchmarks.reproduce.config import ReproduceConfig
 
-    schedules = SCHEDULE_STUDY if args.schedule_study else tuple(args.schedule)
+    from keras_lowrank.benchmarks.reproduce.config import DEFAULT_COMPRESSIONS
+
+    given = {
+        CONFIG_FIELDS.get(flag, flag): tuple(value) if isinstance(value, list) else value
+        for flag in DEFAULTS
+        if (value := getattr(args, flag)) is not None
+    }
+    if args.schedule_study:
+        given["schedules"] = SCHEDULE_STUDY
+    common = {"cache": args.cache, "threads": args.threads}
     if args.quick:
-        overrides = {"cache": args.cache, "threads": args.threads}
-        if args.methods:
-            overrides["methods"] = args.methods
-        return ReproduceConfig.quick(args.output, **overrides)
-    return ReproduceConfig(
-        datasets=args.datasets,
-        models=args.models,
-        methods=args.methods or METHODS,
-        compressions=args.compression,
-        seeds=args.seeds,
-        vectors=args.vectors,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        finetune_epochs=args.finetune_epochs,
-        schedules=schedules,
-        output=args.output,
-        cache=args.cache,
-        batch_size=args.batch_size,
-        sequence_length=args.sequence_length,
-        max_train=args.max_train,
-        temperature=args.temperature,
-        alpha=args.alpha,
-        threads=args.threads,
-    )
+        # The subset's values, except where a flag was given explicitly.
+        return ReproduceConfig.quick(args.output, **common, **given)
+    settings = {
+        CONFIG_FIELDS.get(flag, flag): tuple(value) if isinstance(value, list) else value
+        for flag, value in DEFAULTS.items()
+    }
+    settings.update(methods=METHODS, compressions=DEFAULT_COMPRESSIONS)
+    settings.update(given)
+    return ReproduceConfig(output=args.output, **common, **settings)
 
 
 def run(args):
     from keras_lowrank.cli.errors import CLIError
+    from keras_lowrank.cli.model_io import check_output_folder
+    from keras_lowrank.cli.model_io import check_output_path
+
+    check_output_folder(args.output, option="--output")
+    if args.doc:
+        if not os.path.isfile(args.doc):
+            raise CLIError(f"--doc must be an existing Markdown file, received: {args.doc}")
+        check_output_path(args.doc, option="--doc")
+    if args.merge and not args.render_only:
+        raise CLIError("--merge is used only with --render-only")
 
     if args.render_only:
         from keras_lowrank.benchmarks.reproduce.report import render

@@ -17,8 +17,12 @@ def add_arguments(parser):
 def run(args):
     import numpy as np
 
+    from keras_lowrank.cli.commands.inspect import PLOT_SUFFIXES
+    from keras_lowrank.cli.model_io import check_output_path
     from keras_lowrank.schedules import CyclicallyAnnealedLearningRate, CyclicalLearningRate
 
+    if args.plot:
+        check_output_path(args.plot, PLOT_SUFFIXES, option="--plot")
     clr = CyclicalLearningRate(args.initial, args.maximal, args.step_size)
     calr = CyclicallyAnnealedLearningRate(
         args.initial, args.maximal, args.step_size, decay=args.decay, restart_every=args.restart_every

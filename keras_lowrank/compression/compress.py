@@ -1,0 +1,576 @@
+"""`compress()`: the measured best recipe as one call, to a byte budget.
+
+Given a trained model, training and validation data and a byte budget for its
+embedding tables, `compress` plans the candidate recipes that fit (vocabulary
+pruning, low rank with plain or frequency-weighted SVD, int8/int4 storage and
+their stacks, `planner`), fine-tunes the most promising few with distillation
+from the untouched input model, quantizes them, scores them on validation data
+only and returns the best one with a `CompressionReport`.
+
+This module orchestrates: it must not decompose tables, count bytes or walk
+models itself (decomposition, `table`, surgery), and test data never enters.
+"""
+
+import math
+import numbers
+import time
+
+import keras
+import numpy as np
+
+from keras_lowrank.compression import planner
+from keras_lowrank.compression.pruning import kept_ids
+from keras_lowrank.compression.pruning import prune_vocabulary
+from keras_lowrank.compression.pruning import vocabulary_layers
+from keras_lowrank.compression.report import CandidateResult
+from keras_lowrank.compression.report import CompressionReport
+from keras_lowrank.compression.table import STORAGES
+from keras_lowrank.compression.table import TableLayout
+from keras_lowrank.compression.table import table_bytes
+from keras_lowrank.layers import PrunedEmbedding
+from keras_lowrank.surgery import compile_like
+from keras_lowrank.surgery import copy_model
+from keras_lowrank.surgery import factorize_embeddings
+from keras_lowrank.surgery import find_embeddings
+
+_DEFAULT_OPTIONS = {
+    "epochs": 5,
+    "candidates": 4,
+    "batch_size": 64,
+    "learning_rate": None,
+    "temperature": 2.0,
+    "alpha": 0.5,
+    "loss": None,
+    "metrics": None,
+    "monitor": None,
+    "storages": STORAGES,
+    "prune": True,
+    "oov_id": 1,
+    "seed": None,
+    "verbose": 1,
+}
+
+# Cosine decay with warm restarts, one period per epoch, from 1e-2 down to
+# 1e-4: the fine-tune schedule with the best mean dev accuracy in the
+# reproduction's schedule study (docs/reproduction.md), ahead of CALR.
+_PEAK_LEARNING_RATE = 1e-2
+_FLOOR_LEARNING_RATE = 1e-4
+
+
+def compress(
+    model,
+    train_data,
+    validation_data,
+    *,
+    size=None,
+    max_bytes=None,
+    layer_names=None,
+    return_report=False,
+    **options,
+):
+    """Compresses a model's embedding tables to a byte budget, best recipe first.
+
+    The recipe is searched, not fixed: every family measured in the
+    reproduction is sized to the budget at several splits of it between
+    vocabulary rows, rank and stored precision (see
+    `keras_lowrank.compression.planner`):
+
+    - low rank over the whole vocabulary (plain or frequency-weighted SVD,
+      token counts taken from `train_data`), factors in float32/int8/int4;
+    - vocabulary pruning to the most frequent ids + low rank, at several
+      ranks, factors in float32/int8/int4;
+    - vocabulary pruning alone, rows in float32 or Keras' int8/int4.
+
+    They are ranked by a cheap proxy (the token-weighted reconstruction error
+    of the stored table); the best `candidates` (at least the best of each
+    family) are built, fine-tuned for `epochs` epochs with distillation from
+    the input model (Keras' cosine decay with warm restarts, one period per
+    epoch, the schedule found best in the reproduction's study), the epoch
+    with the best validation score kept, quantized to their storage, and
+    scored on `validation_data`. The best score wins (ties: fewer bytes).
+
+    Bytes are the stored bytes of the returned tables (codes, scales, zero
+    points, id remap tables; `keras_lowrank.compression.table_bytes`).
+
+    The input model is never changed (it is the teacher). The result has the
+    class of the input, keeps its input pipeline (ids, or raw text when the
+    model holds its `TextVectorization`), is compiled like the input (same
+    loss and metric objects, fresh optimizer; an uncompiled input gives a
+    result compiled with `loss`, `metrics` and Adam), trains, saves and loads as
+    `.keras`, and exports with `keras_lowrank.export_tflite`.
+
+    Args:
+        model: A trained, built `keras.Model` with at least one
+            `keras.layers.Embedding`. Compiled, or pass `loss=`.
+        train_data: What `model.fit` accepts: `(x, y)` or `(x, y,
+            sample_weight)` arrays, a `tf.data.Dataset` or a
+            `keras.utils.PyDataset` (batched).
+        validation_data: The same kinds; the only data used to choose.
+        size: Budget as a fraction in (0, 1) of the float32 bytes of the
+            selected tables. Exactly one of `size` and `max_bytes`.
+        max_bytes: Budget in bytes (a positive integer) for those tables.
+        layer_names: `None` (every `Embedding`), a name or a list of names.
+        return_report: If `True`, return `(model, report)`.
+        **options: Budget and training options:
+            `epochs` (5) and `candidates` (4): the fine-tune budget;
+            `batch_size` (64, for arrays); `learning_rate` (a float or a
+            `LearningRateSchedule`; default: cosine restarts 1e-2 -> 1e-4
+            per epoch); `temperature` (2.0) and `alpha` (0.5) of the
+            distillation; `loss` and `metrics` when the model is not
+            compiled (or to override); `monitor` (the validation metric
+            compared; default: the first compiled metric, else `"loss"`);
+            `storages` (`("float32", "int8", "int4")`); `prune` (`True`:
+            allow vocabulary pruning); `oov_id` (1); `seed`; `verbose` (1: a
+            line per candidate, 0: silent).
+
+    Returns:
+        The compressed model, or `(model, CompressionReport)`.
+
+    Raises:
+        ValueError: for bad arguments, a model without `loss` and no `loss=`,
+            or a budget below the smallest recipe (the message gives the
+            smallest feasible `size`).
+
+    Example:
+
+    ```python
+    small, report = keras_lowrank.compress(
+        model, (x_train, y_train), (x_val, y_val), size=0.05, return_report=True)
+    print(report)
+    small.save("small.keras")
+    ```
+
+    References:
+        - [Acharya et al., 2019. Online Embedding Compression for Text
+          Classification using Low Rank Matrix Factorization](
+          https://arxiv.org/abs/1811.00641)
+        - [Hinton et al., 2015. Distilling the Knowledge in a Neural
+          Network](https://arxiv.org/abs/1503.02531)
+    """
+    start = time.perf_counter()
+    opts = _check_options(options)
+    _check_model(model, opts)
+    _check_data(train_data, "train_data")
+    _check_data(validation_data, "validation_data")
+    if (size is None) == (max_bytes is None):
+        raise ValueError(
+            "Expected exactly one of `size` and `max_bytes`, received: "
+            f"size={size!r}, max_bytes={max_bytes!r}"
+        )
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, numbers.Real) or not 0 < size < 1
+    ):
+        raise ValueError(f"Expected `size` to be a fraction in (0, 1), received: size={size!r}")
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1
+    ):
+        raise ValueError(f"Expected `max_bytes` to be a positive integer, received: max_bytes={max_bytes!r}")
+    _check_bool(return_report, "return_report")
+
+    tables = _selected_tables(model, layer_names)
+    float32_bytes = sum(4 * layer.input_dim * layer.output_dim for _, layer in tables)
+    budget = int(math.floor(size * float32_bytes)) if size is not None else int(max_bytes)
+    notes = []
+
+    # Plan every table with its share of the budget (proportional to its
+    # float32 bytes), before any training, so an infeasible budget fails fast.
+    lookups = vocabulary_layers(model)
+    plans = {}
+    for path, layer in tables:
+        V, d = int(layer.input_dim), int(layer.output_dim)
+        share = int(budget * (4 * V * d) / float32_bytes)
+        counts = _token_counts(model, path, layer, train_data, notes)
+        plans[path] = _plan_table(layer, share, counts, lookups.get(V), opts)
+        if not plans[path]["ranked"]:
+            smallest = sum(
+                planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"], prune=opts["prune"])
+                for _, l in tables
+            )
+            raise ValueError(
+                f"No recipe fits the budget of {budget:,} bytes for the embedding tables "
+                f"({float32_bytes:,} bytes as float32): the smallest feasible is {smallest:,} bytes, "
+                f"size={smallest / float32_bytes:.6f}. Received: "
+                + (f"size={size!r}" if size is not None else f"max_bytes={max_bytes!r}")
+            )
+    count = opts["candidates"]
+    chosen = [planner.choose_candidates(plans[path]["ranked"], count) for path, _ in tables]
+    combos = [
+        {path: picks[min(i, len(picks) - 1)] for (path, _), picks in zip(tables, chosen)}
+        for i in range(max(len(picks) for picks in chosen))
+    ]
+
+    loss, metrics = _loss_and_metrics(model, opts)
+    monitor, mode, input_score = _input_score(model, loss, metrics, validation_data, opts)
+    _say(opts, f"compress: {len(combos)} candidate(s) for {budget:,} B ({budget / float32_bytes:.2%} of "
+               f"{float32_bytes:,} B float32); input model val {monitor} {input_score:.4f}")
+
+    results, best, best_model = [], None, None
+    was_trainable = model.trainable
+    try:
+        for index, combo in enumerate(combos, 1):
+            result, student = _run_candidate(model, combo, plans, train_data, validation_data,
+                                             loss, metrics, monitor, mode, opts)
+            results.append(result)
+            _say(opts, f"candidate {index}/{len(combos)}: {result.description} ({result.embedding_bytes:,} B): "
+                       + (f"val {monitor} {result.score:.4f}, epoch {result.best_epoch}"
+                          if result.error is None else f"failed: {result.error}")
+                       + f" ({result.seconds:.1f} s)")
+            if result.error is None and result.embedding_bytes <= budget and (
+                best is None or _better(result, best, mode)
+            ):
+                best, best_model = result, student
+            model.trainable = was_trainable
+    finally:
+        model.trainable = was_trainable
+    if best is None:
+        raise ValueError(
+            "Every candidate failed: " + "; ".join(f"{r.description}: {r.error}" for r in results)
+        )
+    if getattr(model, "compiled", False):
+        compile_like(best_model, model)
+    else:
+        best_model.compile(optimizer="adam", loss=loss, metrics=metrics)
+    report = CompressionReport(
+        embedding_bytes=best.embedding_bytes,
+        float32_embedding_bytes=float32_bytes,
+        budget_bytes=budget,
+        recipe=best.recipe,
+        candidates=results,
+        monitor=monitor,
+        mode=mode,
+        input_score=input_score,
+        score=best.score,
+        seconds=time.perf_counter() - start,
+        notes=notes,
+    )
+    if return_report:
+        return best_model, report
+    return best_model
+
+
+def embedding_bytes(model, layer_names=None):
+    """Bytes stored by a model's embedding tables (`table_bytes` of each)."""
+    found = find_embeddings(model, include_factorized=True)
+    if layer_names is not None:
+        names = [layer_names] if isinstance(layer_names, str) else list(layer_names)
+        found = [(p, l) for p, l in found if p in names or l.name in names]
+    return sum(table_bytes(layer) for _, layer in found)
+
+
+def _plan_table(layer, budget, counts, lookup, opts):
+    V, d = int(layer.input_dim), int(layer.output_dim)
+    oov_id = opts["oov_id"]
+
+    def kept_rows(rows, selection):
+        return kept_ids(V, rows, counts=counts if selection == "counts" else None, oov_id=oov_id)
+
+    def needs_remap(rows, selection):
+        if lookup is not None:
+            return False
+        kept = kept_rows(rows, selection)
+        return not np.array_equal(kept, np.arange(len(kept)))
+
+    # Pruning by counts may need a remap table; keeping the first ids never
+    # does and is what frequency-ordered vocabularies want: both compete.
+    recipes = planner.plan_recipes(
+        V, d, budget, storages=opts["storages"], prune=opts["prune"] and oov_id < V, needs_remap=needs_remap,
+        selections=("first", "counts") if counts is not None else ("first",),
+    )
+    if counts is None:
+        recipes = [r for r in recipes if r.weighting != "frequency"]
+    weights = (counts if counts is not None else np.zeros(V)) + 1.0
+    table = keras.ops.convert_to_numpy(layer.embeddings)
+    ranked = planner.rank_recipes(recipes, table, kept_rows, weights)
+    return {"ranked": ranked, "counts": counts, "kept_rows": kept_rows}
+
+
+def _run_candidate(model, combo, plans, train_data, validation_data, loss, metrics, monitor, mode, opts):
+    start = time.perf_counter()
+    description = "; ".join(
+        (f"{path}: " if len(combo) > 1 else "") + recipe.describe() for path, recipe in combo.items()
+    )
+    recipe = {path: r.to_dict() for path, r in combo.items()}
+    if opts["seed"] is not None:
+        keras.utils.set_random_seed(opts["seed"])
+    try:
+        student = _build(model, combo, plans, opts)
+        student.compile(loss=loss, metrics=metrics)  # the evaluator of every epoch
+        best_epoch = _fine_tune(student, model, train_data, validation_data, monitor, mode, opts)
+        if _quantize(student, combo):
+            student.compile(loss=loss, metrics=metrics)  # its variables changed
+        score = _score(student, validation_data, monitor, opts)
+        stored = sum(table_bytes(_table(student, path)) for path in combo)
+        for path, r in combo.items():
+            # The planner's prediction and the built layer must agree: one
+            # description, one byte count.
+            built = TableLayout.of(_table(student, path))
+            if built.stored_bytes() != r.layout.stored_bytes():
+                raise RuntimeError(f"table '{path}' stores {built.describe()}, planned {r.layout.describe()}")
+        return CandidateResult(recipe, description, stored, score, best_epoch, time.perf_counter() - start), student
+    except (ValueError, RuntimeError, TypeError) as error:  # one bad candidate must not end the search
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        planned = sum(r.layout.stored_bytes() for r in combo.values())
+        return CandidateResult(recipe, description, planned, None, 0, time.perf_counter() - start, message), None
+
+
+def _build(model, combo, plans, opts):
+    student = None
+    for path, recipe in combo.items():
+        layout = recipe.layout
+        if layout.pruned:
+            counts = plans[path]["counts"] if recipe.selection == "counts" else None
+            student = prune_vocabulary(
+                student or model, layout.rows, counts=counts, layer_names=[path], oov_id=opts["oov_id"]
+            )
+    student = student or copy_model(model)
+    # The teacher is frozen while distilling; its copies must not be.
+    student.trainable = True
+    for path, recipe in combo.items():
+        layout = recipe.layout
+        if not layout.low_rank:
+            continue
+        row_weights = None
+        if recipe.weighting == "frequency":
+            counts = plans[path]["counts"]
+            kept = plans[path]["kept_rows"](layout.rows, recipe.selection) if layout.pruned else slice(None)
+            row_weights = counts[kept] + 1.0
+        inner = _inner_path(student, path)
+        student = factorize_embeddings(
+            student, rank=layout.rank, layer_names=[inner], row_weights=row_weights, share_layers=True
+        )
+    return student
+
+
+def _fine_tune(student, teacher, train_data, validation_data, monitor, mode, opts):
+    if opts["epochs"] == 0:
+        return 0
+    from keras_lowrank.training import Distiller
+
+    learning_rate = opts["learning_rate"]
+    if learning_rate is None:
+        steps = _steps_per_epoch(train_data, opts["batch_size"])
+        learning_rate = keras.optimizers.schedules.CosineDecayRestarts(
+            _PEAK_LEARNING_RATE, first_decay_steps=steps, alpha=_FLOOR_LEARNING_RATE / _PEAK_LEARNING_RATE
+        )
+    distiller = Distiller(student, teacher, temperature=opts["temperature"], alpha=opts["alpha"])
+    distiller.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=student.loss)
+    selection = _BestEpoch(student, validation_data, monitor, mode, opts)
+    distiller.fit(**_fit_arguments(train_data, opts["batch_size"], shuffle=True), epochs=opts["epochs"],
+                  verbose=0, callbacks=[selection])
+    student.set_weights(selection.best_weights)
+    return selection.best_epoch
+
+
+class _BestEpoch(keras.callbacks.Callback):
+    """Keeps the student's weights of the epoch with the best validation score."""
+
+    def __init__(self, student, validation_data, monitor, mode, opts):
+        super().__init__()
+        self._args = (student, validation_data, monitor, opts)
+        self._mode = mode
+        self.best_score, self.best_epoch, self.best_weights = None, 0, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        student = self._args[0]
+        score = _score(*self._args)
+        if self.best_score is None or (score > self.best_score if self._mode == "max" else score < self.best_score):
+            self.best_score, self.best_epoch = score, epoch + 1
+            self.best_weights = [np.array(w) for w in student.get_weights()]
+
+
+def _quantize(student, combo):
+    """Quantizes the tables whose recipe says so; returns whether any was."""
+    quantized = False
+    for path, recipe in combo.items():
+        if recipe.layout.storage == "float32":
+            continue
+        layer = _table(student, path)
+        layer = layer.embedding if isinstance(layer, PrunedEmbedding) else layer
+        layer.quantize(recipe.layout.storage)
+        quantized = True
+    return quantized
+
+
+def _score(model, data, monitor, opts):
+    """`monitor` on `data` of a model compiled with the loss and metrics (see `_evaluator`)."""
+    logs = model.evaluate(**_fit_arguments(data, opts["batch_size"]), verbose=0, return_dict=True)
+    if monitor not in logs:
+        raise ValueError(f"Expected `monitor` to be one of the validation logs {sorted(logs)}, received: monitor={monitor!r}")
+    return float(logs[monitor])
+
+
+def _input_score(model, loss, metrics, validation_data, opts):
+    """`(monitor, mode, score)` of the input model, evaluated through a copy.
+
+    The copy keeps the input's own compile state (optimizer, traced
+    functions) exactly as it was.
+    """
+    evaluator = copy_model(model)
+    evaluator.compile(loss=loss, metrics=metrics)
+    logs = evaluator.evaluate(**_fit_arguments(validation_data, opts["batch_size"]), verbose=0, return_dict=True)
+    monitor = opts["monitor"]
+    if monitor is None:
+        names = [name for name in logs if name != "loss"]
+        monitor = names[0] if names else "loss"
+    if monitor not in logs:
+        raise ValueError(f"Expected `monitor` to be one of the validation logs {sorted(logs)}, received: monitor={monitor!r}")
+    lower = monitor.lower()
+    mode = "min" if ("loss" in lower or "error" in lower or "entropy" in lower) else "max"
+    return monitor, mode, float(logs[monitor])
+
+
+def _better(result, best, mode):
+    if result.score == best.score:
+        return result.embedding_bytes < best.embedding_bytes
+    return result.score > best.score if mode == "max" else result.score < best.score
+
+
+def _loss_and_metrics(model, opts):
+    from keras_lowrank import _keras_private
+
+    loss = opts["loss"] if opts["loss"] is not None else getattr(model, "loss", None)
+    metrics = opts["metrics"]
+    if metrics is None:
+        metrics = _keras_private.compiled_metrics(model)[0]
+    return loss, metrics
+
+
+def _token_counts(model, path, layer, train_data, notes):
+    """Per-id counts of the ids that reach `layer` over `train_data`, or None."""
+    V = int(layer.input_dim)
+    probe = None
+    from keras_lowrank.surgery.replace import is_graph_model
+
+    if is_graph_model(model) and "/" not in path:
+        try:
+            probe = keras.Model(model.inputs, layer.input)
+        except (ValueError, AttributeError):
+            probe = None
+    if probe is None and len(getattr(model, "inputs", None) or []) <= 1:
+        probe = keras.Sequential([keras.layers.Identity()])
+    if probe is None:
+        notes.append(f"token counts of '{path}' unavailable (its ids are not a model input): "
+                     "pruning keeps the first ids, no frequency weighting")
+        return None
+    try:
+        ids = np.asarray(probe.predict(_fit_arguments(train_data, 1024)["x"], verbose=0))
+    except Exception as error:  # noqa: BLE001 - any failure: no counts, said in the report
+        notes.append(f"token counts of '{path}' unavailable ({type(error).__name__}): "
+                     "pruning keeps the first ids, no frequency weighting")
+        return None
+    if not np.issubdtype(ids.dtype, np.integer) and not np.all(np.mod(ids, 1) == 0):
+        notes.append(f"token counts of '{path}' unavailable (its inputs are not integer ids)")
+        return None
+    ids = ids.astype(np.int64).ravel()
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+        raise ValueError(
+            f"`train_data` holds id {bad} for embedding '{path}', whose ids must be in [0, {V})"
+        )
+    return np.bincount(ids, minlength=V).astype(np.float64)
+
+
+def _fit_arguments(data, batch_size, shuffle=None):
+    if isinstance(data, (tuple, list)):
+        args = {"x": data[0], "y": data[1], "batch_size": batch_size}
+        if len(data) == 3:
+            args["sample_weight"] = data[2]
+        if shuffle is not None:
+            args["shuffle"] = shuffle
+        return args
+    # Datasets and PyDatasets shuffle themselves (Keras warns otherwise).
+    return {"x": data, "shuffle": False} if shuffle is not None else {"x": data}
+
+
+def _steps_per_epoch(data, batch_size):
+    if isinstance(data, (tuple, list)):
+        return max(1, math.ceil(len(data[0]) / batch_size))
+    try:
+        steps = len(data)
+    except TypeError:
+        steps = None
+    if steps is None or steps <= 0:
+        try:
+            steps = int(data.cardinality())
+        except (AttributeError, TypeError):
+            steps = 0
+    return steps if steps > 0 else 100
+
+
+def _selected_tables(model, layer_names):
+    found = find_embeddings(model)
+    if not found:
+        raise ValueError(
+            f"Expected `model` to contain a keras.layers.Embedding to compress, found none in model '{model.name}'"
+        )
+    if layer_names is None:
+        return found
+    names = [layer_names] if isinstance(layer_names, str) else layer_names
+    if isinstance(names, (dict, set)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"Expected `layer_names` to be a name or a list of names, received: {layer_names!r}")
+    unknown = [n for n in names if not any(n in (p, l.name) for p, l in found)]
+    if unknown:
+        raise ValueError(
+            f"Unknown Embedding name(s) {unknown} in `layer_names`; the model's are {[p for p, _ in found]}"
+        )
+    return [(p, l) for p, l in found if p in names or l.name in names]
+
+
+def _table(model, path):
+    found = dict(find_embeddings(model, include_factorized=True))
+    return found[path]
+
+
+def _inner_path(model, path):
+    paths = [p for p, _ in find_embeddings(model) if p == path or p.startswith(path + "/")]
+    return paths[0] if paths else path
+
+
+def _check_options(options):
+    unknown = sorted(set(options) - set(_DEFAULT_OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown}; expected some of {sorted(_DEFAULT_OPTIONS)}")
+    opts = dict(_DEFAULT_OPTIONS, **options)
+    for name in ("epochs", "candidates", "batch_size"):
+        value = opts[name]
+        low = 0 if name == "epochs" else 1
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"Expected `{name}` to be an integer >= {low}, received: {name}={value!r}")
+    storages = opts["storages"]
+    if isinstance(storages, str) or not storages or any(s not in STORAGES for s in storages):
+        raise ValueError(f"Expected `storages` to be a non-empty list of {STORAGES}, received: storages={storages!r}")
+    opts["storages"] = tuple(storages)
+    if opts["verbose"] not in (0, 1, 2, True, False):
+        raise ValueError(f"Expected `verbose` to be 0, 1 or 2, received: verbose={opts['verbose']!r}")
+    return opts
+
+
+def _check_model(model, opts):
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"Expected `model` to be a keras.Model, received: model={model!r}")
+    if not model.built:
+        raise ValueError(f"Expected `model` to be built (trained), received the unbuilt model '{model.name}'")
+    if opts["loss"] is None and getattr(model, "loss", None) is None:
+        raise ValueError(
+            f"Model '{model.name}' is not compiled with a loss: compile it, or pass `loss=` "
+            "(for example loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))."
+        )
+
+
+def _check_data(data, name):
+    if data is None:
+        raise ValueError(f"Expected `{name}` (what `model.fit` accepts), received: {name}=None")
+    if isinstance(data, (tuple, list)) and len(data) not in (2, 3):
+        raise ValueError(
+            f"Expected `{name}` as (x, y) or (x, y, sample_weight), received a sequence of {len(data)} items"
+        )
+
+
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"Expected `{name}` to be a boolean, received: {name}={value!r}")
+
+
+def _say(opts, message):
+    if opts["verbose"]:
+        print(message, flush=True)

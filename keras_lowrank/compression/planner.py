@@ -1,0 +1,228 @@
+"""The budget planner: a byte budget -> candidate recipes for one table.
+
+How a budget is split between vocabulary rows, rank and stored precision
+matters more than any single trick (docs/reproduction.md), so the planner
+does not pick one split: it lists every family the reproduction measured,
+each sized to the budget at several splits, and ranks them by a cheap proxy
+computed without training, the token-weighted reconstruction error of the
+stored table (pruned ids answered by the OOV row, quantized factors
+dequantized). `compress()` fine-tunes the best few and lets validation data
+choose.
+
+Families:
+- low rank over all rows, factors in float32, int8 or int4;
+- vocabulary pruning + low rank, at several ranks (each with the most rows
+  its rank leaves room for), factors in float32, int8 or int4;
+- vocabulary pruning alone, the kept rows in float32, or Keras' int8/int4.
+
+This module is numpy plus the table description: it must not train, touch a
+model or print.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from keras_lowrank import decomposition
+from keras_lowrank.compression.table import STORAGES
+from keras_lowrank.compression.table import TableLayout
+from keras_lowrank.compression.table import max_rank_for_bytes
+from keras_lowrank.compression.table import max_rows_for_bytes
+
+# Pruned tables keep at least the padding and OOV rows and a few words.
+MIN_ROWS = 8
+
+# Ranks of the pruned low-rank family, as multiples of the rank the whole
+# vocabulary affords: from "few rows dropped" to "a quarter of the rows".
+_PRUNED_RANK_FACTORS = (1.5, 2.0, 3.0, 4.0, 6.0)
+
+FAMILIES = ("low-rank", "pruned+low-rank", "pruned")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One candidate: a table layout and how its factors are fitted.
+
+    Args:
+        layout: the `TableLayout` the candidate stores.
+        weighting: `"frequency"` (factors fitted with token counts as row
+            weights) or `"none"` (plain truncated SVD); `None` for dense.
+        selection: which rows a pruned table keeps: `"first"` (the first
+            ids: frequency-ordered vocabularies, no remap table) or
+            `"counts"` (the most frequent ids by token counts); `None` when
+            nothing is pruned.
+        proxy_error: token-weighted relative squared reconstruction error of
+            the stored table (lower is better), or `None` if not computed.
+    """
+
+    layout: TableLayout
+    weighting: str = None
+    selection: str = None
+    proxy_error: float = None
+
+    @property
+    def family(self):
+        if self.layout.low_rank:
+            return "pruned+low-rank" if self.layout.pruned else "low-rank"
+        return "pruned"
+
+    def describe(self):
+        text = self.layout.describe()
+        if self.selection == "counts" and not self.layout.remap:
+            text += ", by counts"
+        if self.weighting == "frequency":
+            text += ", frequency-weighted"
+        return text
+
+    def to_dict(self):
+        return {
+            "family": self.family,
+            "layout": self.layout.to_dict(),
+            "weighting": self.weighting,
+            "selection": self.selection,
+            "proxy_error": self.proxy_error,
+        }
+
+
+def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prune=True, needs_remap=None,
+                 selections=("first",)):
+    """Every recipe of every family that fits `budget_bytes` (no proxy yet).
+
+    Args:
+        input_dim, output_dim: the table's shape.
+        budget_bytes: what the stored table may take.
+        storages: which storages to consider.
+        prune: whether vocabulary pruning may be used.
+        needs_remap: `(rows, selection) -> bool`, whether keeping `rows`
+            rows chosen by `selection` needs a stored id remap table
+            (default: never).
+        selections: the row selections of pruned recipes to consider
+            (`"first"`, `"counts"`).
+
+    Returns:
+        A list of `Recipe`, possibly empty.
+    """
+    V, d = int(input_dim), int(output_dim)
+    needs_remap = needs_remap or (lambda rows, selection: False)
+    recipes = []
+    seen = set()
+
+    def add(layout, weighting, selection=None):
+        if weighting == "frequency" and layout.rows < d:
+            return  # a weighted fit needs at least as many rows as columns
+        key = (layout, weighting, selection)
+        if layout.useful and layout.stored_bytes() <= budget_bytes and key not in seen:
+            seen.add(key)
+            recipes.append(Recipe(layout, weighting, selection))
+
+    def pruned_rows(storage, rank, selection):
+        rows = min(V - 1, max_rows_for_bytes(d, budget_bytes, storage, rank=rank))
+        if rows >= MIN_ROWS and needs_remap(rows, selection):
+            rows = min(V - 1, max_rows_for_bytes(d, budget_bytes, storage, rank=rank, input_dim=V))
+        return rows
+
+    for storage in storages:
+        full_rank = max_rank_for_bytes(V, d, budget_bytes, storage)
+        if full_rank >= 1:
+            for weighting in ("none", "frequency"):
+                add(TableLayout(V, d, rank=full_rank, storage=storage), weighting)
+        if not prune:
+            continue
+        for selection in selections:
+            for factor in _PRUNED_RANK_FACTORS:
+                rank = min(max(2, int(round(max(full_rank, 1) * factor))), d - 1)
+                rows = pruned_rows(storage, rank, selection)
+                if rows < MIN_ROWS:
+                    continue
+                rank = min(rank, decomposition.max_useful_rank(rows, d))
+                if rank < 1:
+                    continue
+                remap = needs_remap(rows, selection)
+                if selection == "counts" and not remap:
+                    continue  # the same rows as "first": already planned
+                layout = TableLayout(V, d, rows=rows, rank=rank, storage=storage, remap=remap)
+                for weighting in ("none", "frequency"):
+                    add(layout, weighting, selection)
+            rows = pruned_rows(storage, None, selection)
+            if rows >= MIN_ROWS and (selection == "first" or needs_remap(rows, selection)):
+                add(TableLayout(V, d, rows=rows, storage=storage, remap=needs_remap(rows, selection)), None, selection)
+    return recipes
+
+
+def smallest_recipe_bytes(input_dim, output_dim, *, storages=STORAGES, prune=True):
+    """Bytes of the smallest recipe any family can build (for error messages)."""
+    V, d = int(input_dim), int(output_dim)
+    sizes = [TableLayout(V, d, rank=1, storage=s).stored_bytes() for s in storages]
+    if prune:
+        sizes += [TableLayout(V, d, rows=MIN_ROWS, storage=s).stored_bytes() for s in storages]
+    return min(sizes)
+
+
+def rank_recipes(recipes, table, kept_rows, weights):
+    """Returns the recipes with their proxy error, best (lowest) first.
+
+    Args:
+        recipes: from `plan_recipes`.
+        table: the trained float table `[V, d]`.
+        kept_rows: `(rows, selection) -> sorted kept ids` (the pruning rule).
+        weights: per-id weights of the proxy and of frequency-weighted fits
+            (token counts + 1), shape `[V]`.
+    """
+    table = np.asarray(table, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    norm = float(np.sum(weights * np.sum(table**2, axis=1))) or 1.0
+    ranked = []
+    for recipe in recipes:
+        approx = _stored_table(recipe, table, kept_rows, weights)
+        error = float(np.sum(weights * np.sum((table - approx) ** 2, axis=1))) / norm
+        ranked.append(dataclasses.replace(recipe, proxy_error=error))
+    ranked.sort(key=lambda r: (r.proxy_error, r.layout.stored_bytes()))
+    return ranked
+
+
+def choose_candidates(ranked, count):
+    """The `count` recipes to fine-tune: the best of each family, then the best overall."""
+    chosen = []
+    for family in FAMILIES:
+        best = next((r for r in ranked if r.family == family), None)
+        if best is not None:
+            chosen.append(best)
+    chosen.sort(key=lambda r: r.proxy_error)
+    chosen = chosen[:count]
+    for recipe in ranked:
+        if len(chosen) >= count:
+            break
+        if recipe not in chosen:
+            chosen.append(recipe)
+    return chosen
+
+
+def _stored_table(recipe, table, kept_rows, weights):
+    """What the recipe's stored table answers for every id, in float64."""
+    layout = recipe.layout
+    kept = kept_rows(layout.rows, recipe.selection) if layout.pruned else np.arange(layout.input_dim)
+    rows = table[kept]
+    if layout.low_rank:
+        row_weights = weights[kept] if recipe.weighting == "frequency" else None
+        factors = decomposition.factorize_table(rows, layout.rank, row_weights=row_weights)
+        lookup, projection = np.asarray(factors.lookup, np.float64), np.asarray(factors.projection, np.float64)
+        if layout.storage != "float32":
+            lookup = _fake_quantize(lookup, 7 if layout.storage == "int4" else 127, axis=1)
+            projection = _fake_quantize(projection, 127, axis=0)
+        rows = lookup @ projection
+    elif layout.storage != "float32":
+        rows = _fake_quantize(rows, 7 if layout.storage == "int4" else 127, axis=1)
+    if not layout.pruned:
+        return rows
+    answer = np.empty_like(table)
+    oov = int(np.searchsorted(kept, 1)) if 1 in kept else 0
+    answer[:] = rows[oov]
+    answer[kept] = rows
+    return answer
+
+
+def _fake_quantize(values, levels, axis):
+    """Symmetric abs-max quantization per row (axis=1) or column (axis=0)."""
+    scale = np.max(np.abs(values), axis=axis, keepdims=True)
+    scale = np.where(scale > 0, scale / levels, 1.0)
+    return np.round(values / scale) * scale

@@ -1,0 +1,108 @@
+"""`CompressionReport`: what `compress()` tried, what it chose and what it costs.
+
+Plain data and formatting only: it must not import Keras, touch a model or
+train anything.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class CandidateResult:
+    """One fine-tuned candidate of `compress()`.
+
+    Args:
+        recipe: `{table path: Recipe.to_dict()}`.
+        description: a short human description of the recipe.
+        embedding_bytes: bytes its tables store (measured on the built model).
+        score: its validation score (`monitor`), after quantization.
+        best_epoch: fine-tune epoch chosen on validation data (0: none run).
+        seconds: wall time to build, fine-tune and score it.
+        error: why the candidate failed, or `None`.
+    """
+
+    recipe: dict
+    description: str
+    embedding_bytes: int
+    score: float = None
+    best_epoch: int = 0
+    seconds: float = 0.0
+    error: str = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class CompressionReport:
+    """The outcome of `keras_lowrank.compress`.
+
+    `print(report)` shows the budget, every candidate (bytes, validation
+    score) with the chosen one marked, and the input model's score;
+    `to_dict()` gives the same as JSON-ready data.
+
+    Args:
+        embedding_bytes: bytes the returned model's selected tables store.
+        float32_embedding_bytes: bytes of those tables as float32 (the
+            reference `size` is a fraction of).
+        budget_bytes: the budget the candidates had to fit.
+        recipe: the chosen recipe, `{table path: Recipe.to_dict()}`.
+        candidates: every `CandidateResult`, in the order tried.
+        monitor: the validation quantity compared (`"accuracy"`, `"loss"`...).
+        mode: `"max"` or `"min"`: which direction is better.
+        input_score: the input model's validation score.
+        score: the returned model's validation score.
+        seconds: wall time of the whole call.
+        notes: anything the caller should know (token counts missing ...).
+    """
+
+    embedding_bytes: int
+    float32_embedding_bytes: int
+    budget_bytes: int
+    recipe: dict
+    candidates: list
+    monitor: str
+    mode: str
+    input_score: float
+    score: float
+    seconds: float
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def size(self):
+        """The returned tables' bytes as a fraction of their float32 bytes."""
+        return self.embedding_bytes / self.float32_embedding_bytes
+
+    def to_dict(self):
+        out = dataclasses.asdict(self)
+        out["candidates"] = [c.to_dict() for c in self.candidates]
+        out["size"] = self.size
+        return out
+
+    def __str__(self):
+        lines = [
+            f"compress: {self.embedding_bytes:,} B of {self.float32_embedding_bytes:,} B float32 "
+            f"({self.size:.2%}; budget {self.budget_bytes:,} B), {self.seconds:.1f} s",
+            f"validation {self.monitor}: input {_fmt(self.input_score)} -> compressed {_fmt(self.score)}",
+        ]
+        header = ("", "candidate", "bytes", f"val {self.monitor}", "epoch", "seconds")
+        rows = []
+        for result in self.candidates:
+            chosen = "*" if result.recipe == self.recipe and result.error is None else ""
+            score = _fmt(result.score) if result.error is None else f"failed: {result.error}"
+            rows.append(
+                (chosen, result.description, f"{result.embedding_bytes:,}", score,
+                 str(result.best_epoch), f"{result.seconds:.1f}")
+            )
+        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            lines.append("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+    def print(self):
+        print(str(self))
+
+
+def _fmt(value):
+    return "n/a" if value is None else f"{value:.4f}"

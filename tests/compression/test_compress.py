@@ -1,0 +1,272 @@
+"""compress(): the API and its errors, byte accounting, selection on validation only.
+
+A small synthetic intent task (the label is carried by a few frequent ids, as
+in real intent data) keeps each run to a few seconds. Accuracy is never
+asserted: the benchmark (`keras-lowrank reproduce --methods compress`) measures
+it. What is asserted: the budget is met and counted from the stored arrays,
+the chosen candidate is the best validation score among those tried and
+equals the returned model's score, the input model is untouched, and the
+result fits, saves and loads.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import keras
+
+import keras_lowrank
+from keras_lowrank.compression import TableLayout
+from keras_lowrank.compression import planner
+from keras_lowrank.compression import prune_vocabulary
+from keras_lowrank.compression import table_bytes
+from keras_lowrank.layers import LowRankEmbedding
+from keras_lowrank.layers import PrunedEmbedding
+
+VOCAB, DIM, LENGTH, CLASSES = 300, 16, 10, 3
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+QUICK = {"epochs": 1, "candidates": 2, "verbose": 0, "seed": 0}
+
+
+def _data(n, seed):
+    rng = np.random.default_rng(seed)
+    # Zipf-like ids: low ids are frequent, as in a frequency-ordered vocabulary.
+    ids = np.minimum(rng.zipf(1.3, size=(n, LENGTH)) + 1, VOCAB - 1).astype("int32")
+    labels = rng.integers(0, CLASSES, size=n)
+    ids[:, 0] = 2 + labels  # the label's own frequent id
+    ids[:, -2:] = 0
+    return ids, labels
+
+
+@pytest.fixture(scope="module")
+def task():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((LENGTH,), dtype="int32"),
+            keras.layers.Embedding(VOCAB, DIM, mask_zero=True, name="embedding"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(CLASSES, name="logits"),
+        ],
+        name="intent",
+    )
+    model.compile(keras.optimizers.Adam(1e-2), LOSS, metrics=["accuracy"])
+    train, val = _data(600, 1), _data(200, 2)
+    model.fit(*train, epochs=3, verbose=0)
+    return model, train, val
+
+
+def _stored_arrays_bytes(layer):
+    """Independent count: the bytes of every array the layer gives back."""
+    return int(sum(np.asarray(w).nbytes for w in layer.get_weights()))
+
+
+@pytest.fixture(scope="module")
+def compressed(task):
+    """One compress() run shared by the tests below, with the input's state before it."""
+    model, train, val = task
+    before = {
+        "weights": [keras.ops.convert_to_numpy(w).copy() for w in model.weights],
+        "outputs": keras.ops.convert_to_numpy(model(val[0])),
+        "optimizer": model.optimizer,
+        "trainable": model.trainable,
+    }
+    small, report = keras_lowrank.compress(model, train, val, size=0.1, return_report=True, **QUICK)
+    return small, report, before
+
+
+def test_compress_meets_the_budget_and_reports_it(compressed):
+    small, report, _ = compressed
+    layer = small.get_layer("embedding")
+    assert report.float32_embedding_bytes == 4 * VOCAB * DIM
+    assert report.budget_bytes == int(0.1 * 4 * VOCAB * DIM)
+    assert report.embedding_bytes == table_bytes(layer) == _stored_arrays_bytes(layer)
+    assert report.embedding_bytes <= report.budget_bytes
+    assert TableLayout.of(layer).stored_bytes() == report.embedding_bytes
+    assert len(report.candidates) == 2
+    assert report.to_dict()["recipe"] == report.recipe
+    text = str(report)
+    assert "val accuracy" in text and "*" in text
+
+
+def test_selection_uses_validation_data_only(task, compressed):
+    _, _, val = task
+    small, report, _ = compressed
+    scores = [c.score for c in report.candidates if c.error is None]
+    assert report.score == max(scores)
+    # The reported score is the returned model's accuracy on validation data.
+    logits = keras.ops.convert_to_numpy(small(val[0]))
+    assert report.score == pytest.approx(float(np.mean(np.argmax(logits, -1) == val[1])), abs=1e-6)
+    assert report.monitor == "accuracy" and report.mode == "max"
+
+
+def test_input_model_is_never_changed(task, compressed):
+    model, _, val = task
+    _, _, before = compressed
+    for old, now in zip(before["weights"], model.weights):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(now))
+    np.testing.assert_array_equal(before["outputs"], keras.ops.convert_to_numpy(model(val[0])))
+    assert model.optimizer is before["optimizer"] and model.trainable == before["trainable"]
+    assert type(model.get_layer("embedding")) is keras.layers.Embedding
+
+
+def test_result_fits_and_round_trips_in_a_fresh_process(task, compressed, tmp_path):
+    model, train, val = task
+    small = keras.models.clone_model(compressed[0])  # this test trains it: keep the fixture's intact
+    small.set_weights(compressed[0].get_weights())
+    assert type(compressed[0]) is type(model) and compressed[0].name == model.name
+    assert compressed[0].compiled and compressed[0].loss is model.loss
+    small.fit(*train, epochs=1, verbose=0)
+    path = tmp_path / "small.keras"
+    small.save(path)
+    np.save(tmp_path / "x.npy", val[0])
+    np.save(tmp_path / "y.npy", keras.ops.convert_to_numpy(small(val[0])))
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, keras, keras_lowrank
+        model = keras.saving.load_model({str(path)!r})
+        out = keras.ops.convert_to_numpy(model(np.load({str(tmp_path / 'x.npy')!r})))
+        np.testing.assert_array_equal(out, np.load({str(tmp_path / 'y.npy')!r}))
+        print("same")
+        """
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "same" in done.stdout
+
+
+def test_datasets_are_accepted(task):
+    import tensorflow as tf
+
+    model, train, val = task
+    train_ds = tf.data.Dataset.from_tensor_slices(train).batch(64)
+    val_ds = tf.data.Dataset.from_tensor_slices(val).batch(64)
+    small, report = keras_lowrank.compress(model, train_ds, val_ds, size=0.1, return_report=True, **QUICK)
+    assert report.embedding_bytes <= report.budget_bytes
+    assert not [n for n in report.notes if "unavailable" in n]  # counts came from the dataset
+
+
+def test_uncompiled_model_needs_a_loss(task):
+    model, train, val = task
+    bare = keras.Sequential.from_config(model.get_config())
+    with pytest.raises(ValueError, match="loss="):
+        keras_lowrank.compress(bare, train, val, size=0.1, **QUICK)
+    bare.set_weights(model.get_weights())
+    small = keras_lowrank.compress(bare, train, val, size=0.1, loss=LOSS, **dict(QUICK, epochs=0))
+    assert small.compiled and small.loss is LOSS
+    assert table_bytes(small.get_layer("embedding")) <= int(0.1 * 4 * VOCAB * DIM)
+
+
+def test_infeasible_budget_names_the_smallest_feasible_size(task):
+    model, train, val = task
+    with pytest.raises(ValueError, match=r"smallest feasible is [\d,]+ bytes, size=0\.\d+"):
+        keras_lowrank.compress(model, train, val, max_bytes=16, **QUICK)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "exactly one of `size` and `max_bytes`"),
+        ({"size": 0.1, "max_bytes": 100}, "exactly one"),
+        ({"size": 0.0}, "size"),
+        ({"size": 1.0}, "size"),
+        ({"size": True}, "size"),
+        ({"max_bytes": 0}, "max_bytes"),
+        ({"max_bytes": 10.5}, "max_bytes"),
+        ({"size": 0.1, "epochs": -1}, "epochs"),
+        ({"size": 0.1, "candidates": 0}, "candidates"),
+        ({"size": 0.1, "storages": ["int2"]}, "storages"),
+        ({"size": 0.1, "bogus": 1}, "bogus"),
+        ({"size": 0.1, "layer_names": "nope"}, "nope"),
+    ],
+)
+def test_argument_errors(task, kwargs, match):
+    model, train, val = task
+    with pytest.raises(ValueError, match=match):
+        keras_lowrank.compress(model, train, val, **kwargs)
+
+
+def test_ids_outside_the_vocabulary_are_named(task):
+    model, train, val = task
+    bad = train[0].copy()
+    bad[3, 2] = VOCAB + 7
+    with pytest.raises(ValueError, match=rf"id {VOCAB + 7} .* \[0, {VOCAB}\)"):
+        keras_lowrank.compress(model, (bad, train[1]), val, size=0.1, **QUICK)
+
+
+# Every recipe the planner can produce: built the way compress() builds it,
+# its stored bytes predicted by the layout, counted by table_bytes and by the
+# arrays themselves, and it survives a .keras round trip.
+RECIPES = [
+    TableLayout(VOCAB, DIM, rank=3, storage=storage) for storage in ("float32", "int8", "int4")
+] + [
+    TableLayout(VOCAB, DIM, rows=60, rank=5, storage=storage, remap=remap)
+    for storage in ("float32", "int8", "int4")
+    for remap in (False, True)
+] + [
+    TableLayout(VOCAB, DIM, rows=60, storage=storage, remap=remap)
+    for storage in ("float32", "int8", "int4")
+    for remap in (False, True)
+]
+
+
+@pytest.mark.parametrize("layout", RECIPES, ids=lambda l: l.describe().replace(" ", "_"))
+def test_every_recipe_counts_its_bytes_and_round_trips(task, layout, tmp_path):
+    model, train, val = task
+    small = model
+    if layout.pruned:
+        counts = np.arange(VOCAB)[::-1].astype(float) if not layout.remap else np.arange(VOCAB) % 17
+        small = prune_vocabulary(small, layout.rows, counts=counts)
+    if layout.low_rank:
+        small = keras_lowrank.factorize_embeddings(small, rank=layout.rank)
+    layer = small.get_layer("embedding")
+    if layout.storage != "float32":
+        (layer.embedding if isinstance(layer, PrunedEmbedding) else layer).quantize(layout.storage)
+    assert TableLayout.of(layer) == layout
+    assert table_bytes(layer) == layout.stored_bytes() == _stored_arrays_bytes(layer)
+    expected = keras.ops.convert_to_numpy(small(val[0]))
+    path = tmp_path / "recipe.keras"
+    small.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(val[0])), expected)
+
+
+def test_planner_recipes_all_fit_and_cover_every_family():
+    budget = int(0.1 * 4 * VOCAB * DIM)
+    recipes = planner.plan_recipes(VOCAB, DIM, budget, needs_remap=lambda rows, sel: sel == "counts",
+                                   selections=("first", "counts"))
+    assert recipes and all(r.layout.stored_bytes() <= budget for r in recipes)
+    assert {r.family for r in recipes} == set(planner.FAMILIES)
+    for r in recipes:
+        if r.layout.low_rank:
+            assert r.layout.rank <= keras_lowrank.max_useful_rank(r.layout.rows, DIM)
+    # Pruned row counts are the largest that fit: one more row would not.
+    for r in recipes:
+        if r.layout.pruned and not r.layout.low_rank:
+            bigger = dataclasses.replace(r.layout, rows=r.layout.rows + 1)
+            assert bigger.stored_bytes() > budget
+
+
+def test_proxy_error_matches_numpy_for_plain_low_rank():
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(VOCAB, DIM))
+    recipe = planner.Recipe(TableLayout(VOCAB, DIM, rank=4), "none")
+    (ranked,) = planner.rank_recipes([recipe], table, None, np.ones(VOCAB))
+    s = np.linalg.svd(table, compute_uv=False)
+    assert ranked.proxy_error == pytest.approx(np.sum(s[4:] ** 2) / np.sum(s**2), rel=1e-6)
+
+
+def test_compress_works_on_a_factorized_pipeline_with_low_rank_layers(task):
+    model, train, val = task
+    small, report = keras_lowrank.compress(model, train, val, size=0.2, return_report=True,
+                                           prune=False, storages=["float32"], **dict(QUICK, epochs=0))
+    layer = small.get_layer("embedding")
+    assert isinstance(layer, LowRankEmbedding)
+    assert report.recipe["embedding"]["family"] == "low-rank"
