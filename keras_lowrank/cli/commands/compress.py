@@ -1,14 +1,23 @@
-"""`keras-lowrank compress IN.keras OUT.keras`: factorize embeddings, optionally fine-tune, save.
+"""`keras-lowrank compress IN.keras OUT.keras`: compress embedding tables and save.
 
-Wires `keras_lowrank.surgery.factorize_embeddings` (rank from `--compression`,
-`--rank` or `--energy`) to a saved model, prints the conversion report and,
-with `--fine-tune DATA.npz`, fine-tunes the converted model with a cyclically
-annealed learning rate (CALR) before saving it. The conversion and the
-schedule live in the library: this command must not reimplement them.
+Two modes:
+- to a byte budget (`--size 5%` or `--max-bytes 200KB`, with `--train` and
+  `--validation` data): `keras_lowrank.compress`, which searches pruning x
+  rank x storage, fine-tunes with distillation and picks on validation data;
+  the `CompressionReport` is printed;
+- plain surgery (`--compression`, `--rank` or `--energy`):
+  `keras_lowrank.factorize_embeddings`, its conversion report, and with
+  `--fine-tune DATA.npz` a fine-tune with a cyclically annealed learning rate.
+
+The recipes, the conversion and the schedule live in the library: this
+command must not reimplement them.
 """
 
 NAME = "compress"
-HELP = "Factorize the embedding tables of a .keras model (SVD), optionally fine-tune with CALR, and save."
+HELP = ("Compress the embedding tables of a .keras model to a byte budget (--size/--max-bytes), "
+        "or factorize them (--compression/--rank/--energy), and save.")
+# Defaults of the budget mode's training options (see `keras_lowrank.compress`).
+BUDGET_DEFAULTS = {"epochs": 5, "batch_size": 64}
 # Defaults of the options that only apply with --fine-tune (`loss` None: the
 # saved loss, else sparse categorical cross-entropy).
 FINE_TUNE_DEFAULTS = {
@@ -21,16 +30,32 @@ def add_arguments(parser):
     parser.add_argument("model", metavar="MODEL.keras", help="A trained Keras 3 model.")
     parser.add_argument("output", metavar="OUT.keras", help="Where to save the compressed model.")
     target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--size", type=_parse_size, metavar="FRACTION",
+        help="Byte budget as a share of the tables' float32 bytes: '5%%' or 0.05 (needs --train, --validation).",
+    )
+    target.add_argument(
+        "--max-bytes", type=_parse_bytes, metavar="BYTES",
+        help="Byte budget of the tables: 200000, 200KB, 1.5MB, 64KiB (needs --train, --validation).",
+    )
     target.add_argument("--compression", type=float, help="Share of embedding parameters to remove, in (0, 1), e.g. 0.9.")
     target.add_argument("--rank", type=int, help="Rank of the factorization.")
     target.add_argument("--energy", type=float, help="Smallest rank keeping this share of spectral energy, in (0, 1].")
     parser.add_argument("--layers", nargs="+", metavar="NAME", help="Only these embedding layers (default: all).")
     parser.add_argument(
+        "--train", metavar="DATA",
+        help="Budget mode: training data, a .npz with arrays x and y, or a .csv/.tsv with text and "
+        "label columns (integer class ids) for models that take raw text.",
+    )
+    parser.add_argument("--validation", metavar="DATA", help="Budget mode: validation data (same formats); the only data used to choose.")
+    parser.add_argument("--candidates", type=int, default=None, help="Budget mode: recipes fine-tuned (default 4).")
+    parser.add_argument("--json", metavar="REPORT.json", default=None, help="Budget mode: also write the report as JSON.")
+    parser.add_argument(
         "--fine-tune", metavar="DATA.npz",
         help="Fine-tune after factorizing on a .npz with arrays x (int ids) and y (labels); "
         "optional x_val, y_val for validation.",
     )
-    parser.add_argument("--epochs", type=int, default=None, help="Fine-tune epochs (default 3).")
+    parser.add_argument("--epochs", type=int, default=None, help="Fine-tune epochs (default 3; budget mode 5).")
     parser.add_argument("--batch-size", type=int, default=None, help="Fine-tune batch size (default 64).")
     parser.add_argument("--learning-rate", type=float, default=None, help="CALR floor (default 1e-4).")
     parser.add_argument("--max-learning-rate", type=float, default=None, help="CALR first peak (default 3e-3).")
@@ -76,6 +101,116 @@ def _load_fine_tune_data(path):
     return data["x"], data["y"], validation
 
 
+def _parse_size(text):
+    import argparse
+
+    value = text.strip()
+    try:
+        number = float(value[:-1]) / 100.0 if value.endswith("%") else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.05 or 5%, received: {text!r}") from None
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a size in (0, 1), e.g. 0.05 or 5%, received: {text!r}")
+    return number
+
+
+_BYTE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+
+
+def _parse_bytes(text):
+    import argparse
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _BYTE_UNITS:
+        raise argparse.ArgumentTypeError(f"expected a byte count such as 200000, 200KB or 1.5MB, received: {text!r}")
+    value = int(float(match.group(1)) * _BYTE_UNITS[unit])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive byte count, received: {text!r}")
+    return value
+
+
+def _load_labelled(path, flag):
+    """`(x, y)` from a .npz (x, y) or a .csv/.tsv (text, label with integer class ids)."""
+    import os
+
+    import numpy as np
+
+    from keras_lowrank.cli.errors import CLIError
+
+    if not os.path.isfile(path):
+        raise CLIError(f"{flag}: no such file: {path}")
+    if path.lower().endswith((".csv", ".tsv")):
+        from keras_lowrank.data.text_files import read_table
+
+        texts, labels = read_table(path)
+        try:
+            y = np.asarray([int(float(label)) for label in labels], dtype=np.int64)
+        except ValueError:
+            raise CLIError(f"{flag}: {path}: labels must be the model's class ids (integers)") from None
+        return np.asarray(texts, dtype=object)[:, None], y
+    try:
+        data = np.load(path)
+        x, y = data["x"], data["y"]
+    except (OSError, ValueError, KeyError):
+        raise CLIError(f"{flag} expects a .npz file with arrays x and y, or a .csv/.tsv file: {path}") from None
+    if len(x) != len(y) or len(x) == 0:
+        raise CLIError(f"{flag}: {path}: x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
+    return x, y
+
+
+def _run_budget(args):
+    from keras_lowrank.cli.errors import CLIError
+    from keras_lowrank.cli.model_io import check_output_path, load_model
+
+    missing = [flag for flag, value in (("--train", args.train), ("--validation", args.validation)) if value is None]
+    if missing:
+        raise CLIError(f"--size/--max-bytes need {' and '.join(missing)}")
+    if args.fine_tune is not None:
+        raise CLIError("--fine-tune is for --compression/--rank/--energy; with --size/--max-bytes pass --train and --validation")
+    for flag, value in (("--learning-rate", args.learning_rate), ("--max-learning-rate", args.max_learning_rate),
+                        ("--decay", args.decay)):
+        if value is not None:
+            raise CLIError(f"{flag} is for --fine-tune; --size/--max-bytes use compress()'s schedule")
+    if args.json:
+        check_output_path(args.json, ".json", overwrite=args.overwrite)
+    for dest, default in BUDGET_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+    for option in ("epochs", "batch_size", "candidates"):
+        value = getattr(args, option)
+        if value is not None and value <= 0:
+            raise CLIError(f"--{option.replace('_', '-')} must be positive, received: {value}")
+    train = _load_labelled(args.train, "--train")
+    validation = _load_labelled(args.validation, "--validation")
+    model = load_model(args.model, compile=True, custom_modules=args.custom_module)
+
+    import keras
+
+    import keras_lowrank
+
+    options = {"epochs": args.epochs, "batch_size": args.batch_size, "verbose": 1}
+    if args.candidates is not None:
+        options["candidates"] = args.candidates
+    if args.loss is not None or getattr(model, "loss", None) is None:
+        options["loss"] = args.loss or keras.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model))
+        options["metrics"] = ["accuracy"]
+    small, report = keras_lowrank.compress(
+        model, train, validation, size=args.size, max_bytes=args.max_bytes,
+        layer_names=args.layers, return_report=True, **options,
+    )
+    print(report)
+    from keras_lowrank.utils.atomic_write import save_model, write_json
+
+    save_model(small, args.output)
+    print(f"wrote {args.output}")
+    if args.json:
+        write_json(args.json, report.to_dict())
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _ends_in_softmax(model):
     import keras
 
@@ -92,6 +227,12 @@ def run(args):
     from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model
 
     check_output_path(args.output, ".keras", overwrite=args.overwrite)
+    if args.size is not None or args.max_bytes is not None:
+        return _run_budget(args)
+    for flag, value in (("--train", args.train), ("--validation", args.validation),
+                        ("--candidates", args.candidates), ("--json", args.json)):
+        if value is not None:
+            raise CLIError(f"{flag} is used only with --size/--max-bytes")
     # Flags default to None so that one given without --fine-tune is an error.
     from keras_lowrank.cli.options import resolve_dependent_options
 

@@ -1,0 +1,69 @@
+"""`keras-lowrank compress --size/--max-bytes`: compress() from the command line.
+
+The saved model's tables store what the printed report says, within the
+budget; the JSON report is written; budget-mode errors are one line, exit 2.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_lowrank.cli.commands.compress import _parse_bytes
+from keras_lowrank.cli.commands.compress import _parse_size
+from keras_lowrank.cli.main import main
+from keras_lowrank.compression import embedding_bytes
+
+from tests.cli.conftest import DIM, VOCAB
+
+
+def test_size_budget_saves_the_searched_model_and_its_report(files, capsys, tmp_path):
+    out, report = tmp_path / "small.keras", tmp_path / "report.json"
+    rc = main(["compress", files["model"], str(out), "--size", "20%", "--train", files["data"],
+               "--validation", files["data"], "--epochs", "1", "--candidates", "2", "--json", str(report)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "candidate 1/2" in printed and f"wrote {out}" in printed
+    saved = json.loads(report.read_text())
+    model = keras.saving.load_model(out)
+    assert embedding_bytes(model) == saved["embedding_bytes"] <= saved["budget_bytes"]
+    assert saved["budget_bytes"] == int(0.2 * 4 * VOCAB * DIM)
+    assert f"{saved['embedding_bytes']:,} B" in printed
+
+
+@pytest.mark.parametrize(
+    "extra, fragment",
+    [
+        (["--size", "5%"], "need --train and --validation"),
+        (["--size", "150%"], "expected a size in (0, 1)"),
+        (["--max-bytes", "12 parsecs"], "expected a byte count"),
+        (["--size", "0.1", "--train", "{data}", "--validation", "{data}", "--fine-tune", "{data}"], "--fine-tune is for"),
+        (["--rank", "2", "--train", "{data}"], "--train is used only with --size/--max-bytes"),
+        (["--max-bytes", "10", "--train", "{data}", "--validation", "{data}", "--epochs", "0"], "--epochs must be positive"),
+        (["--max-bytes", "10", "--train", "{data}", "--validation", "{data}", "--epochs", "1"], "smallest feasible"),
+    ],
+)
+def test_budget_mode_errors_are_one_line(files, capsys, tmp_path, extra, fragment):
+    extra = [e.format(data=files["data"]) for e in extra]
+    try:
+        rc = main(["compress", files["model"], str(tmp_path / "o.keras"), *extra])
+    except SystemExit as exit_:  # argparse's own errors exit from inside parse_args
+        rc = exit_.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and fragment in err[0], err
+
+
+@pytest.mark.parametrize(
+    "text, value", [("5%", 0.05), ("0.02", 0.02), (" 12.5% ", 0.125)]
+)
+def test_parse_size(text, value):
+    assert _parse_size(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(
+    "text, value", [("200000", 200_000), ("200KB", 200_000), ("1.5MB", 1_500_000), ("64KiB", 65_536), ("10 b", 10)]
+)
+def test_parse_bytes(text, value):
+    assert _parse_bytes(text) == value
