@@ -11,6 +11,7 @@ truncated SVD and the rank choice live in `keras_lowrank.decomposition`.
 import warnings
 
 import numpy as np
+from keras import KerasTensor
 from keras import backend
 from keras import constraints
 from keras import dtype_policies
@@ -19,10 +20,9 @@ from keras import layers
 from keras import ops
 from keras import quantizers
 from keras import regularizers
+from keras import saving
+from keras.quantizers import QuantizationConfig
 from keras.saving import register_keras_serializable
-from keras.src.backend import KerasTensor
-from keras.src.quantizers.quantization_config import QuantizationConfig
-from keras.src.saving import serialization_lib
 
 from keras_lowrank import decomposition
 
@@ -688,7 +688,7 @@ class LowRankEmbedding(layers.Layer):
             "projection_constraint": constraints.serialize(
                 self.projection_constraint
             ),
-            "quantization_config": serialization_lib.serialize_keras_object(
+            "quantization_config": saving.serialize_keras_object(
                 self.quantization_config
             ),
         }
@@ -699,7 +699,7 @@ class LowRankEmbedding(layers.Layer):
     def from_config(cls, config):
         config = config.copy()
         config["quantization_config"] = (
-            serialization_lib.deserialize_keras_object(
+            saving.deserialize_keras_object(
                 config.get("quantization_config", None)
             )
         )
@@ -729,13 +729,27 @@ class LowRankEmbedding(layers.Layer):
         # whole table), dequantize them, multiply by the int8 codes of B and
         # rescale the output columns.
         codes = ops.take(self.lookup, inputs, axis=0)
-        codes = self._lookup_codes(codes)
-        row_scale = ops.take(self.lookup_scale, inputs, axis=0)
-        rows = ops.divide(
-            ops.cast(codes, compute_dtype),
-            ops.expand_dims(ops.cast(row_scale, compute_dtype), -1),
+        row_scale = ops.expand_dims(
+            ops.cast(ops.take(self.lookup_scale, inputs, axis=0), compute_dtype), -1
         )
-        outputs = ops.matmul(rows, ops.cast(self.projection, compute_dtype))
+        projection = ops.cast(self.projection, compute_dtype)
+        if mode == "int4":
+            # Byte j of a row packs codes 2j (low nibble) and 2j+1 (high
+            # nibble): multiply each nibble plane by the matching rows of B
+            # instead of interleaving them, with arithmetic rather than
+            # bitwise unpacking, so the graph stays in TFLite's builtin ops.
+            low, high = _int4_nibbles(codes)
+            even = ops.take(projection, np.arange(0, self.rank, 2), axis=0)
+            odd = ops.take(projection, np.arange(1, self.rank, 2), axis=0)
+            outputs = ops.matmul(ops.divide(ops.cast(low, compute_dtype), row_scale), even)
+            if self.rank > 1:
+                high = high[..., : self.rank // 2]
+                outputs = outputs + ops.matmul(
+                    ops.divide(ops.cast(high, compute_dtype), row_scale), odd
+                )
+        else:
+            rows = ops.divide(ops.cast(codes, compute_dtype), row_scale)
+            outputs = ops.matmul(rows, projection)
         return ops.divide(
             outputs, ops.cast(self.projection_scale, compute_dtype)
         )
@@ -745,6 +759,14 @@ class LowRankEmbedding(layers.Layer):
         if self.quantization_mode == "int4":
             return quantizers.unpack_int4(stored, self.rank, axis=-1)
         return stored
+
+
+def _int4_nibbles(packed):
+    """Signed low and high nibbles (int32 in [-8, 7]) of int8-packed int4 codes."""
+    unsigned = ops.mod(ops.cast(packed, "int32") + 256, 256)
+    low = ops.mod(unsigned, 16)
+    high = ops.floor_divide(unsigned, 16)
+    return ops.mod(low + 8, 16) - 8, ops.mod(high + 8, 16) - 8
 
 
 def _default_factor_initializer(rank):
