@@ -27,7 +27,6 @@ not train. It must not be imported by the library itself.
 
 import os
 import random
-import sys
 import tempfile
 import time
 
@@ -562,10 +561,3 @@ def _plot(results, path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # The same as `keras-lowrank bench export ...`, with the same error handling.
-    from keras_lowrank.cli.main import main
-
-    sys.exit(main(["bench", "export", *sys.argv[1:]]))

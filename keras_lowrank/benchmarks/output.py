@@ -26,7 +26,6 @@ import time
 
 from keras_lowrank.benchmarks import environment
 from keras_lowrank.benchmarks import markdown
-from keras_lowrank.cli.errors import CLIError
 from keras_lowrank.utils.atomic_write import atomic_open
 from keras_lowrank.utils.atomic_write import write_json
 
@@ -94,10 +93,10 @@ def command(name, options, args):
 
 
 def load_results(output):
-    """Reads `output/results.json`; a `CLIError` says what to run if it is missing."""
+    """Reads `output/results.json`; a `ValueError` says what to run if it is missing."""
     path = os.path.join(output, RESULTS_JSON)
     if not os.path.isfile(path):
-        raise CLIError(
+        raise ValueError(
             f"`--render-only` needs {path}; run the benchmark with `--output {output}` first."
         )
     with open(path) as f:
@@ -159,7 +158,7 @@ def publish(results, args, render, *, name, title, summarize=None):
 
 
 def check_doc(args, name):
-    """Fails early (`CLIError`) if `--doc` has no section for this benchmark and output.
+    """Fails early (`ValueError`) if `--doc` has no section for this benchmark and output.
 
     Call it before measuring, so that a long run does not end in an error
     about the page.
@@ -177,9 +176,9 @@ def _update_doc(args, name, section, dry_run=False):
         else:
             markdown.update_page(args.doc, marker, section)
     except FileNotFoundError:
-        raise CLIError(f"`--doc` page not found: {args.doc}") from None
+        raise ValueError(f"`--doc` page not found: {args.doc}") from None
     except ValueError as error:
-        raise CLIError(f"{args.doc}: {error}") from None
+        raise ValueError(f"{args.doc}: {error}") from None
 
 
 def link(link_base, filename):

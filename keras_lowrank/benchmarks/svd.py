@@ -18,7 +18,6 @@ import Keras or TensorFlow: it measures the numpy core on its own.
 
 import os
 import statistics
-import sys
 import threading
 import time
 import tracemalloc
@@ -28,7 +27,6 @@ import numpy as np
 from keras_lowrank.benchmarks import environment
 from keras_lowrank.benchmarks import markdown
 from keras_lowrank.benchmarks import output
-from keras_lowrank.cli.errors import CLIError
 from keras_lowrank.utils.atomic_write import atomic_path
 
 DEFAULT_SIZES = (10_000, 50_000, 100_000, 400_000, 2_000_000)
@@ -114,7 +112,7 @@ def run(args):
         try:
             from threadpoolctl import threadpool_limits
         except ImportError:
-            raise CLIError(
+            raise ValueError(
                 "`--threads` needs the threadpoolctl package; alternatively "
                 "set OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) before starting."
             ) from None
@@ -142,7 +140,7 @@ def measure(args):
     repeats = 1 if args.quick else max(1, args.repeats)
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
-        raise CLIError(
+        raise ValueError(
             f"Unknown `--methods` {unknown}; expected some of {list(METHODS)}"
         )
     for name in ("dim", "rank", "repeats"):
@@ -466,10 +464,3 @@ def _print_row(row):
             f"err {row['relative_error']:.6g}",
             flush=True,
         )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # The same as `keras-lowrank bench svd ...`, with the same error handling.
-    from keras_lowrank.cli.main import main
-
-    sys.exit(main(["bench", "svd", *sys.argv[1:]]))

@@ -28,7 +28,6 @@ imports TensorFlow and Keras lazily inside `run`, so that the command line's
 """
 
 import statistics
-import sys
 import time
 
 from keras_lowrank.benchmarks import environment
@@ -587,10 +586,3 @@ def _command(args, config):
     names = ("vocab_size", "embedding_dim", "compression", "batch_size", "sequence_length",
              "steps", "repeats", "seed")
     return output.command("train", _flags(**{n: config[n] for n in names}), args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # The same as `keras-lowrank bench train ...`, with the same error handling.
-    from keras_lowrank.cli.main import main
-
-    sys.exit(main(["bench", "train", *sys.argv[1:]]))

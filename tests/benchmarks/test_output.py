@@ -7,7 +7,7 @@ import pytest
 
 from keras_lowrank.benchmarks import environment
 from keras_lowrank.benchmarks import output
-from keras_lowrank.cli.errors import CLIError
+
 
 
 def _parser(name="demo"):
@@ -66,7 +66,7 @@ def test_publish_without_section_in_doc_is_a_cli_error(tmp_path):
     doc = tmp_path / "page.md"
     doc.write_text("No markers.\n")
     args = _parser().parse_args(["--output", str(tmp_path / "o"), "--doc", str(doc)])
-    with pytest.raises(CLIError, match="add the two lines"):
+    with pytest.raises(ValueError, match="add the two lines"):
         output.publish({}, args, lambda r, link_base, heading_level: "x", name="demo", title="T")
     assert doc.read_text() == "No markers.\n"
 
@@ -87,8 +87,8 @@ def test_check_doc_fails_before_anything_is_measured(tmp_path):
     doc = tmp_path / "page.md"
     doc.write_text("No markers.\n")
     args = _parser().parse_args(["--output", str(tmp_path / "o"), "--doc", str(doc)])
-    with pytest.raises(CLIError, match="No generated section for 'demo'"):
+    with pytest.raises(ValueError, match="No generated section for 'demo'"):
         output.check_doc(args, "demo")
     args = _parser().parse_args(["--output", "o", "--doc", str(tmp_path / "missing.md")])
-    with pytest.raises(CLIError, match="page not found"):
+    with pytest.raises(ValueError, match="page not found"):
         output.check_doc(args, "demo")

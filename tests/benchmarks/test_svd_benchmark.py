@@ -69,9 +69,9 @@ def test_render_only_does_not_measure(measured, monkeypatch):
 
 
 def test_render_only_without_results_is_an_error(tmp_path):
-    from keras_lowrank.cli.errors import CLIError
 
-    with pytest.raises(CLIError, match="results.json"):
+
+    with pytest.raises(ValueError, match="results.json"):
         svd_benchmark.run(_args("--output", str(tmp_path / "none"), "--render-only"))
 
 

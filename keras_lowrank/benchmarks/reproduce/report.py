@@ -40,7 +40,7 @@ def _dedupe(records):
     Every part of a split grid records the uncompressed model of its cells;
     merged, the same seed would count twice.
     """
-    from keras_lowrank.benchmarks.reproduce.runner import record_key
+    from keras_lowrank.benchmarks.reproduce.records import record_key
 
     seen, out = set(), []
     for r in records:
@@ -571,8 +571,8 @@ def render(output, records=None, *, doc=None, doc_block="results", plots=True):
     Returns:
         A dict of written paths: `results_md`, `plots` (list), `lr_plot`.
     """
-    from keras_lowrank.benchmarks.reproduce.runner import RESULTS_FILE
-    from keras_lowrank.benchmarks.reproduce.runner import load_records
+    from keras_lowrank.benchmarks.reproduce.records import RESULTS_FILE
+    from keras_lowrank.benchmarks.reproduce.records import load_records
 
     if records is None:
         records = load_records(os.path.join(output, RESULTS_FILE))

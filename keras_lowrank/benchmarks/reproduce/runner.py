@@ -18,75 +18,19 @@ import time
 
 from keras_lowrank.benchmarks.reproduce import methods as M
 from keras_lowrank.benchmarks.reproduce.config import FINETUNED_METHODS
+from keras_lowrank.benchmarks.reproduce.records import RECORD_FIELDS  # noqa: F401 - the results.json contract
+from keras_lowrank.benchmarks.reproduce.records import RESULTS_FILE
+from keras_lowrank.benchmarks.reproduce.records import load_records
+from keras_lowrank.benchmarks.reproduce.records import record_key
+from keras_lowrank.benchmarks.reproduce.records import save_records
 from keras_lowrank.benchmarks.reproduce.config import FIXED_SIZE_METHODS
 from keras_lowrank.benchmarks.reproduce.config import size_label
 from keras_lowrank.utils.atomic_write import atomic_path
 from keras_lowrank.utils.atomic_write import write_json
 
-RESULTS_FILE = "results.json"
 # Trained uncompressed models, shared by every part of a split grid; kept out
 # of the results folder so that it never ends up next to the results.
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "keras_lowrank", "reproduce")
-# The fields every record has (the results.json contract).
-RECORD_FIELDS = (
-    "dataset",
-    "model",
-    "vectors",
-    "method",
-    "compression",
-    "size",
-    "seed",
-    "status",
-    "rank",
-    "vocab_rows",
-    "vocab_size",
-    "embedding_dim",
-    "embedding_params",
-    "embedding_bytes",
-    "float32_embedding_bytes",
-    "embedding_fraction",
-    "budget_bytes",
-    "other_bytes",
-    "dev_accuracy",
-    "test_accuracy",
-    "schedule",
-    "epochs",
-    "seconds",
-)
-
-
-def load_records(path):
-    """Reads results.json (a list of records); [] when absent."""
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        records = json.load(f)
-    if not isinstance(records, list):
-        raise ValueError(f"Expected a list of records in {path}, found {type(records).__name__}")
-    return records
-
-
-def save_records(path, records):
-    """Writes results.json atomically (write a temp file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_json(path, records, indent=1, sort_keys=False)
-
-
-def record_key(record):
-    """The configuration a record answers: used to skip finished runs."""
-    return (
-        record["dataset"],
-        record["model"],
-        record["vectors"],
-        record["method"],
-        round(float(record["size"]), 6) if record.get("target") else "fixed",
-        int(record["seed"]),
-        record.get("schedule_key") or "-",
-        int(record.get("base_epochs", 0)),
-        int(record.get("finetune_epochs", 0)),
-        record.get("max_train"),
-    )
-
 
 def _key(cell_id, method, size, schedule, config):
     dataset, vectors, model, seed = cell_id
@@ -328,7 +272,7 @@ def _progress_line(i, n, elapsed, r):
 
 def print_summary(records, out=sys.stdout):
     """Prints mean test accuracy per dataset/model/method/size (the end table)."""
-    from keras_lowrank.benchmarks.reproduce.report import summary_rows
+    from keras_lowrank.benchmarks.reproduce.report import summary_rows  # the report never imports the runner
 
     rows = summary_rows(records)
     if not rows:
