@@ -297,7 +297,9 @@ def _one_config(model_name, vocab, args):
             fn()
         latency[b] = _interleaved(candidates, args.repeats, calls, seed=args.seed + b)
 
-    embedding_full = vocab * d * 4
+    from keras_lowrank.compression import TableLayout
+
+    embedding_full = TableLayout(vocab, d).stored_bytes()
     rows = []
     for key, label, spec in variants:
         row = {"variant": key, "label": label.format(c=f"{args.compression:g}"), **report_rows[key]}
@@ -310,8 +312,8 @@ def _one_config(model_name, vocab, args):
             row[f"keras_b{b}"] = latency[b][keras_key]
             row[f"keras_b{b}_ratio"] = _ratio(latency[b], keras_key, "keras:full")
         rows.append(row)
-    lr_embedding = vocab * rank * 4 + rank * d * 4
-    lr_embedding_int8 = vocab * rank + vocab * 4 + rank * d + d * 4
+    lr_embedding = TableLayout(vocab, d, rank=rank).stored_bytes()
+    lr_embedding_int8 = TableLayout(vocab, d, rank=rank, storage="int8").stored_bytes()
     return {
         "model": model_name,
         "vocab_size": vocab,

@@ -115,18 +115,10 @@ def dense_table(layer):
 
 
 def _stored_bytes(layer, params):
-    """Bytes of the layer's variables at their stored dtypes (int8 codes count 1)."""
-    import numpy as np
+    """Bytes of the layer's variables at their stored dtypes (the library's one count)."""
+    from keras_lowrank.compression import table_bytes
 
-    storage = getattr(layer, "storage_bytes", None)
-    if callable(storage):
-        return storage()
-    if not layer.weights:
-        return params * 4
-    return sum(
-        int(np.prod(w.shape, dtype=np.int64)) * np.dtype(w.dtype).itemsize
-        for w in layer.weights
-    )
+    return table_bytes(layer) if layer.weights else params * 4
 
 
 def _format(records):
