@@ -24,3 +24,30 @@ def test_quick_alone_and_full_defaults(tmp_path):
     full = _config(_parse("--output", str(tmp_path)))
     assert full.datasets == ("snips", "trec", "sst2", "mr")
     assert full.seeds == (0, 1, 2) and full.epochs == 12 and full.max_train is None
+
+
+def test_folder_dataset_is_named_by_its_folder(tmp_path):
+    import json
+
+    from keras_lowrank.cli.main import main
+
+    data = tmp_path / "deep" / "path" / "my_intents"
+    data.mkdir(parents=True)
+    rows = ["text,label"] + [f"play song number {i},0" for i in range(30)] + [
+        f"weather in town {i},1" for i in range(30)
+    ]
+    for split in ("train", "test"):
+        (data / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    rc = main(["reproduce", "--quick", "--datasets", str(data), "--vectors", "learned300",
+               "--methods", "uncompressed", "--output", str(out), "--cache", str(tmp_path / "cache")])
+    assert rc == 0
+    (record,) = json.loads((out / "results.json").read_text())
+    assert record["dataset"] == "my_intents"
+    assert record["dataset_path"] == str(data)
+    assert str(tmp_path) not in (out / "results.md").read_text()
+    assert any(p.name.startswith("frontier_my_intents_") for p in out.iterdir())
+    # Resuming finds the record under the folder's name: nothing runs again.
+    assert main(["reproduce", "--quick", "--datasets", str(data), "--vectors", "learned300",
+                 "--methods", "uncompressed", "--output", str(out), "--cache", str(tmp_path / "cache")]) == 0
+    assert len(json.loads((out / "results.json").read_text())) == 1

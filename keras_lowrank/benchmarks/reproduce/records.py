@@ -38,6 +38,17 @@ RECORD_FIELDS = (
 )
 
 
+def dataset_name(dataset):
+    """How records name a dataset: a folder by its own name, anything else as given.
+
+    A folder's full path would leak into tables and plot file names and
+    change with where the data sits; the path is kept in `dataset_path`.
+    """
+    if os.path.isdir(dataset):
+        return os.path.basename(os.path.normpath(dataset))
+    return dataset
+
+
 def load_records(path):
     """Reads results.json (a list of records); [] when absent."""
     if not os.path.exists(path):

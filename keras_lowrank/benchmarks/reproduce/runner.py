@@ -20,6 +20,7 @@ from keras_lowrank.benchmarks.reproduce import methods as M
 from keras_lowrank.benchmarks.reproduce.config import FINETUNED_METHODS
 from keras_lowrank.benchmarks.reproduce.records import RECORD_FIELDS  # noqa: F401 - the results.json contract
 from keras_lowrank.benchmarks.reproduce.records import RESULTS_FILE
+from keras_lowrank.benchmarks.reproduce.records import dataset_name
 from keras_lowrank.benchmarks.reproduce.records import load_records
 from keras_lowrank.benchmarks.reproduce.records import record_key
 from keras_lowrank.benchmarks.reproduce.records import save_records
@@ -35,7 +36,7 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "keras_lowrank",
 def _key(cell_id, method, size, schedule, config):
     dataset, vectors, model, seed = cell_id
     return (
-        dataset,
+        dataset_name(dataset),
         model,
         vectors,
         method,
@@ -208,7 +209,8 @@ def _base_record(task, cell_id, config, method, size, schedule):
     dataset, vectors, model_name, seed = cell_id
     V, d = task.vocab_size, task.embedding_dim
     return {
-        "dataset": dataset,
+        "dataset": dataset_name(dataset),
+        "dataset_path": os.path.abspath(dataset) if os.path.isdir(dataset) else None,
         "model": model_name,
         "vectors": vectors,
         "method": method,
