@@ -1,23 +1,60 @@
-"""Checks that a TensorFlow backend is installed before anything else is imported.
+"""The boundary between the backend-agnostic core and TensorFlow-only features.
 
-`keras_lowrank` is a TensorFlow add-on: like other add-ons it does not force a
-second TensorFlow on a user who already has `tensorflow` or `tensorflow-cpu`,
-so TensorFlow is an extra. This module turns a missing TensorFlow into one
-clear message naming the extra to install. It must not import anything heavy
-itself.
+The core of keras_lowrank (layers, schedules, decomposition, surgery,
+compression, distillation, folding, quantization) runs on every Keras 3
+backend, so `import keras_lowrank` must never import TensorFlow or
+tensorflow-datasets. A few features need them: the dataset builders
+(`keras_lowrank.data.load_dataset` and friends, `tf.data` splits) and the
+TFLite export from the TensorFlow backend. Those import TensorFlow through
+`import_tensorflow` / `import_tensorflow_datasets` below, at the moment they
+are used, and a missing package becomes one clear `ImportError` naming the
+extra to install. This module must not import anything heavy itself.
 """
 
-_MISSING_TENSORFLOW = (
-    "keras_lowrank needs TensorFlow, which is not installed. Install it with "
-    "one of the extras: `pip install keras-lowrank[cpu]` (tensorflow-cpu) or "
-    "`pip install keras-lowrank[gpu]` (tensorflow with CUDA), or install "
-    "`tensorflow` yourself."
+import importlib
+import importlib.util
+
+_EXTRAS = (
+    "`pip install keras-lowrank[cpu]` (tensorflow-cpu), "
+    "`pip install keras-lowrank[gpu]` (tensorflow with CUDA) or "
+    "`pip install keras-lowrank[tensorflow]`"
 )
 
 
-def require_tensorflow():
-    """Raises `ImportError` with install instructions if TensorFlow is absent."""
-    import importlib.util
+def has_tensorflow():
+    """Whether TensorFlow is installed (without importing it)."""
+    return importlib.util.find_spec("tensorflow") is not None
 
-    if importlib.util.find_spec("tensorflow") is None:
-        raise ImportError(_MISSING_TENSORFLOW)
+
+def _missing(package, feature):
+    return (
+        f"{feature}: `{package}` is not installed (it is needed here). The core of "
+        f"keras_lowrank runs on JAX and PyTorch without it; install it with "
+        f"one of the TensorFlow extras: {_EXTRAS}."
+    )
+
+
+def import_tensorflow(feature="This feature"):
+    """Imports and returns `tensorflow`, or raises one clear `ImportError`.
+
+    Args:
+        feature: what needs TensorFlow, for the message (e.g.
+            "`keras_lowrank.data.load_dataset`").
+    """
+    if not has_tensorflow():
+        raise ImportError(_missing("tensorflow", feature))
+    return importlib.import_module("tensorflow")
+
+
+def import_tensorflow_datasets(feature="This feature"):
+    """Imports and returns `tensorflow_datasets`, or raises `ImportError`."""
+    import_tensorflow(feature)
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        raise ImportError(_missing("tensorflow-datasets", feature))
+    return importlib.import_module("tensorflow_datasets")
+
+
+def require_tensorflow(feature="This feature"):
+    """Raises `ImportError` with install instructions if TensorFlow is absent."""
+    if not has_tensorflow():
+        raise ImportError(_missing("tensorflow", feature))

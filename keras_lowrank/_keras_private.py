@@ -3,7 +3,20 @@
 Each use has no public equivalent in Keras 3.15; each line says why it is
 needed. `tests/test_keras_private.py` checks every one of them, so a Keras
 upgrade that changes them fails loudly there instead of somewhere deep in a
-conversion.
+conversion. Everything else in the package uses public `keras.*` names only
+(no `keras.src` import outside this module).
+
+The private uses, one line each:
+- `Functional` (`keras.src.models.functional`): the class of graph models; surgery and folding
+  must tell a graph they can rebuild from a subclassed model.
+- `Layer._flatten_layers`: Keras' own walk of a layer tree, including attribute-held sublayers.
+- `model._compile_metrics` / `_compile_loss` internals: the user's compile arguments.
+- `model.compiled`: skip `clone_model`'s recompile of an unserializable loss.
+- `TextVectorization._lookup_layer`: the inner `StringLookup` and its vocabulary.
+- `layer._tracker` (`is_in_store` / `replace_tracked_value` / `untrack`): swap a tracked
+  sublayer in place, keeping the order of `model.weights` (used by `surgery.replace`).
+- `keras.src.backend.set_keras_mask`: attach an implicit mask to a returned tensor.
+- TensorFlow's `convert_to_constants`: freeze variables before the TFLite converter.
 """
 
 import contextlib
@@ -52,14 +65,53 @@ def compiled_flag_off(model):
         model.compiled = was
 
 
-def flatten_layers(layer):
-    """Every sublayer of `layer` (itself included), depth first.
+def flatten_layers(layer, include_self=True):
+    """Every sublayer of `layer` (itself included by default), depth first.
 
     `_flatten_layers` is how Keras itself walks a layer tree (`model.quantize`
     uses it); there is no public walk that includes attribute-held sublayers
     of subclassed layers.
     """
-    return list(layer._flatten_layers(include_self=True, recursive=True))
+    return list(layer._flatten_layers(include_self=include_self, recursive=True))
+
+
+def set_keras_mask(tensor, mask):
+    """Attaches `mask` to `tensor` as Keras' implicit mask (`_keras_mask`).
+
+    For a layer whose `call` returns a tensor that must carry a mask its
+    `compute_mask` cannot express; Keras exports no setter.
+    """
+    from keras.src.backend import set_keras_mask as _set_keras_mask
+
+    _set_keras_mask(tensor, mask)
+
+
+def is_functional(model):
+    """Whether `model` is a Functional graph (a `Sequential` is one too)."""
+    return isinstance(model, Functional)
+
+
+def tracked_layers(owner):
+    """The tracker of `owner`'s sublayers, or `None` (see `surgery.replace`).
+
+    Replacing a sublayer through `_tracker.replace_tracked_value` keeps its
+    position in `owner.weights`, so saved variables keep their order; Keras
+    has no public way to swap a tracked sublayer.
+    """
+    return getattr(owner, "_tracker", None)
+
+
+def freeze_concrete_function(concrete_function):
+    """Variables of a `tf.function` folded into graph constants (TensorFlow only).
+
+    `TFLiteConverter.from_concrete_functions` keeps untracked Keras 3
+    variables as resources and writes a weightless model; freezing first is
+    how TensorFlow's own converter does it, through a module TensorFlow does
+    not export publicly.
+    """
+    from tensorflow.python.framework import convert_to_constants
+
+    return convert_to_constants.convert_variables_to_constants_v2(concrete_function)
 
 
 def inner_lookup(layer):

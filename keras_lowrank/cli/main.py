@@ -1,8 +1,11 @@
 """The `keras-lowrank` command line: discovers and dispatches subcommands.
 
 Each module in `keras_lowrank.cli.commands` is one subcommand: it defines
-`NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`. Heavy imports
-(TensorFlow, datasets) happen inside `run`, so `--help` stays quick. User
+`NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`. Building the
+parser imports no Keras, backend or dataset code (the package root defers its
+API when started as this command, see `keras_lowrank.load_public_api`), so
+`--help` and argument errors answer in a fraction of a second; heavy imports
+happen inside `run`. User
 errors (`CLIError`, a missing file, a bad argument, argparse's own errors) are
 printed as one line `keras-lowrank: error: ...` and exit with status 2;
 `--debug` shows the traceback instead. Ctrl-C prints `keras-lowrank:
@@ -17,6 +20,7 @@ import os
 import pkgutil
 import sys
 
+import keras_lowrank
 from keras_lowrank.cli import commands
 from keras_lowrank.cli.errors import CLIError
 
@@ -73,9 +77,8 @@ def build_parser():
 
 def main(argv=None):
     """Runs the command line; returns the process exit status."""
-    # Set before building the parser: `bench` imports its benchmarks (and
-    # with them TensorFlow) to add their arguments, and TensorFlow's start-up
-    # chatter on stderr would break the one-line error promise.
+    # Set before anything imports TensorFlow: its start-up chatter on stderr
+    # would break the one-line error promise.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -83,6 +86,9 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
+        # The arguments are valid: now import Keras, its backend and every
+        # serializable class (skipped at package import for a fast --help).
+        keras_lowrank.load_public_api()
         return int(args._run(args) or 0)
     except (
         CLIError, FileNotFoundError, PermissionError, IsADirectoryError,

@@ -1,13 +1,16 @@
 """Data for text classifiers: bundled datasets, user CSV/TSV folders,
-tokenization and vocabularies, and pretrained word vectors."""
+tokenization and vocabularies, and pretrained word vectors.
 
-from keras_lowrank.data.datasets import SPLIT_SEED
-from keras_lowrank.data.datasets import bundled_builder
-from keras_lowrank.data.datasets import default_data_dir
-from keras_lowrank.data.datasets import list_datasets
-from keras_lowrank.data.datasets import load_dataset
+Vocabularies, tokenization, splits and word vectors are numpy only and import
+eagerly. The dataset loaders return `tf.data.Dataset`s and build with
+tensorflow-datasets, so they import on first use (`keras_lowrank.data.X`
+attribute access): `import keras_lowrank` never imports TensorFlow, and
+using a loader without TensorFlow raises one `ImportError` naming the extra.
+"""
+
+import importlib
+
 from keras_lowrank.data.splits import stratified_split
-from keras_lowrank.data.text_classification_data import TextClassificationData
 from keras_lowrank.data.text_files import load_text_folder
 from keras_lowrank.data.vectors import VectorCoverage
 from keras_lowrank.data.vectors import WordVectors
@@ -19,3 +22,26 @@ from keras_lowrank.data.vocabulary import PADDING_ID
 from keras_lowrank.data.vocabulary import Vocabulary
 from keras_lowrank.data.vocabulary import build_vocabulary
 from keras_lowrank.data.vocabulary import tokenize
+
+# TensorFlow-only names: public name -> module that defines it.
+_LAZY = {
+    "SPLIT_SEED": "keras_lowrank.data.datasets",
+    "bundled_builder": "keras_lowrank.data.datasets",
+    "default_data_dir": "keras_lowrank.data.datasets",
+    "list_datasets": "keras_lowrank.data.datasets",
+    "load_dataset": "keras_lowrank.data.datasets",
+    "TextClassificationData": "keras_lowrank.data.text_classification_data",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -18,7 +18,12 @@ import os
 import socket
 
 import numpy as np
-import tensorflow_datasets as tfds
+
+from keras_lowrank import _compat
+
+# TensorFlow-only module (tfds builders): `keras_lowrank.data` imports it
+# lazily, so a missing package surfaces here as one clear ImportError.
+tfds = _compat.import_tensorflow_datasets("`keras_lowrank.data` dataset builders")
 
 from keras_lowrank.data.splits import stratified_split
 from keras_lowrank.data.text_classification_data import TextClassificationData

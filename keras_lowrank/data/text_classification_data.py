@@ -10,7 +10,12 @@ job: `datasets.py`, `text_files.py`).
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
+
+from keras_lowrank import _compat
+
+# TensorFlow-only module (`tf.data` splits): `keras_lowrank.data` imports it
+# lazily, so a missing TensorFlow surfaces here as one clear ImportError.
+tf = _compat.import_tensorflow("`keras_lowrank.data` datasets (`tf.data` splits)")
 
 SPLITS = ("train", "dev", "test")
 

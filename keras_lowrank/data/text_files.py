@@ -36,7 +36,6 @@ import re
 import warnings
 
 from keras_lowrank.data.splits import stratified_split
-from keras_lowrank.data.text_classification_data import TextClassificationData
 
 _EXTENSIONS = {".csv": ",", ".tsv": "\t"}
 _SPLIT_FILES = {"train": ("train",), "dev": ("dev", "validation"), "test": ("test",)}
@@ -335,6 +334,10 @@ def load_text_folder(
                 "or raise `dev_fraction`."
             )
     name = os.path.basename(os.path.normpath(path))
+    # `tf.data` splits: TensorFlow only, so imported here; `read_table`
+    # and the CSV checks above stay usable on every backend.
+    from keras_lowrank.data.text_classification_data import TextClassificationData
+
     return TextClassificationData.from_arrays(
         name, label_names, splits, source=os.path.abspath(path)
     )

@@ -31,6 +31,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_lowrank import _keras_private
+
 # Layers whose output equals their input at inference, so that the projection
 # commutes with them.
 _IDENTITY_AT_INFERENCE = (
@@ -546,12 +548,11 @@ def _rebuild_sequential(model, folder):
 
 
 def _is_functional(model):
-    return hasattr(model, "_run_through_graph") and hasattr(model, "_operations")
+    return _keras_private.is_functional(model)
 
 
 def _all_layers(model):
-    for layer in model._flatten_layers(include_self=False):
-        yield layer
+    yield from _keras_private.flatten_layers(model, include_self=False)
 
 
 def _fresh(layer):

@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from keras_lowrank import _compat
+from keras_lowrank import _keras_private
 from keras_lowrank.utils.atomic_write import write_bytes
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
@@ -164,9 +166,15 @@ def export_tflite(
             f"batch_size={batch_size!r}"
         )
     import keras
-    import tensorflow as tf
 
     from keras_lowrank.export import folding
+
+    backend = keras.backend.backend()
+    if backend not in _CONVERTERS:
+        raise ImportError(_NO_ROUTE.get(backend, f"`export_tflite` does not support the {backend!r} backend."))
+    tf = _compat.import_tensorflow(
+        f"`export_tflite` (the TFLite converter, also on the {backend} backend)"
+    )
 
     if not isinstance(model, keras.Model) or not model.built or not model.inputs:
         raise ValueError(
@@ -227,7 +235,7 @@ def export_tflite(
         batch_size = 1
     unroll = recurrent if batch_size is None else []
     input_shape = (batch_size, seq_len)
-    flatbuffer = _convert(
+    flatbuffer = _CONVERTERS[backend](
         export_model, input_shape, quantize, representative_dataset, unroll, tf,
         names=_signature_names(keras_model),
     )
@@ -344,7 +352,7 @@ def _ops_used(flatbuffer):
 def _check_quantized_layers(model, folding):
     quantized = [
         layer.name
-        for layer in model._flatten_layers(include_self=False)
+        for layer in _keras_private.flatten_layers(model, include_self=False)
         if getattr(layer, "quantization_mode", None) is not None
         and not folding.is_low_rank_embedding(layer)
         and not _is_embedding(layer)
@@ -368,7 +376,7 @@ def _as_float32(model, folding):
     """The model itself if it computes in float32, else a float32 copy."""
     import keras
 
-    layers = list(model._flatten_layers(include_self=False))
+    layers = list(_keras_private.flatten_layers(model, include_self=False))
     if all(
         keras.backend.standardize_dtype(l.compute_dtype) == "float32"
         for l in layers
@@ -405,7 +413,7 @@ def _recurrent_layers(model):
     import keras
 
     found = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _keras_private.flatten_layers(model, include_self=False):
         if isinstance(layer, keras.layers.RNN) and not isinstance(
             layer, keras.layers.Bidirectional
         ):
@@ -432,11 +440,57 @@ def _signature_names(model):
     return input_name, output_name
 
 
+def _convert_from_jax(
+    model, input_shape, quantize, representative_dataset, unroll, tf, names=("ids", "output_0")
+):
+    """JAX backend: Keras' own SavedModel export (jax2tf), then the converter.
+
+    The folded model is exported by `model.export(format="tf_saved_model")`
+    and converted from that SavedModel with builtin ops only, under the same
+    quantization options and the same checks as the TensorFlow route.
+    """
+    import tempfile
+
+    import keras
+
+    previous = [layer.unroll for layer in unroll]
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            for layer in unroll:
+                layer.unroll = True
+            model.export(
+                folder, format="tf_saved_model", verbose=False,
+                input_signature=[keras.InputSpec(shape=input_shape, dtype="int32")],
+            )
+        finally:
+            for layer, value in zip(unroll, previous):
+                layer.unroll = value
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        _configure(converter, quantize, representative_dataset, input_shape, tf)
+        return converter.convert()
+
+
+def _configure(converter, quantize, representative_dataset, input_shape, tf):
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        # Integer kernels where TFLite has them, float builtins otherwise
+        # (the mask arithmetic); never Select TF ops.
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        converter.representative_dataset = _representative(
+            representative_dataset, input_shape
+        )
+
+
 def _convert(
     model, input_shape, quantize, representative_dataset, unroll, tf, names=("ids", "output_0")
 ):
-    from tensorflow.python.framework import convert_to_constants
-
     input_name, output_name = names
     spec = tf.TensorSpec(list(input_shape), tf.int32, name=input_name)
 
@@ -452,7 +506,7 @@ def _convert(
     finally:
         for layer, value in zip(unroll, previous):
             layer.unroll = value
-    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    frozen = _keras_private.freeze_concrete_function(concrete)
 
     # Freezing drops the structured signature, and without one the file has
     # no SignatureDef: LiteRT's `get_signature_runner()` and Android's
@@ -469,22 +523,21 @@ def _convert(
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [signature.get_concrete_function()], tf.Module()
     )
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantize is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
-        # Integer kernels where TFLite has them, float builtins otherwise
-        # (the mask arithmetic); never Select TF ops.
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-            tf.lite.OpsSet.TFLITE_BUILTINS,
-        ]
-        converter.representative_dataset = _representative(
-            representative_dataset, input_shape
-        )
+    _configure(converter, quantize, representative_dataset, input_shape, tf)
     return converter.convert()
+
+
+# Backend -> conversion route. PyTorch has none here: see `_NO_ROUTE`.
+_CONVERTERS = {"tensorflow": _convert, "jax": _convert_from_jax}
+_NO_ROUTE = {
+    "torch": (
+        "`export_tflite` has no PyTorch route: save the model (`model.save("
+        "'m.keras')`) and export it under KERAS_BACKEND=tensorflow (or jax), "
+        "or use Keras' own LiteRT export, `model.export('m.tflite', "
+        "format='litert')`, with the `litert-torch` package (no folding or "
+        "parity check)."
+    ),
+}
 
 
 def _representative(dataset, input_shape):
@@ -507,7 +560,7 @@ def _representative(dataset, input_shape):
 
 def _vocabulary_size(model):
     """`input_dim` of the first embedding table, `None` if there is none."""
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _keras_private.flatten_layers(model, include_self=False):
         vocab = getattr(layer, "input_dim", None)
         if isinstance(vocab, int) and not isinstance(vocab, bool):
             return vocab
@@ -546,7 +599,7 @@ def _check_ids(ids, argument, vocab, seq_len):
 def _default_probe(model, seq_len, batch):
     """Random padded id sequences within the vocabulary of the first embedding."""
     vocab = None
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _keras_private.flatten_layers(model, include_self=False):
         vocab = getattr(layer, "input_dim", None)
         if isinstance(vocab, int):
             break

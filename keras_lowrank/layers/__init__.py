@@ -1,6 +1,9 @@
 """Keras layers of keras_lowrank."""
 
 from keras_lowrank.layers.low_rank_embedding import LowRankEmbedding
+from keras_lowrank.layers.low_rank_reversible_embedding import (
+    LowRankReversibleEmbedding,
+)
 from keras_lowrank.layers.pruned_embedding import PrunedEmbedding
 
-__all__ = ["LowRankEmbedding", "PrunedEmbedding"]
+__all__ = ["LowRankEmbedding", "LowRankReversibleEmbedding", "PrunedEmbedding"]

@@ -804,9 +804,11 @@ def _is_sparse(x):
 
 
 def _to_numpy(variable):
-    # `Variable.numpy()`: numpy 2 warns on `np.array(variable)` with
-    # TensorFlow variables, whose `__array__` lacks the `copy` keyword.
-    return variable.numpy()
+    # numpy 2 warns when converting a TensorFlow variable (its `__array__`
+    # lacks the `copy` keyword), and `Variable.numpy()` warns on JAX.
+    if backend.backend() == "tensorflow":
+        return variable.numpy()
+    return ops.convert_to_numpy(variable)
 
 
 def _array_initializer(values):

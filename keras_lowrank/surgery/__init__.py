@@ -12,3 +12,4 @@ from keras_lowrank.surgery.replace import find_embeddings
 from keras_lowrank.surgery.replace import replace_layers
 from keras_lowrank.surgery.report import ConversionReport
 from keras_lowrank.surgery.report import LayerConversion
+from keras_lowrank.surgery.report import SkippedTable

@@ -19,14 +19,29 @@ import numpy as np
 
 from keras_lowrank import decomposition
 from keras_lowrank.layers import LowRankEmbedding
+from keras_lowrank.layers import LowRankReversibleEmbedding
 from keras_lowrank.surgery.replace import copy_model
+from keras_lowrank.surgery.replace import dense_table_class
 from keras_lowrank.surgery.replace import find_embeddings
 from keras_lowrank.surgery.replace import is_graph_model
+from keras_lowrank.surgery.replace import is_rebuildable
 from keras_lowrank.surgery.replace import replace_layers
 from keras_lowrank.surgery.report import ConversionReport
 from keras_lowrank.surgery.report import LayerConversion
+from keras_lowrank.surgery.report import SkippedTable
 
 _SPLITS = ("balanced", "right")
+
+# The factorized twin of each convertible dense table class.
+_FACTORIZED = {
+    keras.layers.Embedding: LowRankEmbedding,
+    keras.layers.ReversibleEmbedding: LowRankReversibleEmbedding,
+}
+
+# Words in a table's name that mark a segment/type or position table: a few
+# rows indexed by position or sentence, not a vocabulary.
+_TYPE_WORDS = ("segment", "token_type", "type_embedding", "type_ids")
+_POSITION_WORDS = ("position",)
 
 # Rows of a table compared per block when measuring the reconstruction error,
 # so that the dense product `A @ B` of a large vocabulary never exists at once.
@@ -59,9 +74,27 @@ def factorize_embeddings(
     `keras_lowrank.PrunedEmbedding` (after `prune_vocabulary`) is found and
     factorized in place of the kept rows.
 
-    Only layers whose class is exactly `keras.layers.Embedding` are
-    considered: subclasses (for example layers with a tied output
-    projection) may use their table outside `call` and are left alone.
+    `keras.layers.ReversibleEmbedding` tables (the token tables of
+    KerasHub models, tied or not to the output logits) become
+    `keras_lowrank.layers.LowRankReversibleEmbedding`, so LM heads calling
+    `token_embedding(x, reverse=True)` keep working. Other subclasses of
+    `Embedding` that override anything may use their table outside `call`
+    and are left alone (see `keras_lowrank.surgery.replace.dense_table_class`).
+
+    Tiny tables are never compressed by surprise: without `layer_names`,
+    segment/type tables and position tables (recognised by their name), and
+    any table where the request cannot be met (`compression` beyond what
+    rank 1 reaches, a `rank` or an `energy` whose rank saves nothing) are
+    skipped, each with its reason in the report (`report.skipped`). A table
+    named in `layer_names` is converted whatever it is. A call that would
+    convert nothing is an error listing every table found and why it was
+    skipped.
+
+    KerasHub `Task` and `Backbone` models keep their class: a
+    `BertTextClassifier` stays one, with its preprocessor, and
+    `backbone.token_embedding` is the new layer. Such models are converted
+    inside (their graph and attributes), and their `.keras` files reload the
+    factorized layers (`import keras_lowrank` before loading).
 
     The original model is never changed: by default the conversion happens
     in a copy of the same class (`keras.models.clone_model` for Sequential
@@ -99,9 +132,10 @@ def factorize_embeddings(
         compression: Share of each table's parameters to remove, in (0, 1).
         energy: Share of each table's squared Frobenius norm (spectral
             energy) to keep, in (0, 1]; the rank is chosen per table.
-        layer_names: `None` (every `Embedding`), a layer name or a list of
-            them. A name matches a layer's own name or its path inside nested
-            models (`"encoder/embedding"`).
+        layer_names: `None` (every table except the skipped ones, see
+            above), a layer name or a list of them. A name matches a layer's
+            own name or its path inside nested models
+            (`"encoder/embedding"`, `"backbone/token_embedding"`).
         split: Where the singular values go: `"balanced"` (`sqrt(S)` on both
             factors) or `"right"` (all on the projection).
         row_weights: Optional non-negative weight per vocabulary row (for
@@ -148,11 +182,46 @@ def factorize_embeddings(
 
     found = find_embeddings(model)
     if not found:
+        others = [
+            f"'{path}' ({type(layer).__name__})"
+            for path, layer in find_embeddings(model, include_factorized=True)
+        ]
         raise ValueError(
             "Expected `model` to contain at least one keras.layers.Embedding "
-            f"layer, found none; received: model={_describe(model)}"
+            "or keras.layers.ReversibleEmbedding layer, found none"
+            + (
+                f" (not convertible: {', '.join(others)}: already factorized, "
+                "or an Embedding subclass that overrides its methods)"
+                if others
+                else ""
+            )
+            + f"; received: model={_describe(model)}"
         )
     selected = _select(found, requested, layer_names)
+    skipped = []
+    if requested is None:
+        kept = []
+        for path, layer in selected:
+            reason = _skip_reason(path, layer, rank, compression, energy)
+            if reason is None:
+                kept.append((path, layer))
+            else:
+                skipped.append(
+                    SkippedTable(path, int(layer.input_dim), int(layer.output_dim), reason)
+                )
+        if not kept:
+            listing = "; ".join(
+                f"'{row.name}' ({row.input_dim}x{row.output_dim}): {row.reason}"
+                for row in skipped
+            )
+            raise ValueError(
+                "Nothing to convert: every embedding table of `model` was "
+                f"skipped. Found {len(skipped)} table(s): {listing}. Name a "
+                "table in `layer_names` to convert it anyway, or ask for a "
+                "reachable `rank`/`compression`/`energy`. Received: "
+                f"model={_describe(model)}"
+            )
+        selected = kept
     weights = _resolve_row_weights(row_weights, selected)
     for path, layer in selected:
         _check_embedding(model, path, layer)
@@ -174,7 +243,7 @@ def factorize_embeddings(
         rows.append(_report_row(path, layer, new))
 
     params_before = _count_params(model)
-    in_place = share_layers and not is_graph_model(model)
+    in_place = share_layers and not (is_graph_model(model) and is_rebuildable(model))
     # Phase 2: install them, in a copy that shares nothing with `model`
     # unless sharing was asked for. The copy has the same layer paths, so
     # the replacements are matched to its layers by path.
@@ -189,6 +258,7 @@ def factorize_embeddings(
         model_params_before=params_before,
         model_params_after=_count_params(converted),
         in_place=in_place,
+        skipped=skipped,
     )
     if verbose:
         report.print()
@@ -209,8 +279,9 @@ def _build_replacement(path, layer, **kwargs):
                 UserWarning,
                 stacklevel=3,
             )
+    factorized = _FACTORIZED[dense_table_class(layer)]
     try:
-        new = LowRankEmbedding.from_embedding(layer, **kwargs)
+        new = factorized.from_embedding(layer, **kwargs)
     except ValueError as error:
         raise ValueError(
             f"Cannot factorize Embedding '{path}': {error}"
@@ -262,11 +333,49 @@ def _report_row(path, layer, new):
         input_dim=int(layer.input_dim),
         output_dim=int(layer.output_dim),
         rank=int(new.rank),
-        params_before=int(layer.input_dim) * int(layer.output_dim),
+        params_before=int(layer.count_params()),
         params_after=int(new.count_params()),
         energy_kept=energy,
         relative_error=relative_error,
     )
+
+
+def _skip_reason(path, layer, rank, compression, energy):
+    """Why a table is not converted unless named, or None to convert it."""
+    name = path.rsplit("/", 1)[-1].lower()
+    rows, width = int(layer.input_dim), int(layer.output_dim)
+    if any(word in name for word in _TYPE_WORDS):
+        return f"a segment/type table ({rows} ids), not a vocabulary"
+    if any(word in name for word in _POSITION_WORDS):
+        return f"a position table ({rows} positions), not a vocabulary"
+    useful = decomposition.max_useful_rank(rows, width)
+    if useful < 1:
+        return f"no rank saves parameters on a {rows}x{width} table"
+    if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
+        if rank > useful:
+            return (
+                f"rank {rank} saves nothing on a {rows}x{width} table "
+                f"(largest useful rank {useful})"
+            )
+    elif isinstance(compression, (float, int)) and 0 < compression < 1:
+        if (1 - compression) * rows * width / (rows + width) < 1:
+            best = 1 - (rows + width) / (rows * width)
+            return (
+                f"compression {compression:.1%} cannot be reached: rank 1 "
+                f"removes {best:.1%} of its parameters"
+            )
+    elif energy is not None:
+        table = keras.ops.convert_to_numpy(keras.ops.cast(layer.embeddings, "float32"))
+        try:
+            decomposition.resolve_rank(
+                rows,
+                width,
+                energy=energy,
+                singular_values=decomposition.singular_values(table),
+            )
+        except ValueError as error:
+            return f"energy {energy}: {error}"
+    return None
 
 
 def _check_model(model):
@@ -346,7 +455,7 @@ def _select(found, requested, layer_names):
     if unknown:
         raise ValueError(
             f"Unknown Embedding layer name(s) {unknown} in `layer_names`; "
-            f"the model's Embedding layers are {available}. Received: "
+            f"the model's embedding tables are {available}. Received: "
             f"layer_names={layer_names!r}"
         )
     return [

@@ -5,8 +5,15 @@
 `replace_layers` installs replacement layers: Sequential and Functional
 containers that hold a replaced layer are rebuilt with
 `keras.models.clone_model`, subclassed ones have the attribute holding the
-layer swapped; the swaps are undone if any fails. `copy_model` makes a model
-that shares no layer (and so no weight) with its source, of the same class.
+layer swapped, and subclasses of Functional models that `clone_model` cannot
+rebuild with their class (KerasHub `Backbone` and `Task` models) have the
+layer swapped in their graph and attributes; the swaps are undone if any
+fails. Such a model converted in place is given a serializable subclass of
+its own class that records the swapped layers in its config, so a `.keras`
+round trip rebuilds them (`keras_lowrank>ConvertedModel`). `copy_model` makes
+a model that shares no layer (and so no weight) with its source, of the same
+class. `dense_table_class` is the one place that says which layers hold a
+convertible dense table.
 
 The transforms (`factorize_embeddings`, `prune_vocabulary`) build and check
 their replacement layers first and then call `replace_layers` on a copy, so
@@ -14,6 +21,7 @@ the caller's model is never changed. This module must not build replacement
 layers or decide which tables to convert.
 """
 
+import importlib
 import os
 import tempfile
 
@@ -26,7 +34,18 @@ from keras_lowrank.layers import PrunedEmbedding
 # Attributes of a layer that hold Keras or TensorFlow bookkeeping, never a
 # user's sublayer: scanning them would find every layer a second time.
 _BOOKKEEPING_ATTRIBUTES = frozenset(
-    {"_layers", "_tracker", "_inbound_nodes", "_outbound_nodes", "_functional"}
+    {
+        "_layers",
+        "_tracker",
+        "_inbound_nodes",
+        "_outbound_nodes",
+        "_functional",
+        # A Functional graph's operations (edited by `_GraphSwap`).
+        "_operations",
+        "_operations_by_depth",
+        "nnx_operations",
+        "_nnx_op_mapping",
+    }
 )
 
 
@@ -45,6 +64,8 @@ def replace_layers(model, replacements):
     converter = _Converter(replacements)
     converted = converter.convert(model)
     converter.commit()
+    for graph in converter.in_place_graphs:
+        _record_replaced_layers(graph, replacements.values())
     if getattr(model, "compiled", False):
         compile_like(converted, model)
     return converted
@@ -64,7 +85,7 @@ def copy_model(model):
             config (a custom layer without `get_config`).
     """
     try:
-        if is_graph_model(model):
+        if is_graph_model(model) and is_rebuildable(model):
             with _keras_private.compiled_flag_off(model):
                 clone = keras.models.clone_model(model)
             if not clone.built and model.built:
@@ -157,6 +178,7 @@ class _Converter:
         self.holds_target = {}
         self.swaps = []
         self.in_place_models = []
+        self.in_place_graphs = []
 
     def convert(self, layer):
         key = id(layer)
@@ -166,8 +188,13 @@ class _Converter:
             result = self.replacements[key]
         elif not self._holds_target(layer):
             result = layer
-        elif is_graph_model(layer):
+        elif is_graph_model(layer) and is_rebuildable(layer):
             result = self._rebuild(layer)
+        elif is_graph_model(layer):
+            # `clone_model` would return a plain Functional: swap inside.
+            self.converted[key] = layer
+            self._plan_graph_swaps(layer)
+            result = layer
         else:
             # Registered first so that a layer reachable from itself
             # (a cycle through attributes) is not planned twice.
@@ -220,6 +247,18 @@ class _Converter:
             # first called; build it now as the original was.
             rebuilt.build(model.input_shape)
         return rebuilt
+
+    def _plan_graph_swaps(self, model):
+        self.in_place_models.append(model)
+        self.in_place_graphs.append(model)
+        for operation in _graph_operations(model):
+            new = self.convert(operation)
+            if new is not operation:
+                self.swaps.append(_GraphSwap(model, operation, new))
+        for attribute, value, key, child in _attribute_children(model):
+            new = self.convert(child)
+            if new is not child:
+                self.swaps.append(_Swap(model, attribute, key, child, new))
 
     def _plan_swaps(self, owner):
         if isinstance(owner, keras.Model):
@@ -282,6 +321,63 @@ class _Swap:
             container[self.key] = new
 
 
+class _GraphSwap:
+    """One layer of a Functional model's graph replaced by another, in place.
+
+    The graph's nodes call `node.operation`; the node list, the operation
+    lists and the model's tracked sublayers are updated so that execution,
+    `model.layers` and `model.weights` see the new layer.
+    """
+
+    def __init__(self, model, old, new):
+        self.model = model
+        self.old = old
+        self.new = new
+
+    def apply(self):
+        self._set(self.old, self.new)
+
+    def undo(self):
+        self._set(self.new, self.old)
+
+    def _set(self, old, new):
+        tracker = getattr(self.model, "_tracker", None)
+        if tracker is not None and tracker.is_in_store("layers", old):
+            if tracker.is_in_store("layers", new):
+                tracker.untrack(old)
+            else:
+                tracker.replace_tracked_value("layers", old, new)
+        _replace_in_graph(self.model, old, new)
+
+
+def dense_table_class(layer):
+    """The Keras class of `layer`'s dense table when it can be converted, else None.
+
+    Convertible: a `keras.layers.Embedding` or `keras.layers.ReversibleEmbedding`,
+    or a subclass of either that only renames it, overriding nothing (such as
+    `keras_hub.layers.ReversibleEmbedding`). Other subclasses may use their
+    table outside `call` and are left alone.
+
+    Returns:
+        `keras.layers.ReversibleEmbedding`, `keras.layers.Embedding` or `None`.
+    """
+    for base in (keras.layers.ReversibleEmbedding, keras.layers.Embedding):
+        if isinstance(layer, base) and _only_renames(type(layer), base):
+            return base
+    return None
+
+
+def _only_renames(cls, base):
+    allowed = {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__",
+               "__firstlineno__", "__static_attributes__", "__annotations__"}
+    for klass in cls.__mro__:
+        if klass is base:
+            return True
+        if set(vars(klass)) - allowed:
+            return False
+    return False
+
+
 def find_embeddings(model, *, include_factorized=False):
     """Returns `[(path, layer)]` for every distinct embedding layer of `model`.
 
@@ -291,10 +387,10 @@ def find_embeddings(model, *, include_factorized=False):
 
     Args:
         model: A Keras model (any kind).
-        include_factorized: By default only layers of exactly the class
-            `keras.layers.Embedding` (what `factorize_embeddings` converts:
-            subclasses may use their table outside `call`), also inside a
-            `PrunedEmbedding`. If `True`, any `keras.layers.Embedding`
+        include_factorized: By default only the dense tables that
+            `factorize_embeddings` converts (see `dense_table_class`:
+            `Embedding`, `ReversibleEmbedding` and renaming subclasses), also
+            inside a `PrunedEmbedding`. If `True`, any `keras.layers.Embedding`
             (subclasses included), every `LowRankEmbedding` and every
             `PrunedEmbedding` (as one table) are listed (what inspection and
             byte counting need).
@@ -307,8 +403,7 @@ def find_embeddings(model, *, include_factorized=False):
             return isinstance(layer, (keras.layers.Embedding, LowRankEmbedding, PrunedEmbedding))
     else:
         def wanted(layer):
-            # Exactly Embedding: subclasses may use their table outside `call`.
-            return type(layer) is keras.layers.Embedding
+            return dense_table_class(layer) is not None
     found = []
     seen = {id(model)}
 
@@ -359,8 +454,165 @@ def _attribute_children(owner):
 
 
 def is_graph_model(layer):
-    """Whether `layer` is a Sequential or Functional model (rebuilt, not edited)."""
+    """Whether `layer` is a Sequential or Functional model (or a subclass)."""
     return isinstance(layer, (keras.Sequential, _keras_private.Functional))
+
+
+def is_rebuildable(model):
+    """Whether `clone_model` rebuilds `model` with its class (else: in place).
+
+    Sequential models and plain Functional ones are; subclasses of
+    Functional with their own constructor (KerasHub `Backbone`, `Task`)
+    come back as a plain Functional and lose their class.
+    """
+    base = _converted_base(type(model))
+    return issubclass(base, keras.Sequential) or base is _keras_private.Functional
+
+
+# Keeping the class of a model converted in place through `.keras` files.
+#
+# `BertBackbone.from_config` rebuilds a dense `ReversibleEmbedding` from its
+# hyperparameters. A model whose attributes (not those of nested models) hold
+# a replaced layer therefore becomes an instance of a subclass of its class,
+# same name and module, whose config also lists the replaced layers by
+# attribute path; it is registered as `keras_lowrank>ConvertedModel`, whose
+# `from_config` builds the original class from its config and installs the
+# listed layers again (before Keras loads the weights into them).
+
+_CONVERTED_NAME = "keras_lowrank>ConvertedModel"
+_CONVERTED_KEY = "keras_lowrank_converted"
+_CONVERTED_CLASSES = {}
+
+
+def _record_replaced_layers(model, new_layers):
+    wanted = {id(layer) for layer in new_layers}
+    paths = [path for path, layer in _attribute_paths(model) if id(layer) in wanted]
+    if not paths:
+        return
+    previous = list(getattr(model, "_keras_lowrank_paths", ()))
+    paths = previous + [p for p in paths if p not in previous]
+    object.__setattr__(model, "_keras_lowrank_paths", tuple(paths))
+    object.__setattr__(model, "__class__", _converted_class(_converted_base(type(model))))
+
+
+def _attribute_paths(model):
+    """`[(path, layer)]` for layers held by attributes, not entering models."""
+    found, seen = [], {id(model)}
+
+    def walk(owner, prefix):
+        for attribute, _, key, child in _attribute_children(owner):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            path = prefix + ((attribute, key),)
+            found.append((path, child))
+            if not isinstance(child, keras.Model):
+                walk(child, path)
+
+    walk(model, ())
+    return found
+
+
+def _layer_at(model, path):
+    layer = model
+    for attribute, key in path:
+        layer = getattr(layer, attribute)
+        if key is not None:
+            layer = layer[key]
+    return layer
+
+
+def _converted_base(cls):
+    return getattr(cls, "_keras_lowrank_base", cls)
+
+
+def _converted_class(base):
+    if base not in _CONVERTED_CLASSES:
+
+        def get_config(self):
+            config = base.get_config(self)
+            config[_CONVERTED_KEY] = {
+                "module": base.__module__,
+                "class_name": base.__name__,
+                "registered_name": keras.saving.get_registered_name(base),
+                "layers": [
+                    {
+                        "path": [list(step) for step in path],
+                        "layer": keras.saving.serialize_keras_object(_layer_at(self, path)),
+                    }
+                    for path in self._keras_lowrank_paths
+                ],
+            }
+            return config
+
+        cls = type(
+            base.__name__,
+            (base,),
+            {
+                "get_config": get_config,
+                "_keras_lowrank_base": base,
+                "__module__": base.__module__,
+                "__qualname__": base.__qualname__,
+                "__doc__": base.__doc__,
+            },
+        )
+        keras.saving.register_keras_serializable("keras_lowrank", "ConvertedModel")(cls)
+        # The name points every converted class to the one loader.
+        keras.saving.get_custom_objects()[_CONVERTED_NAME] = ConvertedModel
+        _CONVERTED_CLASSES[base] = cls
+    return _CONVERTED_CLASSES[base]
+
+
+class ConvertedModel:
+    """Loads a model saved after conversion in place (see above)."""
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        record = config.pop(_CONVERTED_KEY)
+        base = keras.saving.get_registered_object(record["registered_name"])
+        if base is None:
+            module = importlib.import_module(record["module"])
+            base = getattr(module, record["class_name"])
+        model = base.from_config(config)
+        replacements = {}
+        for entry in record["layers"]:
+            path = tuple((attribute, key) for attribute, key in entry["path"])
+            new = keras.saving.deserialize_keras_object(entry["layer"])
+            if not new.built:
+                new.build()
+            replacements[id(_layer_at(model, path))] = new
+        return replace_layers(model, replacements)
+
+
+keras.saving.get_custom_objects()[_CONVERTED_NAME] = ConvertedModel
+
+
+def _graph_operations(model):
+    # Private Keras: the operations of a Functional graph (`Function._operations`).
+    return list(model._operations)
+
+
+def _replace_in_graph(model, old, new):
+    """Points every node of `model`'s graph that calls `old` to `new`.
+
+    Private Keras (no public way to edit a built graph): `Function._operations`,
+    `_operations_by_depth`, `_nodes_by_depth`, `Node.operation` and the layers'
+    `_inbound_nodes`.
+    """
+    operations = model._operations
+    for index, operation in enumerate(operations):
+        if operation is old:
+            operations[index] = new
+    for depth_operations in model._operations_by_depth.values():
+        for index, operation in enumerate(depth_operations):
+            if operation is old:
+                depth_operations[index] = new
+    for node in [n for nodes in model._nodes_by_depth.values() for n in nodes]:
+        if node.operation is old:
+            node.operation = new
+            if node not in new._inbound_nodes:
+                new._inbound_nodes.append(node)
 
 
 def _reset_compiled_functions(model):

@@ -54,6 +54,28 @@ class LayerConversion:
         return row
 
 
+@dataclasses.dataclass(frozen=True)
+class SkippedTable:
+    """An embedding table found but not converted, and why.
+
+    Args:
+        name: Path of the layer inside the model.
+        input_dim: Rows `V` of the table.
+        output_dim: Width `d` of the table.
+        reason: Why it was skipped (a segment/type or position table, or a
+            request it cannot meet). Naming it in `layer_names` converts it.
+    """
+
+    name: str
+    input_dim: int
+    output_dim: int
+    reason: str
+
+    def to_dict(self):
+        """Returns the row as a plain dict."""
+        return dataclasses.asdict(self)
+
+
 class ConversionReport:
     """What `factorize_embeddings` converted, printable and inspectable.
 
@@ -70,6 +92,8 @@ class ConversionReport:
         model_params_after: Parameters of the whole converted model.
         in_place: Whether the model object was converted in place
             (subclassed models) or a rebuilt model was returned.
+        skipped: Sequence of `SkippedTable`, the tables found and left
+            dense.
 
     Example:
 
@@ -82,9 +106,15 @@ class ConversionReport:
     """
 
     def __init__(
-        self, rows, model_params_before, model_params_after, in_place=False
+        self,
+        rows,
+        model_params_before,
+        model_params_after,
+        in_place=False,
+        skipped=(),
     ):
         self.rows = tuple(rows)
+        self.skipped = tuple(skipped)
         self.model_params_before = int(model_params_before)
         self.model_params_after = int(model_params_after)
         self.in_place = bool(in_place)
@@ -123,9 +153,11 @@ class ConversionReport:
             A dict with `"layers"` (one dict per row), `"totals"` (embedding
             parameters before/after and their compression) and `"model"`
             (whole-model parameters before/after, the unchanged rest, the
-            model compression and whether the conversion was in place).
+            model compression and whether the conversion was in place) and
+            `"skipped"` (one dict per table left dense, with its reason).
         """
         return {
+            "skipped": [row.to_dict() for row in self.skipped],
             "layers": [row.to_dict() for row in self.rows],
             "totals": {
                 "params_before": self.embedding_params_before,
@@ -220,6 +252,11 @@ class ConversionReport:
         lines.append(
             "converted in place" if self.in_place else "rebuilt model returned"
         )
+        for row in self.skipped:
+            lines.append(
+                f"skipped {row.name} ({row.input_dim:,}x{row.output_dim:,}): "
+                f"{row.reason}"
+            )
         return "\n".join(lines)
 
 

@@ -115,6 +115,18 @@ class Distiller(keras.Model):
     `Distiller` is not serializable: saving it raises an error. Save the
     student, which is the model being trained: `distiller.student.save(...)`.
 
+    Why not `keras.distillation.Distiller` (Keras >= 3.12) with
+    `LogitsDistillation`: it covers the temperature, the weight and the
+    frozen teacher, but as of Keras 3.15 its `compute_loss` ignores
+    `sample_weight` (documented "currently unused"), drops the student's
+    regularization and `add_loss` terms, applies the compiled loss per
+    output without `loss_weights`, and takes the KL of clipped softmax
+    probabilities rather than of log-softmaxes (saturated logits lose
+    precision); it has no teacher that outputs probabilities. `compress()`
+    fine-tunes with class and sample weights and regularized students, so
+    this class stays until Keras' covers those; it uses `keras.ops` only and
+    runs on every backend.
+
     Example:
 
     ```python

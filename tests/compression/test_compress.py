@@ -28,6 +28,8 @@ from keras_lowrank.compression import table_bytes
 from keras_lowrank.layers import LowRankEmbedding
 from keras_lowrank.layers import PrunedEmbedding
 
+pytestmark = pytest.mark.backend_agnostic
+
 VOCAB, DIM, LENGTH, CLASSES = 300, 16, 10, 3
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 QUICK = {"epochs": 1, "candidates": 2, "verbose": 0, "seed": 0}

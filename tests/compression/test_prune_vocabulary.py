@@ -18,6 +18,8 @@ from keras_lowrank.compression import table_bytes
 from keras_lowrank.layers import LowRankEmbedding
 from keras_lowrank.layers import PrunedEmbedding
 
+pytestmark = pytest.mark.backend_agnostic
+
 VOCAB, DIM, LENGTH = 50, 8, 7
 
 

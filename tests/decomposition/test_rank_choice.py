@@ -11,6 +11,8 @@ from keras_lowrank.decomposition import rank_for_compression
 from keras_lowrank.decomposition import rank_for_energy
 from keras_lowrank.decomposition import resolve_rank
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 @pytest.mark.parametrize(
     "vocab, dim, compression",

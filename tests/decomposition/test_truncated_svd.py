@@ -13,6 +13,8 @@ from keras_lowrank.decomposition import singular_values
 from keras_lowrank.decomposition import truncated_svd
 from keras_lowrank.decomposition import svd as svd_lib
 
+pytestmark = pytest.mark.backend_agnostic
+
 EXACT_METHODS = ["auto", "gram", "qr", "numpy"]
 
 

@@ -7,6 +7,8 @@ import pytest
 from keras_lowrank.export import fold_projections
 from keras_lowrank.layers import LowRankEmbedding
 
+pytestmark = pytest.mark.backend_agnostic
+
 V, D, R, L = 300, 24, 4, 10
 
 

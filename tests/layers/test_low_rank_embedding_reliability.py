@@ -8,6 +8,8 @@ import pytest
 
 from keras_lowrank.layers import LowRankEmbedding
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def _embedding(scale=1.0):
     layer = keras.layers.Embedding(40, 8)

@@ -8,6 +8,8 @@ from keras_lowrank.models import cnn_classifier
 from keras_lowrank.models import dan_classifier
 from keras_lowrank.models import lstm_classifier
 
+pytestmark = pytest.mark.backend_agnostic
+
 BUILDERS = {
     "dan": lambda **kw: dan_classifier(40, 3, hidden_units=(16, 16), **kw),
     "lstm": lambda **kw: lstm_classifier(40, 3, units=8, **kw),

@@ -13,6 +13,8 @@ from keras_lowrank.layers import LowRankEmbedding
 from keras_lowrank.surgery import ConversionReport
 from keras_lowrank.surgery import factorize_embeddings
 
+pytestmark = pytest.mark.backend_agnostic
+
 VOCAB, DIM, LENGTH = 40, 12, 6
 
 

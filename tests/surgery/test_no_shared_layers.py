@@ -16,6 +16,8 @@ import keras
 from keras_lowrank.layers import LowRankEmbedding
 from keras_lowrank.surgery import factorize_embeddings
 
+pytestmark = pytest.mark.backend_agnostic
+
 VOCAB, DIM, LENGTH = 40, 12, 6
 
 

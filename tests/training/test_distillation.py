@@ -9,6 +9,8 @@ import pytest
 from keras_lowrank.training import Distiller
 from keras_lowrank.training import distillation_loss
 
+pytestmark = pytest.mark.backend_agnostic
+
 NUM_CLASSES = 4
 FEATURES = 6
 

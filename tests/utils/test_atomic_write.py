@@ -10,6 +10,8 @@ from keras_lowrank.utils.atomic_write import atomic_path
 from keras_lowrank.utils.atomic_write import write_json
 from keras_lowrank.utils.atomic_write import write_text
 
+pytestmark = pytest.mark.backend_agnostic
+
 
 def _leftovers(folder, keep):
     return sorted(name for name in os.listdir(folder) if name not in keep)
