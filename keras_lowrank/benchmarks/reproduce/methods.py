@@ -48,6 +48,47 @@ class Plan:
         return (self.method, self.rank, self.rows, self.storage)
 
 
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What a fixed sized method does, as configuration of the public API.
+
+    Args:
+        prune: keep only the most frequent rows (`prune_vocabulary` semantics,
+            with the data's ids renumbered so no remap table is stored).
+        low_rank: factorize (`factorize_embeddings`); `False`: a dense table.
+        storage: `"float32"`, `"int8"` or `"int4"` (`layer.quantize`).
+        weighting: `"frequency"` (row weights = training-token counts + 1)
+            or `"none"`.
+        distill: fine-tune with `keras_lowrank.Distiller` from the
+            uncompressed model.
+        offline: factorize before training (the paper's baseline).
+    """
+
+    prune: bool = False
+    low_rank: bool = True
+    storage: str = "float32"
+    weighting: str = "none"
+    distill: bool = False
+    offline: bool = False
+
+
+# One row per sized method: the method names are labels, never parsed.
+RECIPES = {
+    "prune+int4": Recipe(prune=True, low_rank=False, storage="int4"),
+    "offline": Recipe(offline=True),
+    "online": Recipe(),
+    "online+int8": Recipe(storage="int8"),
+    "online+int4": Recipe(storage="int4"),
+    "online+distill": Recipe(distill=True),
+    "online+freq": Recipe(weighting="frequency"),
+    "online+distill+int4": Recipe(storage="int4", distill=True),
+    "online+freq+distill+int4": Recipe(storage="int4", weighting="frequency", distill=True),
+    "prune+online": Recipe(prune=True),
+    "prune+online+distill+int4": Recipe(prune=True, storage="int4", distill=True),
+    "prune+online+freq+distill+int4": Recipe(prune=True, storage="int4", weighting="frequency", distill=True),
+}
+
+
 def plan(method, vocab_size, dim, size):
     """Chooses rank / rows of `method` so its embedding fits `size`.
 
@@ -65,29 +106,23 @@ def plan(method, vocab_size, dim, size):
     if method == "compress":
         p.storage = "searched"  # compress() chooses rows, rank and storage on dev
         return p
-    if method == "prune+int4":
-        p.storage = "int4"
-        p.rows = B.max_rows_for_bytes(d, budget, "int4")
+    if method not in RECIPES:
+        raise ValueError(f"Unknown sized method {method!r}")
+    recipe = RECIPES[method]
+    if recipe.prune and not recipe.low_rank:
+        p.storage = recipe.storage
+        p.rows = B.max_rows_for_bytes(d, budget, recipe.storage)
         if p.rows >= V:
-            p.infeasible = "the whole int4 table fits: see int4"
+            p.infeasible = f"the whole {recipe.storage} table fits: see {recipe.storage}"
         elif p.rows < MIN_ROWS:
             p.infeasible = "not even the reserved rows fit"
         return p
-    if method in ("offline", "online", "online+distill", "online+freq"):
-        storage = "float32"
-    elif method == "online+int8":
-        storage = "int8"
-    elif method in ("online+int4", "online+distill+int4", "online+freq+distill+int4"):
-        storage = "int4"
-    elif method in ("prune+online", "prune+online+distill+int4", "prune+online+freq+distill+int4"):
-        storage = "float32" if method == "prune+online" else "int4"
-        return _plan_pruned_low_rank(p, V, d, storage)
-    else:
-        raise ValueError(f"Unknown sized method {method!r}")
-    p.storage = storage
-    p.rank = B.max_rank_for_bytes(V, d, budget, storage)
+    if recipe.prune:
+        return _plan_pruned_low_rank(p, V, d, recipe.storage)
+    p.storage = recipe.storage
+    p.rank = B.max_rank_for_bytes(V, d, budget, recipe.storage)
     if p.rank < 1:
-        p.infeasible = f"no rank of {storage} factors fits ({B.low_rank_bytes(V, d, 1, storage)} B at rank 1)"
+        p.infeasible = f"no rank of {recipe.storage} factors fits ({B.low_rank_bytes(V, d, 1, recipe.storage)} B at rank 1)"
     return p
 
 
@@ -335,21 +370,22 @@ def run_sized(cell, p, schedule):
 
     from keras_lowrank.surgery import factorize_embeddings
 
-    task, config, method = cell.task, cell.config, p.method
+    task, config = cell.task, cell.config
+    recipe = RECIPES[p.method]
     keras.utils.set_random_seed(cell.seed)
     train, dev, test = task.train, task.dev, task.test
     rows = cell.vocab_size
 
-    if method.startswith("prune+"):
+    if recipe.prune:
         model, remap = cell.pruned(p.rows)
         rows = p.rows
         train, dev, test = ((remap[x], y) for x, y in (train, dev, test))
-        if method == "prune+int4":
-            model.get_layer(EMBEDDING).quantize("int4")
+        if not recipe.low_rank:
+            model.get_layer(EMBEDDING).quantize(recipe.storage)
             out = _outcome(model, p, dev, test, epochs=0, schedule=None)
             out["embedding_params"] = embedding_params(rows, cell.dim, None)
             return out
-    elif method == "offline":
+    elif recipe.offline:
         from keras_lowrank.benchmarks.reproduce.tasks import build_model
 
         # The pretrained table is factorized *before* any task training (a
@@ -374,7 +410,7 @@ def run_sized(cell, p, schedule):
 
     # Online: factorize the trained table, fine-tune with the schedule.
     row_weights = None
-    if "+freq" in method:
+    if recipe.weighting == "frequency":
         # Training-token counts of the (possibly pruned) ids, +1 so rows
         # never seen keep a small weight.
         counts = np.bincount(train[0].reshape(-1), minlength=rows).astype(np.float64)
@@ -386,8 +422,8 @@ def run_sized(cell, p, schedule):
     if getattr(layer, "factorization", None):
         energy = layer.factorization.get("energy")
     teacher = None
-    if "distill" in method:
-        teacher = cell.teacher(rows=p.rows if method.startswith("prune+") else None)
+    if recipe.distill:
+        teacher = cell.teacher(rows=p.rows if recipe.prune else None)
     lr = build_schedule(schedule, steps_per_epoch(len(train[1]), config.batch_size))
     fit = fit_with_dev_selection(
         model,
