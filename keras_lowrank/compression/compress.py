@@ -32,6 +32,7 @@ from keras_lowrank.surgery import compile_like
 from keras_lowrank.surgery import copy_model
 from keras_lowrank.surgery import factorize_embeddings
 from keras_lowrank.surgery import find_embeddings
+from keras_lowrank.surgery.replace import select_layers
 
 _DEFAULT_OPTIONS = {
     "epochs": 5,
@@ -503,17 +504,7 @@ def _selected_tables(model, layer_names):
         raise ValueError(
             f"Expected `model` to contain a keras.layers.Embedding to compress, found none in model '{model.name}'"
         )
-    if layer_names is None:
-        return found
-    names = [layer_names] if isinstance(layer_names, str) else layer_names
-    if isinstance(names, (dict, set)) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"Expected `layer_names` to be a name or a list of names, received: {layer_names!r}")
-    unknown = [n for n in names if not any(n in (p, l.name) for p, l in found)]
-    if unknown:
-        raise ValueError(
-            f"Unknown Embedding name(s) {unknown} in `layer_names`; the model's are {[p for p, _ in found]}"
-        )
-    return [(p, l) for p, l in found if p in names or l.name in names]
+    return select_layers(found, layer_names)
 
 
 def _table(model, path):

@@ -28,6 +28,7 @@ from keras_lowrank.layers import PrunedEmbedding
 from keras_lowrank.surgery import copy_model
 from keras_lowrank.surgery import find_embeddings
 from keras_lowrank.surgery import replace_layers
+from keras_lowrank.surgery.replace import select_layers
 
 PADDING_ID = 0
 
@@ -185,19 +186,7 @@ def _selected_tables(model, layer_names):
             "Expected `model` to contain a keras.layers.Embedding or LowRankEmbedding to prune, "
             f"found none in model '{model.name}'"
         )
-    if layer_names is None:
-        return found
-    names = [layer_names] if isinstance(layer_names, str) else layer_names
-    if isinstance(names, (dict, set)) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"Expected `layer_names` to be a name or a list of names, received: {layer_names!r}")
-    names = list(names)
-    unknown = [n for n in names if not any(n in (path, layer.name) for path, layer in found)]
-    if unknown:
-        raise ValueError(
-            f"Unknown layer name(s) {unknown} in `layer_names`; the model's tables are "
-            f"{[path for path, _ in found]}. Received: layer_names={layer_names!r}"
-        )
-    return [(p, l) for p, l in found if p in names or l.name in names]
+    return select_layers(found, layer_names)
 
 
 def _check_prunable(path, layer, kept):

@@ -24,6 +24,8 @@ from keras_lowrank.surgery.replace import copy_model
 from keras_lowrank.surgery.replace import dense_table_class
 from keras_lowrank.surgery.replace import find_embeddings
 from keras_lowrank.surgery.replace import is_graph_model
+from keras_lowrank.surgery.replace import normalize_layer_names
+from keras_lowrank.surgery.replace import select_layers
 from keras_lowrank.surgery.replace import is_rebuildable
 from keras_lowrank.surgery.replace import replace_layers
 from keras_lowrank.surgery.report import ConversionReport
@@ -178,7 +180,7 @@ def factorize_embeddings(
         raise ValueError(
             f"Expected `split` to be one of {_SPLITS}, received: split={split!r}"
         )
-    requested = _normalize_layer_names(layer_names)
+    requested = normalize_layer_names(layer_names)
 
     found = find_embeddings(model)
     if not found:
@@ -197,7 +199,7 @@ def factorize_embeddings(
             )
             + f"; received: model={_describe(model)}"
         )
-    selected = _select(found, requested, layer_names)
+    selected = select_layers(found, layer_names)
     skipped = []
     if requested is None:
         kept = []
@@ -423,46 +425,6 @@ def _check_embedding(model, path, layer):
             f"value(s) in {bad_rows.size} row(s) (first: row "
             f"{int(bad_rows[0])}); received: model={_describe(model)}"
         )
-
-
-def _normalize_layer_names(layer_names):
-    if layer_names is None:
-        return None
-    names = [layer_names] if isinstance(layer_names, str) else layer_names
-    if isinstance(names, (dict, set, frozenset)) or not hasattr(names, "__iter__"):
-        # A dict's keys or a set's order would be a silent guess.
-        names = None
-    else:
-        names = list(names)
-    if not names or not all(isinstance(n, str) and n for n in names):
-        raise ValueError(
-            "Expected `layer_names` to be None, a layer name or a non-empty "
-            "list of layer names, received: "
-            f"layer_names={layer_names!r}"
-        )
-    return names
-
-
-def _select(found, requested, layer_names):
-    if requested is None:
-        return found
-    available = [path for path, _ in found]
-    unknown = [
-        name
-        for name in requested
-        if not any(_matches(name, path, layer) for path, layer in found)
-    ]
-    if unknown:
-        raise ValueError(
-            f"Unknown Embedding layer name(s) {unknown} in `layer_names`; "
-            f"the model's embedding tables are {available}. Received: "
-            f"layer_names={layer_names!r}"
-        )
-    return [
-        (path, layer)
-        for path, layer in found
-        if any(_matches(name, path, layer) for name in requested)
-    ]
 
 
 def _matches(name, path, layer):

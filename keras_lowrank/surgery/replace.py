@@ -623,3 +623,52 @@ def _reset_compiled_functions(model):
             setattr(model, name, None)
 
 
+def normalize_layer_names(layer_names):
+    """`layer_names` as a list of names, or None; a clear error for anything else."""
+    if layer_names is None:
+        return None
+    names = [layer_names] if isinstance(layer_names, str) else layer_names
+    if isinstance(names, (dict, set, frozenset)) or not hasattr(names, "__iter__"):
+        # A dict's keys or a set's order would be a silent guess.
+        names = None
+    else:
+        names = list(names)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(
+            "Expected `layer_names` to be None, a layer name or a non-empty "
+            "list of layer names, received: "
+            f"layer_names={layer_names!r}"
+        )
+    return names
+
+
+def select_layers(found, layer_names):
+    """The `(path, layer)` pairs of `found` named by `layer_names` (all if None).
+
+    A name matches a layer's own name or its `/`-separated path; an unknown
+    name is an error listing the tables found.
+    """
+    requested = normalize_layer_names(layer_names)
+    if requested is None:
+        return found
+    available = [path for path, _ in found]
+    unknown = [
+        name
+        for name in requested
+        if not any(_matches(name, path, layer) for path, layer in found)
+    ]
+    if unknown:
+        raise ValueError(
+            f"Unknown Embedding layer name(s) {unknown} in `layer_names`; "
+            f"the model's embedding tables are {available}. Received: "
+            f"layer_names={layer_names!r}"
+        )
+    return [
+        (path, layer)
+        for path, layer in found
+        if any(_matches(name, path, layer) for name in requested)
+    ]
+
+
+def _matches(name, path, layer):
+    return name == path or name == layer.name

@@ -20,22 +20,13 @@ import os
 import numpy as np
 
 from keras_lowrank.benchmarks.markdown import table
+from keras_lowrank.benchmarks.reproduce.methods import RECIPES
 from keras_lowrank.benchmarks.reproduce.records import RESULTS_FILE
 from keras_lowrank.benchmarks.reproduce.records import load_records
 from keras_lowrank.benchmarks.reproduce.report import update_doc
 
 BLOCK = "compress"
-FIXED_RECIPES = (
-    "online",
-    "online+distill",
-    "online+freq",
-    "online+distill+int4",
-    "online+freq+distill+int4",
-    "prune+online",
-    "prune+online+distill+int4",
-    "prune+online+freq+distill+int4",
-    "prune+int4",
-)
+FIXED_RECIPES = tuple(RECIPES)  # every sized method but compress itself
 
 
 def _load(folders):
