@@ -76,7 +76,9 @@ def copy_model(model):
 
     Sequential and Functional models are cloned layer by layer
     (`keras.models.clone_model`) and given the source's weights; other
-    models go through an in-memory `.keras` round trip. A compiled model's
+    models go through an in-memory `.keras` round trip (or, for a class that
+    is not registered with Keras, its own `from_config` and build config, then
+    the source's weights). A compiled model's
     copy is compiled with the same loss and metric objects and a fresh
     optimizer of the same configuration.
 
@@ -93,13 +95,7 @@ def copy_model(model):
             clone.set_weights(model.get_weights())
             _copy_vocabularies(model, clone)
         else:
-            with tempfile.TemporaryDirectory() as folder:
-                path = os.path.join(folder, "model.keras")
-                with _keras_private.compiled_flag_off(model):
-                    model.save(path)
-                # The model is the caller's own object, not a file from
-                # elsewhere: its Lambda layers may be re-created.
-                clone = keras.saving.load_model(path, compile=False, safe_mode=False)
+            clone = _copy_through_keras_file(model)
     except Exception as error:  # noqa: BLE001 - any failure means "not copyable"
         raise ValueError(
             f"Cannot copy model '{model.name}' ({type(model).__name__}) to keep the "
@@ -110,6 +106,26 @@ def copy_model(model):
     if getattr(model, "compiled", False):
         compile_like(clone, model)
     return clone
+
+
+def _copy_through_keras_file(model):
+    """A `.keras` round trip in memory; for an unregistered class, its own config."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        with _keras_private.compiled_flag_off(model):
+            model.save(path)
+        try:
+            # The model is the caller's own object, not a file from
+            # elsewhere: its Lambda layers may be re-created.
+            return keras.saving.load_model(path, compile=False, safe_mode=False)
+        except TypeError:
+            # "Could not locate class": a subclassed model defined in a script
+            # or a test and never registered. Its class is at hand, so it is
+            # re-created from its own config and build config.
+            clone = type(model).from_config(model.get_config())
+            clone.build_from_config(model.get_build_config())
+            clone.set_weights(model.get_weights())
+            return clone
 
 
 def _copy_vocabularies(source, clone):

@@ -147,3 +147,32 @@ def test_dropped_regularizer_and_constraint_are_named_in_a_warning():
 def test_layer_names_must_be_a_name_or_a_list(names):
     with pytest.raises(ValueError, match="layer_names"):
         factorize_embeddings(_sequential(), rank=2, layer_names=names)
+
+
+class UnregisteredClassifier(keras.Model):
+    """Defined in a script, never registered with Keras: copied from its own config."""
+
+    def __init__(self, width=3, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.embed = keras.layers.Embedding(VOCAB, DIM, name="embed")
+        self.pool = keras.layers.GlobalAveragePooling1D()
+        self.head = keras.layers.Dense(width, name="head")
+
+    def call(self, ids):
+        return self.head(self.pool(self.embed(ids)))
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width}
+
+
+def test_unregistered_subclassed_model_is_copied_not_changed():
+    model = UnregisteredClassifier(width=4)
+    ids = _ids()
+    model(ids)
+    before = keras.ops.convert_to_numpy(model(ids))
+    converted = factorize_embeddings(model, rank=3)
+    assert type(converted) is UnregisteredClassifier and converted is not model
+    assert converted.width == 4 and isinstance(converted.embed, LowRankEmbedding)
+    assert type(model.embed) is keras.layers.Embedding
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(ids)), before)
