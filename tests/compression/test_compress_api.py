@@ -155,6 +155,27 @@ def test_datasets_are_accepted(task):
     assert not [n for n in report.notes if "unavailable" in n]  # counts came from the dataset
 
 
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, batch_size=64):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[part], self.y[part]
+
+
+def test_py_datasets_are_accepted(task):
+    model, train, val = task
+    small, report = keras_lowrank.compress(model, _Batches(*train), _Batches(*val), size=0.1,
+                                           return_report=True, **dict(QUICK, candidates=1))
+    assert report.embedding_bytes <= report.budget_bytes
+    assert not [n for n in report.notes if "unavailable" in n]
+
+
 def test_uncompiled_model_needs_a_loss(task):
     model, train, val = task
     bare = keras.Sequential.from_config(model.get_config())
