@@ -34,7 +34,9 @@ def _load(folders):
     for folder in folders:
         for r in load_records(os.path.join(folder, RESULTS_FILE)):
             if r.get("status", "ok") == "ok" and r.get("test_accuracy") is not None:
-                records.append(dict(r, _part=os.path.basename(os.path.normpath(folder))))
+                # Rows are per dataset and model (`trec/cnn`), never pooled across models.
+                group = f"{r['dataset']}/{r['model']}"
+                records.append(dict(r, _part=os.path.basename(os.path.normpath(folder)), dataset=group))
     return records
 
 
@@ -133,9 +135,11 @@ def render_lines(compress_records, fixed_records, machine=None):
     rows = compare(compress_records, fixed_records)
     lines = []
     seeds = sorted({r["seed"] for r in compress_records})
+    models = sorted({r["model"].upper() for r in compress_records})
+    vectors = sorted({r["vectors"] for r in compress_records})
     lines.append(
-        f"DAN, GloVe 50-d, seeds {seeds}. Δ in points of test accuracy against the uncompressed "
-        "model of the same part and seed, mean over seeds (negative: a loss). `uncompressed+finetune` "
+        f"{', '.join(models)}, vectors {', '.join(vectors)}, seeds {seeds}. Δ in points of test accuracy against the uncompressed "
+        "model of the same part and seed, mean over seeds (negative: a loss); rows are dataset/model. `uncompressed+finetune` "
         "is the uncompressed model given the same distilled fine-tune as each compress() candidate; "
         "`compress − control` is compress()'s Δ minus that control's. The fixed recipe is the one with the "
         "best mean dev accuracy at that size among the reproduction's stacks "
@@ -143,7 +147,7 @@ def render_lines(compress_records, fixed_records, machine=None):
         "uncompressed model."
     )
     lines.append("")
-    header = ["size", "dataset", "uncompressed (test %)", "Δ compress", "worst seed", "Δ unc.+finetune",
+    header = ["size", "dataset/model", "uncompressed (test %)", "Δ compress", "worst seed", "Δ unc.+finetune",
               "compress − control", "best fixed recipe (dev-chosen)", "Δ fixed", "compress − fixed"]
     body = []
     summary = collections.defaultdict(list)
@@ -172,7 +176,7 @@ def render_lines(compress_records, fixed_records, machine=None):
         drops = [v[0] for v in values]
         within = sum(1 for d in drops if d >= -1.0)
         text = (
-            f"- **{size:.0%}**: compress() mean Δ {np.mean(drops):+.2f} points over {len(drops)} datasets "
+            f"- **{size:.0%}**: compress() mean Δ {np.mean(drops):+.2f} points over {len(drops)} groups "
             f"({within}/{len(drops)} within 1 point; worst {min(drops):+.2f})"
         )
         controls = [v[1] for v in values if v[1] is not None]
@@ -181,11 +185,11 @@ def render_lines(compress_records, fixed_records, machine=None):
         fixed = [v[2] for v in values if v[2] is not None]
         if fixed:
             behind = sum(1 for v in fixed if v < 0)
-            text += f"; against the best fixed recipe {np.mean(fixed):+.2f} (behind it on {behind}/{len(fixed)} datasets)"
+            text += f"; against the best fixed recipe {np.mean(fixed):+.2f} (behind it on {behind}/{len(fixed)} groups)"
         lines.append(text + ".")
     lines.append("")
     chosen = recipes_chosen(compress_records)
-    lines.append("Recipes compress() chose (count over datasets and seeds):")
+    lines.append("Recipes compress() chose (count over groups and seeds):")
     lines.append("")
     for size, counts in sorted(chosen.items(), reverse=True):
         lines.append(f"- {size:.0%}: " + ", ".join(f"{name} ×{n}" for name, n in counts.most_common()))
