@@ -145,7 +145,7 @@ def test_result_fits_and_round_trips_in_a_fresh_process(task, compressed, tmp_pa
 
 
 def test_datasets_are_accepted(task):
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow")  # tf.data: the TensorFlow backend's input type
 
     model, train, val = task
     train_ds = tf.data.Dataset.from_tensor_slices(train).batch(64)
