@@ -23,6 +23,7 @@ from keras_lowrank.layers import LowRankReversibleEmbedding
 from keras_lowrank.surgery.replace import copy_model
 from keras_lowrank.surgery.replace import dense_table_class
 from keras_lowrank.surgery.replace import find_embeddings
+from keras_lowrank.surgery.replace import _matches
 from keras_lowrank.surgery.replace import is_graph_model
 from keras_lowrank.surgery.replace import normalize_layer_names
 from keras_lowrank.surgery.replace import select_layers
@@ -425,10 +426,6 @@ def _check_embedding(model, path, layer):
             f"value(s) in {bad_rows.size} row(s) (first: row "
             f"{int(bad_rows[0])}); received: model={_describe(model)}"
         )
-
-
-def _matches(name, path, layer):
-    return name == path or name == layer.name
 
 
 def _resolve_row_weights(row_weights, selected):

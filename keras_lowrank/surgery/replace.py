@@ -314,15 +314,7 @@ class _Swap:
         self._set(self.new, self.old)
 
     def _set(self, old, new):
-        # Replace in the owner's list of tracked sublayers at the same
-        # position: the order of `model.weights` (and of saved variables)
-        # stays that of the original.
-        tracker = getattr(self.owner, "_tracker", None)
-        if tracker is not None and tracker.is_in_store("layers", old):
-            if tracker.is_in_store("layers", new):
-                tracker.untrack(old)
-            else:
-                tracker.replace_tracked_value("layers", old, new)
+        _replace_tracked(self.owner, old, new)
         if self.key is None:
             setattr(self.owner, self.attribute, new)
             return
@@ -335,6 +327,20 @@ class _Swap:
                 setattr(self.owner, self.attribute, type(container)(items))
         else:
             container[self.key] = new
+
+
+def _replace_tracked(owner, old, new):
+    """Puts `new` in `old`'s place in `owner`'s tracked sublayers.
+
+    At the same position, so the order of `model.weights` (and of saved
+    variables) stays that of the original.
+    """
+    tracker = getattr(owner, "_tracker", None)
+    if tracker is not None and tracker.is_in_store("layers", old):
+        if tracker.is_in_store("layers", new):
+            tracker.untrack(old)
+        else:
+            tracker.replace_tracked_value("layers", old, new)
 
 
 class _GraphSwap:
@@ -357,12 +363,7 @@ class _GraphSwap:
         self._set(self.new, self.old)
 
     def _set(self, old, new):
-        tracker = getattr(self.model, "_tracker", None)
-        if tracker is not None and tracker.is_in_store("layers", old):
-            if tracker.is_in_store("layers", new):
-                tracker.untrack(old)
-            else:
-                tracker.replace_tracked_value("layers", old, new)
+        _replace_tracked(self.model, old, new)
         _replace_in_graph(self.model, old, new)
 
 
