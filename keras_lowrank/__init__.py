@@ -50,7 +50,7 @@ _PUBLIC_API = {
     # Deployment.
     "keras_lowrank.export": ("ExportReport", "FoldReport", "export_tflite", "fold_projections"),
     # Fine-tuning.
-    "keras_lowrank.training": ("Distiller", "distillation_loss"),
+    "keras_lowrank.training": ("Distiller", "LazyAdam", "distillation_loss"),
 }
 # Subpackages with their own tables of contents.
 _SUBPACKAGES = ("data", "models")
@@ -90,8 +90,11 @@ def _started_as_command_line():
     # The `keras-lowrank` console script is the only process whose argv[0]
     # is the command itself; there the CLI calls `load_public_api()` after
     # parsing, so that `--help` never imports Keras and its backend.
+    # `python -m keras_lowrank` imports this package while argv[0] is still
+    # "-m" (Python sets it to __main__.py's path only afterwards): the same
+    # command line, started the other way.
     argv = getattr(_sys, "argv", None) or [""]
-    return _os.path.basename(argv[0]).split(".")[0] == "keras-lowrank"
+    return _os.path.basename(argv[0]).split(".")[0] == "keras-lowrank" or argv[0] == "-m"
 
 
 if not _started_as_command_line():

@@ -17,6 +17,8 @@ The private uses, one line each:
   sublayer in place, keeping the order of `model.weights` (used by `surgery.replace`).
 - `keras.src.backend.set_keras_mask`: attach an implicit mask to a returned tensor.
 - TensorFlow's `convert_to_constants`: freeze variables before the TFLite converter.
+- Adam's `_momentums` / `_velocities` / `_velocity_hats` via `_get_variable_index`: the moment
+  slots of one variable, for `training.LazyAdam`'s row-wise update.
 """
 
 import contextlib
@@ -112,6 +114,20 @@ def freeze_concrete_function(concrete_function):
     from tensorflow.python.framework import convert_to_constants
 
     return convert_to_constants.convert_variables_to_constants_v2(concrete_function)
+
+
+def adam_slots(optimizer, variable):
+    """`(momentum, velocity, velocity_hat)` of `variable` in a built Keras Adam.
+
+    `velocity_hat` is `None` unless `amsgrad`. Adam keeps its slots in lists
+    indexed by `_get_variable_index` (the pattern of Keras' own subclassing
+    example in `BaseOptimizer`); there is no public accessor, and a subclass
+    that updates some rows itself must write Adam's own slots so that dense
+    and sparse steps, and saved files, share one state.
+    """
+    index = optimizer._get_variable_index(variable)
+    velocity_hat = optimizer._velocity_hats[index] if optimizer.amsgrad else None
+    return optimizer._momentums[index], optimizer._velocities[index], velocity_hat
 
 
 def inner_lookup(layer):

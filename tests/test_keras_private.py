@@ -121,6 +121,26 @@ def test_set_keras_mask():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(x._keras_mask), keras.ops.convert_to_numpy(mask))
 
 
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_slots_are_the_moments_of_a_variable(amsgrad):
+    first = keras.Variable(np.zeros((3, 2), "float32"), name="first")
+    second = keras.Variable(np.zeros((4,), "float32"), name="second")
+    optimizer = keras.optimizers.Adam(learning_rate=0.1, amsgrad=amsgrad)
+    optimizer.build([first, second])
+    # Tensors, not numpy arrays: PyTorch's fused Adam takes tensors only.
+    gradients = [np.zeros((3, 2), "float32"), np.full((4,), 2.0, "float32")]
+    optimizer.apply([keras.ops.convert_to_tensor(g) for g in gradients])
+    m, v, v_hat = _keras_private.adam_slots(optimizer, second)
+    # After one step m = (1 - beta_1) g and v = (1 - beta_2) g^2.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(m), [0.2] * 4, rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(v), [0.004] * 4, rtol=1e-5)
+    assert tuple(_keras_private.adam_slots(optimizer, first)[0].shape) == (3, 2)
+    if amsgrad:
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(v_hat), [0.004] * 4, rtol=1e-5)
+    else:
+        assert v_hat is None
+
+
 def test_freeze_concrete_function():
     if keras.backend.backend() != "tensorflow":
         pytest.skip("freezing is the TensorFlow export route")

@@ -2,5 +2,6 @@
 
 from keras_lowrank.training.distillation import Distiller
 from keras_lowrank.training.distillation import distillation_loss
+from keras_lowrank.training.lazy_adam import LazyAdam
 
-__all__ = ["Distiller", "distillation_loss"]
+__all__ = ["Distiller", "LazyAdam", "distillation_loss"]
