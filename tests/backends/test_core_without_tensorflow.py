@@ -162,6 +162,19 @@ def test_command_line_help_imports_no_keras():
     assert "keras-lowrank: error: compress:" in done.stderr
 
 
+def test_python_dash_m_help_imports_no_keras():
+    # `python -m keras_lowrank` runs the same command line: no backend import
+    # before the arguments are parsed, so --help answers at once.
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "keras_lowrank", "--help"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    heavy = sorted(m for m in ("keras", "tensorflow", "jax", "torch") if m in imported)
+    assert heavy == [], heavy
+
+
 def test_import_keras_lowrank_imports_no_tensorflow():
     backend = keras.backend.backend()
     if backend == "tensorflow":
