@@ -18,6 +18,7 @@ import time
 import keras
 import numpy as np
 
+from keras_lowrank._keras_private import flatten_layers
 from keras_lowrank.compression import planner
 from keras_lowrank.compression.pruning import kept_ids
 from keras_lowrank.compression.pruning import prune_vocabulary
@@ -32,6 +33,7 @@ from keras_lowrank.surgery import compile_like
 from keras_lowrank.surgery import copy_model
 from keras_lowrank.surgery import factorize_embeddings
 from keras_lowrank.surgery import find_embeddings
+from keras_lowrank.surgery.factorize_embeddings import not_a_vocabulary_reason
 from keras_lowrank.surgery.replace import select_layers
 
 _DEFAULT_OPTIONS = {
@@ -56,6 +58,11 @@ _DEFAULT_OPTIONS = {
 # reproduction's schedule study (docs/reproduction.md), ahead of CALR.
 _PEAK_LEARNING_RATE = 1e-2
 _FLOOR_LEARNING_RATE = 1e-4
+# Pretrained transformers (any model holding attention layers) lose what they
+# learned at 1e-2: their fine-tunes live around 1e-5 to 1e-4. Same shape of
+# schedule, a hundred times lower.
+_ATTENTION_PEAK_LEARNING_RATE = 1e-4
+_ATTENTION_FLOOR_LEARNING_RATE = 1e-6
 
 
 def compress(
@@ -110,13 +117,16 @@ def compress(
         size: Budget as a fraction in (0, 1) of the float32 bytes of the
             selected tables. Exactly one of `size` and `max_bytes`.
         max_bytes: Budget in bytes (a positive integer) for those tables.
-        layer_names: `None` (every `Embedding`), a name or a list of names.
+        layer_names: `None` (every vocabulary `Embedding`: segment/type and
+            position tables are not compressed, said in `report.notes`), a
+            name or a list of names.
         return_report: If `True`, return `(model, report)`.
         **options: Budget and training options:
             `epochs` (5) and `candidates` (4): the fine-tune budget;
             `batch_size` (64, for arrays); `learning_rate` (a float or a
             `LearningRateSchedule`; default: cosine restarts 1e-2 -> 1e-4
-            per epoch); `temperature` (2.0) and `alpha` (0.5) of the
+            per epoch, or 1e-4 -> 1e-6 for models holding attention layers
+            such as KerasHub transformers); `temperature` (2.0) and `alpha` (0.5) of the
             distillation; `loss` and `metrics` when the model is not
             compiled (or to override); `monitor` (the validation metric
             compared; default: the first compiled metric, else `"loss"`);
@@ -168,10 +178,14 @@ def compress(
         raise ValueError(f"Expected `max_bytes` to be a positive integer, received: max_bytes={max_bytes!r}")
     _check_bool(return_report, "return_report")
 
-    tables = _selected_tables(model, layer_names)
+    notes = []
+    tables = _selected_tables(model, layer_names, notes)
+    # A KerasHub task applies its preprocessor in fit/evaluate/predict, not
+    # when called: the distillation calls both models, so it trains on
+    # preprocessed inputs, while scores go through `evaluate` on `validation_data`.
+    train_data = _preprocessed(model, train_data, opts["batch_size"], notes)
     float32_bytes = sum(4 * layer.input_dim * layer.output_dim for _, layer in tables)
     budget = int(math.floor(size * float32_bytes)) if size is not None else int(max_bytes)
-    notes = []
 
     # Plan every table with its share of the budget (proportional to its
     # float32 bytes), before any training, so an infeasible budget fails fast.
@@ -201,6 +215,11 @@ def compress(
     ]
 
     loss, metrics = _loss_and_metrics(model, opts)
+    if opts["learning_rate"] is None:
+        peak, floor = _default_learning_rates(model)
+        notes.append(f"fine-tune learning rate: cosine restarts {peak:g} -> {floor:g}, one period per epoch"
+                     + (" (attention layers found: a pretrained transformer's rates)"
+                        if peak == _ATTENTION_PEAK_LEARNING_RATE else ""))
     monitor, mode, input_score = _input_score(model, loss, metrics, validation_data, opts)
     _say(opts, f"compress: {len(combos)} candidate(s) for {budget:,} B ({budget / float32_bytes:.2%} of "
                f"{float32_bytes:,} B float32); input model val {monitor} {input_score:.4f}")
@@ -273,8 +292,11 @@ def _plan_table(layer, budget, counts, lookup, opts):
 
     # Pruning by counts may need a remap table; keeping the first ids never
     # does and is what frequency-ordered vocabularies want: both compete.
+    # A reversible table's reverse call returns logits over every id, which
+    # a pruned vocabulary cannot give: its recipes keep all rows.
+    prune = opts["prune"] and oov_id < V and not isinstance(layer, keras.layers.ReversibleEmbedding)
     recipes = planner.plan_recipes(
-        V, d, budget, storages=opts["storages"], prune=opts["prune"] and oov_id < V, needs_remap=needs_remap,
+        V, d, budget, storages=opts["storages"], prune=prune, needs_remap=needs_remap,
         selections=("first", "counts") if counts is not None else ("first",),
     )
     if counts is None:
@@ -350,8 +372,9 @@ def _fine_tune(student, teacher, train_data, validation_data, monitor, mode, opt
     learning_rate = opts["learning_rate"]
     if learning_rate is None:
         steps = _steps_per_epoch(train_data, opts["batch_size"])
+        peak, floor = _default_learning_rates(teacher)
         learning_rate = keras.optimizers.schedules.CosineDecayRestarts(
-            _PEAK_LEARNING_RATE, first_decay_steps=steps, alpha=_FLOOR_LEARNING_RATE / _PEAK_LEARNING_RATE
+            peak, first_decay_steps=steps, alpha=floor / peak
         )
     distiller = Distiller(student, teacher, temperature=opts["temperature"], alpha=opts["alpha"])
     distiller.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=student.loss)
@@ -447,14 +470,13 @@ def _token_counts(model, path, layer, train_data, notes):
             probe = keras.Model(model.inputs, layer.input)
         except (ValueError, AttributeError):
             probe = None
-    if probe is None and len(getattr(model, "inputs", None) or []) <= 1:
+    if probe is None and len(getattr(model, "inputs", None) or []) <= 1 and "/" not in path:
         probe = keras.Sequential([keras.layers.Identity()])
-    if probe is None:
-        notes.append(f"token counts of '{path}' unavailable (its ids are not a model input): "
-                     "pruning keeps the first ids, no frequency weighting")
-        return None
     try:
-        ids = np.asarray(probe.predict(_fit_arguments(train_data, 1024)["x"], verbose=0))
+        if probe is None:
+            ids = _recorded_ids(model, layer, train_data)
+        else:
+            ids = np.asarray(probe.predict(_fit_arguments(train_data, 1024)["x"], verbose=0))
     except Exception as error:  # noqa: BLE001 - any failure: no counts, said in the report
         notes.append(f"token counts of '{path}' unavailable ({type(error).__name__}): "
                      "pruning keeps the first ids, no frequency weighting")
@@ -471,6 +493,83 @@ def _token_counts(model, path, layer, train_data, notes):
     return np.bincount(ids, minlength=V).astype(np.float64)
 
 
+def _preprocessed(model, data, batch_size, notes):
+    """`data` with `model.preprocessor` applied to its inputs, if it has one."""
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocessor is None or not callable(preprocessor):
+        return data
+    notes.append(f"training inputs preprocessed once by the model's {type(preprocessor).__name__}")
+    if isinstance(data, (tuple, list)):
+        x = data[0]
+        n = len(keras.tree.flatten(x)[0])
+        parts = [preprocessor(x[i : i + 1024]) for i in range(0, n, 1024)]
+        x = keras.tree.map_structure(
+            lambda *arrays: np.concatenate([keras.ops.convert_to_numpy(a) for a in arrays]), *parts
+        )
+        return (x,) + tuple(data[1:])
+    if isinstance(data, keras.utils.PyDataset):
+        raise ValueError(
+            "Expected `train_data` as arrays or a tf.data.Dataset for a model with a preprocessor, "
+            f"received a keras.utils.PyDataset: {data!r}. Pass preprocessed inputs instead."
+        )
+    # A tf.data.Dataset of (x, y[, w]) batches: KerasHub preprocessors map those.
+    return data.map(preprocessor)
+
+
+def _default_learning_rates(model):
+    """(peak, floor) of the default schedule: lower for attention models."""
+    if any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in flatten_layers(model)):
+        return _ATTENTION_PEAK_LEARNING_RATE, _ATTENTION_FLOOR_LEARNING_RATE
+    return _PEAK_LEARNING_RATE, _FLOOR_LEARNING_RATE
+
+
+class _IdsRecorded(Exception):
+    """Stops a forward pass once the embedding's ids are recorded."""
+
+
+def _recorded_ids(model, layer, data):
+    """The ids `layer` receives when `model` runs on `data`, batch by batch.
+
+    For tables whose ids are no model input of a graph model (a backbone
+    nested in a task model, a subclassed model): each batch runs eagerly
+    until `layer` is called, its ids are kept and the pass stops there.
+    """
+    original = layer.call
+    seen = []
+
+    def recording_call(inputs, *args, **kwargs):
+        if kwargs.get("reverse"):
+            return original(inputs, *args, **kwargs)
+        seen.append(keras.ops.convert_to_numpy(inputs))
+        raise _IdsRecorded()
+
+    layer.call = recording_call
+    try:
+        for x in _batches_of_inputs(data, 256):
+            try:
+                model(x, training=False)
+            except _IdsRecorded:
+                continue
+            raise ValueError(f"layer '{layer.name}' was not called when the model ran")
+    finally:
+        del layer.call  # the instance attribute; the class's `call` is back
+    return np.concatenate([ids.ravel() for ids in seen]) if seen else np.zeros((0,), np.int64)
+
+
+def _batches_of_inputs(data, batch_size):
+    if isinstance(data, (tuple, list)):
+        x = data[0]
+        n = len(keras.tree.flatten(x)[0])
+        for start in range(0, n, batch_size):
+            yield keras.tree.map_structure(lambda a: a[start : start + batch_size], x)
+        return
+    iterator = data if isinstance(data, keras.utils.PyDataset) else data.as_numpy_iterator()
+    for index, batch in enumerate(iterator):
+        if isinstance(data, keras.utils.PyDataset) and index >= len(data):
+            break
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
 def _fit_arguments(data, batch_size, shuffle=None):
     if isinstance(data, (tuple, list)):
         args = {"x": data[0], "y": data[1], "batch_size": batch_size}
@@ -485,7 +584,8 @@ def _fit_arguments(data, batch_size, shuffle=None):
 
 def _steps_per_epoch(data, batch_size):
     if isinstance(data, (tuple, list)):
-        return max(1, math.ceil(len(data[0]) / batch_size))
+        # x may be a dict or list of arrays (several model inputs).
+        return max(1, math.ceil(len(keras.tree.flatten(data[0])[0]) / batch_size))
     try:
         steps = len(data)
     except TypeError:
@@ -498,13 +598,33 @@ def _steps_per_epoch(data, batch_size):
     return steps if steps > 0 else 100
 
 
-def _selected_tables(model, layer_names):
+def _selected_tables(model, layer_names, notes):
     found = find_embeddings(model)
     if not found:
         raise ValueError(
             f"Expected `model` to contain a keras.layers.Embedding to compress, found none in model '{model.name}'"
         )
-    return select_layers(found, layer_names)
+    selected = select_layers(found, layer_names)
+    if layer_names is not None:
+        return selected
+    # Segment/type and position tables are not vocabularies: not compressed
+    # (and out of the budget's denominator) unless named.
+    kept, skipped = [], []
+    for path, layer in selected:
+        reason = not_a_vocabulary_reason(path, layer)
+        (kept if reason is None else skipped).append((path, layer, reason))
+    if not kept:
+        listing = "; ".join(
+            f"'{path}' ({layer.input_dim}x{layer.output_dim}): {reason}"
+            for path, layer, reason in skipped
+        )
+        raise ValueError(
+            f"Nothing to compress: every embedding table of `model` is skipped. Found "
+            f"{len(skipped)} table(s): {listing}. Name a table in `layer_names` to compress "
+            f"it anyway. Received: model '{model.name}'"
+        )
+    notes.extend(f"'{path}' not compressed: {reason}" for path, _, reason in skipped)
+    return [(path, layer) for path, layer, _ in kept]
 
 
 def _table(model, path):

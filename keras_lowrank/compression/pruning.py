@@ -28,6 +28,7 @@ from keras_lowrank.layers import PrunedEmbedding
 from keras_lowrank.surgery import copy_model
 from keras_lowrank.surgery import find_embeddings
 from keras_lowrank.surgery import replace_layers
+from keras_lowrank.surgery.factorize_embeddings import not_a_vocabulary_reason
 from keras_lowrank.surgery.replace import select_layers
 
 PADDING_ID = 0
@@ -176,15 +177,25 @@ def kept_ids(input_dim, keep, *, counts=None, oov_id=1):
 
 
 def _selected_tables(model, layer_names):
-    found = [
-        (path, layer)
-        for path, layer in find_embeddings(model, include_factorized=True)
-        if type(layer) in (keras.layers.Embedding, LowRankEmbedding)
-    ]
+    every = find_embeddings(model, include_factorized=True)
+    # A reversible table's reverse call returns logits over every id, which
+    # a pruned vocabulary cannot give.
+    reversible = [path for path, layer in every if isinstance(layer, keras.layers.ReversibleEmbedding)]
+    named = [layer_names] if isinstance(layer_names, str) else list(layer_names or ())
+    refused = [path for path in reversible if path in named or path.rsplit("/", 1)[-1] in named]
+    if refused:
+        raise ValueError(
+            f"Cannot prune {refused}: a ReversibleEmbedding's reverse call returns logits over every "
+            f"id, which a pruned vocabulary cannot give. Received: layer_names={layer_names!r}"
+        )
+    found = [(path, layer) for path, layer in every if type(layer) in (keras.layers.Embedding, LowRankEmbedding)]
+    if layer_names is None:
+        found = [(path, layer) for path, layer in found if not_a_vocabulary_reason(path, layer) is None]
     if not found:
         raise ValueError(
-            "Expected `model` to contain a keras.layers.Embedding or LowRankEmbedding to prune, "
-            f"found none in model '{model.name}'"
+            "Expected `model` to contain a keras.layers.Embedding or LowRankEmbedding vocabulary table "
+            f"to prune, found none in model '{model.name}'"
+            + (f" (its ReversibleEmbedding tables {reversible} cannot be pruned)" if reversible else "")
         )
     return select_layers(found, layer_names)
 

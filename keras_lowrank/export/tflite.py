@@ -278,10 +278,18 @@ def run_tflite(model_content, ids, num_threads=None):
     """Runs a TFLite flatbuffer (bytes or path) on a batch of ids.
 
     Uses `ai_edge_litert.interpreter.Interpreter`; resizes a dynamic batch
-    to `len(ids)`. Returns the first output as a numpy array.
+    to `len(ids)`, and runs a file with a fixed batch `b` in chunks of `b`
+    rows. Returns the first output as a numpy array.
     """
     interpreter = make_interpreter(model_content, num_threads=num_threads)
     ids = np.asarray(ids, dtype="int32")
+    detail = interpreter.get_input_details()[0]
+    batch = int(detail.get("shape_signature", detail["shape"])[0])
+    if batch > 0 and len(ids) != batch and len(ids) % batch == 0:
+        # A file exported with a fixed batch (`batch_size=1` for phones)
+        # cannot be resized: its reshapes hold that batch. Run it chunk by chunk.
+        prepare_interpreter(interpreter, (batch,) + ids.shape[1:])
+        return np.concatenate([invoke(interpreter, ids[i : i + batch]) for i in range(0, len(ids), batch)])
     prepare_interpreter(interpreter, ids.shape)
     return invoke(interpreter, ids)
 
@@ -559,12 +567,17 @@ def _representative(dataset, input_shape):
 
 
 def _vocabulary_size(model):
-    """`input_dim` of the first embedding table, `None` if there is none."""
-    for layer in _keras_private.flatten_layers(model, include_self=False):
-        vocab = getattr(layer, "input_dim", None)
-        if isinstance(vocab, int) and not isinstance(vocab, bool):
-            return vocab
-    return None
+    """The largest `input_dim` of the model's tables, `None` if there is none.
+
+    The largest, not the first: a transformer's segment and position tables
+    (2 or 512 rows) come before or next to its token table.
+    """
+    sizes = [
+        layer.input_dim
+        for layer in _keras_private.flatten_layers(model, include_self=False)
+        if isinstance(getattr(layer, "input_dim", None), int) and not isinstance(layer.input_dim, bool)
+    ]
+    return max(sizes) if sizes else None
 
 
 def _check_ids(ids, argument, vocab, seq_len):
@@ -597,13 +610,9 @@ def _check_ids(ids, argument, vocab, seq_len):
 
 
 def _default_probe(model, seq_len, batch):
-    """Random padded id sequences within the vocabulary of the first embedding."""
-    vocab = None
-    for layer in _keras_private.flatten_layers(model, include_self=False):
-        vocab = getattr(layer, "input_dim", None)
-        if isinstance(vocab, int):
-            break
-    vocab = vocab if isinstance(vocab, int) and vocab > 1 else 2
+    """Random padded id sequences within the vocabulary (the largest table)."""
+    vocab = _vocabulary_size(model)
+    vocab = vocab if vocab is not None and vocab > 1 else 2
     rng = np.random.default_rng(0)
     ids = rng.integers(1, vocab, size=(batch, seq_len)).astype("int32")
     lengths = rng.integers(1, seq_len + 1, size=batch)

@@ -343,17 +343,39 @@ def _report_row(path, layer, new):
     )
 
 
-def _skip_reason(path, layer, rank, compression, energy):
-    """Why a table is not converted unless named, or None to convert it."""
+def not_a_vocabulary_reason(path, layer):
+    """Why a table is no vocabulary worth compressing by default, or None.
+
+    The one rule for "which tables does a call convert when none is named",
+    shared by `factorize_embeddings` and `compress()`: segment/type and
+    position tables (recognised by their name) and tables too small for any
+    rank to save parameters.
+
+    Args:
+        path: the table's path in the model (its last part is the name).
+        layer: the `keras.layers.Embedding`.
+
+    Returns:
+        A reason to print, or `None` for a vocabulary table.
+    """
     name = path.rsplit("/", 1)[-1].lower()
     rows, width = int(layer.input_dim), int(layer.output_dim)
     if any(word in name for word in _TYPE_WORDS):
         return f"a segment/type table ({rows} ids), not a vocabulary"
     if any(word in name for word in _POSITION_WORDS):
         return f"a position table ({rows} positions), not a vocabulary"
-    useful = decomposition.max_useful_rank(rows, width)
-    if useful < 1:
+    if decomposition.max_useful_rank(rows, width) < 1:
         return f"no rank saves parameters on a {rows}x{width} table"
+    return None
+
+
+def _skip_reason(path, layer, rank, compression, energy):
+    """Why a table is not converted unless named, or None to convert it."""
+    reason = not_a_vocabulary_reason(path, layer)
+    if reason is not None:
+        return reason
+    rows, width = int(layer.input_dim), int(layer.output_dim)
+    useful = decomposition.max_useful_rank(rows, width)
     if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
         if rank > useful:
             return (

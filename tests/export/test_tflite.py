@@ -198,3 +198,19 @@ def test_representative_ids_are_checked_before_converting(tmp_path, ids, match):
     with pytest.raises(ValueError, match=match):
         export_tflite(_tiny_dan(), path, quantize="int8", representative_dataset=ids)
     assert not path.exists()
+
+
+def test_fixed_batch_export_checks_a_probe_of_many_rows(tmp_path):
+    # With batch_size=1 the converter bakes the batch into reshapes (here
+    # Flatten's): the parity check must run such a file row by row, and a
+    # transformer's segment table (2 rows, first in the model) must not be
+    # taken for the vocabulary when the probe's ids are checked.
+    ids = keras.Input((6,), dtype="int32")
+    segments = keras.layers.Embedding(2, 4, name="segment_embedding")(keras.ops.zeros_like(ids))
+    tokens = keras.layers.Embedding(50, 4, name="token_embedding")(ids)
+    flat = keras.layers.Flatten()(keras.layers.Add()([tokens, segments]))
+    model = keras.Model(ids, keras.layers.Dense(3)(flat))
+    probe = np.random.default_rng(0).integers(1, 50, size=(5, 6)).astype("int32")
+    path = str(tmp_path / "fixed.tflite")
+    export_tflite(model, path, batch_size=1, probe=probe)
+    np.testing.assert_allclose(run_tflite(path, probe), model.predict(probe, verbose=0), atol=1e-5)
