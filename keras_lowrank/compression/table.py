@@ -57,6 +57,9 @@ class TableLayout:
             quantized `Embedding`.
         remap: Whether an id remap table (`input_dim` small integers) is
             stored, needed when the kept rows are not the first ids.
+        untied_reverse: Whether a second table of the same layout computes
+            the output logits (an untied `ReversibleEmbedding` or
+            `LowRankReversibleEmbedding`): it stores twice the rows.
     """
 
     input_dim: int
@@ -65,6 +68,7 @@ class TableLayout:
     rank: int = None
     storage: str = "float32"
     remap: bool = False
+    untied_reverse: bool = False
 
     def __post_init__(self):
         if self.rows is None:
@@ -116,18 +120,22 @@ class TableLayout:
     def stored_bytes(self):
         """Bytes the built layer stores (what `table_bytes` counts)."""
         if self.low_rank:
+            # An untied LowRankReversibleEmbedding quantizes its reverse
+            # factors exactly as its forward ones.
             total = _low_rank_bytes(self.rows, self.output_dim, self.rank, self.storage)
+            total *= 2 if self.untied_reverse else 1
         else:
-            total = _dense_bytes(self.rows, self.output_dim, self.storage)
+            total = _dense_bytes(self.rows, self.output_dim, self.storage, self.untied_reverse)
         if self.remap:
             total += self.input_dim * np.dtype(remap_dtype(self.rows)).itemsize
         return int(total)
 
     def params(self):
         """Stored numbers of the table proper (codes count one each, no scales)."""
+        tables = 2 if self.untied_reverse else 1
         if self.low_rank:
-            return self.rank * (self.rows + self.output_dim)
-        return self.rows * self.output_dim
+            return tables * self.rank * (self.rows + self.output_dim)
+        return tables * self.rows * self.output_dim
 
     def describe(self):
         """A short human description, e.g. `"rank 30 int4, 4,096/12,000 rows"`."""
@@ -150,9 +158,10 @@ class TableLayout:
         """Reads the layout of a built embedding layer.
 
         Args:
-            layer: a `keras.layers.Embedding` (quantized or not), a
-                `keras_lowrank.LowRankEmbedding` or a
-                `keras_lowrank.PrunedEmbedding` wrapping either.
+            layer: a `keras.layers.Embedding` or `ReversibleEmbedding`
+                (quantized or not), a `keras_lowrank.LowRankEmbedding` or
+                `LowRankReversibleEmbedding`, or a
+                `keras_lowrank.PrunedEmbedding` wrapping one.
 
         Returns:
             A `TableLayout`.
@@ -174,6 +183,7 @@ class TableLayout:
             rank=rank,
             storage=storage,
             remap=bool(remap),
+            untied_reverse=getattr(layer, "tie_weights", True) is False,
         )
 
 
@@ -249,21 +259,26 @@ def _low_rank_bytes(rows, output_dim, rank, storage):
     return rows * lookup_width + _SCALE_BYTES * rows + projection
 
 
-def _dense_bytes(rows, output_dim, storage):
+def _dense_bytes(rows, output_dim, storage, untied_reverse=False):
     if storage == "float32":
-        return 4 * rows * output_dim
-    per_row, fixed = _keras_quantized_cost(output_dim, storage)
+        return 4 * rows * output_dim * (2 if untied_reverse else 1)
+    per_row, fixed = _keras_quantized_cost(output_dim, storage, untied_reverse)
     return rows * per_row + fixed
 
 
-def _keras_quantized_cost(output_dim, mode):
-    key = (int(output_dim), mode)
+def _keras_quantized_cost(output_dim, mode, untied_reverse=False):
+    key = (int(output_dim), mode, bool(untied_reverse))
     if key not in _KERAS_QUANTIZED_COST:
         import keras
 
         sizes = []
         for rows in (2, 3):
-            layer = keras.layers.Embedding(rows, int(output_dim))
+            # Keras quantizes an untied reverse table with its own layout.
+            layer = (
+                keras.layers.ReversibleEmbedding(rows, int(output_dim), tie_weights=False)
+                if untied_reverse
+                else keras.layers.Embedding(rows, int(output_dim))
+            )
             layer.build()
             layer.quantize(mode)
             sizes.append(table_bytes(layer))

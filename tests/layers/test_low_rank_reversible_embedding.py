@@ -339,8 +339,13 @@ class LowRankReversibleEmbeddingTest(test_case.TestCase):
         self.assertEqual(table_bytes(layer), tables * 4 * 8 * (100 + 32))
         layout = TableLayout.of(layer)
         self.assertEqual((layout.rank, layout.input_dim, layout.output_dim), (8, 100, 32))
-        if tie_weights:
-            self.assertEqual(layout.stored_bytes(), table_bytes(layer))
+        self.assertEqual(layout.untied_reverse, not tie_weights)
+        self.assertEqual(layout.stored_bytes(), table_bytes(layer))
+        self.assertEqual(layout.params(), tables * 8 * (100 + 32))
+        for mode in ("int8", "int4"):
+            quantized = _layer(100, 32, 8, tie_weights=tie_weights)
+            quantized.quantize(mode)
+            self.assertEqual(TableLayout.of(quantized).stored_bytes(), table_bytes(quantized))
 
     def test_functional_model_with_tied_head_trains(self):
         ids = keras.Input((6,), dtype="int32")
