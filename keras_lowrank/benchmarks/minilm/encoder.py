@@ -1,0 +1,202 @@
+"""all-MiniLM-L6-v2 as a sentence encoder, compressed: how close does it stay?
+
+Semantic search uses MiniLM's mean-pooled, L2-normalized token states. This
+part factorizes the token table at shares of its float32 bytes, then distills
+the compressed encoder's sentence embeddings towards the original's on
+unlabeled training texts of the bundled datasets (mean squared error between
+the normalized embeddings, i.e. `2 - 2 cos`), and measures on held-out test
+sentences of the same datasets:
+
+- mean cosine between each sentence's compressed and original embedding;
+- nearest-neighbour agreement: the share of sentences whose nearest other
+  sentence (by cosine) is the same under both encoders, and the overlap of
+  their 10 nearest neighbours;
+
+before and after the distillation, for float32 factors (the paper's step) and
+for int4 factors at the largest rank within the same bytes (what `compress()`
+chooses for this table), next to Keras' int8 quantization of the table (no
+training). Rows land in `results.json` as they are measured; a rerun measures
+only the missing ones.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from keras_lowrank.benchmarks.minilm import pretrained
+
+DEFAULTS = {
+    "datasets": ("snips", "trec", "sst2"),
+    "train_texts": 1500,
+    "test_texts": 1000,
+    "sizes": (0.10, 0.05),
+    "epochs": 2,
+    "batch_size": 32,
+    "learning_rate": 1e-4,
+    "sequence_length": 32,
+    "neighbours": 10,
+}
+
+
+def run_part(output, *, source=None, seed=0, **settings):
+    """Measures encoder fidelity; writes `output/results.json` and returns it."""
+    import keras
+
+    from keras_lowrank.benchmarks import environment
+    from keras_lowrank.benchmarks import output as output_lib
+    from keras_lowrank.surgery import factorize_embeddings
+
+    config = {**DEFAULTS, **settings}
+    os.makedirs(output, exist_ok=True)
+    machine = environment.describe_machine(("numpy", "tensorflow", "keras", "keras_hub"))
+    path = os.path.join(output, "results.json")
+    # A rerun keeps the rows it finds and measures only the missing ones.
+    results = _load(path) or {
+        "benchmark": "minilm_encoder",
+        "seed": seed,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+        "rows": [],
+    }
+    done = {(row["method"], row.get("size")) for row in results["rows"]}
+    folder = pretrained.model_folder(source)
+    backbone, preprocessor = pretrained.load(folder, sequence_length=config["sequence_length"])
+    train, test = _texts(config, seed)
+    results["texts"] = {"train": len(train), "test": len(test)}
+    x_train = pretrained.tokenize(preprocessor, train)
+    x_test = pretrained.tokenize(preprocessor, test)
+
+    teacher = sentence_encoder(backbone)
+    target_train = teacher.predict(x_train, batch_size=64, verbose=0)
+    target_test = teacher.predict(x_test, batch_size=64, verbose=0)
+
+    def record(row):
+        results["rows"].append(row)
+        results["machine"] = output_lib.finish_machine(dict(machine))
+        output_lib.write_progress(results, output)
+        print(f"[encoder] {row['method']} {row.get('size') or ''} {row['stage']}: cosine "
+              f"{row['mean_cosine']:.4f}, NN@1 {row['nn_agreement']:.3f}, "
+              f"NN@{config['neighbours']} overlap {row['nn_overlap']:.3f}", flush=True)
+
+    from keras_lowrank.compression import table_bytes
+
+    if ("keras_int8", None) not in done:
+        quantized_backbone = pretrained.load(folder)[0]
+        quantized_backbone.token_embedding.quantize("int8")
+        quantized = sentence_encoder(quantized_backbone)
+        layer = quantized_backbone.token_embedding
+        record({"method": "keras_int8", "size": None, "stage": "no training",
+                "table_bytes": int(table_bytes(layer)), **_fidelity(quantized, x_test, target_test, config)})
+
+    for size in config["sizes"]:
+        if ("low_rank", size) in done:
+            continue
+        keras.utils.set_random_seed(seed)
+        start = time.perf_counter()
+        student = factorize_embeddings(teacher, compression=1.0 - size, layer_names="token_embedding")
+        layer = _backbone(student).token_embedding
+        common = {"method": "low_rank", "size": size, "rank": int(layer.rank),
+                  "table_bytes": int(table_bytes(layer))}
+        record({**common, "stage": "factorized", **_fidelity(student, x_test, target_test, config)})
+        student.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss="mse")
+        history = student.fit(x_train, target_train, batch_size=config["batch_size"],
+                              epochs=config["epochs"], shuffle=True, verbose=0)
+        record({**common, "stage": f"distilled ({config['epochs']} epoch(s))",
+                "train_loss": [float(v) for v in history.history["loss"]],
+                "seconds": time.perf_counter() - start,
+                **_fidelity(student, x_test, target_test, config)})
+
+    # What compress() chooses for this table at these sizes: int4 factors at
+    # the largest rank that fits, distilled in float, then quantized.
+    from keras_lowrank.compression.table import max_rank_for_bytes
+    from keras_lowrank.surgery import copy_model
+
+    V, d = int(backbone.token_embedding.input_dim), int(backbone.token_embedding.output_dim)
+    for size in config["sizes"]:
+        if ("low_rank_int4", size) in done:
+            continue
+        keras.utils.set_random_seed(seed)
+        start = time.perf_counter()
+        rank = max_rank_for_bytes(V, d, int(size * 4 * V * d), "int4")
+        student = factorize_embeddings(teacher, rank=rank, layer_names="token_embedding")
+        before = copy_model(student)
+        _backbone(before).token_embedding.quantize("int4")
+        common = {"method": "low_rank_int4", "size": size, "rank": rank,
+                  "table_bytes": int(table_bytes(_backbone(before).token_embedding))}
+        record({**common, "stage": "factorized", **_fidelity(before, x_test, target_test, config)})
+        student.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss="mse")
+        history = student.fit(x_train, target_train, batch_size=config["batch_size"],
+                              epochs=config["epochs"], shuffle=True, verbose=0)
+        _backbone(student).token_embedding.quantize("int4")
+        record({**common, "stage": f"distilled ({config['epochs']} epoch(s)), then int4",
+                "train_loss": [float(v) for v in history.history["loss"]],
+                "seconds": time.perf_counter() - start,
+                **_fidelity(student, x_test, target_test, config)})
+    return results
+
+
+def _load(path):
+    import json
+
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def sentence_encoder(backbone):
+    """A Keras model: the backbone's inputs -> mean-pooled, normalized states."""
+    import keras
+
+    inputs = {
+        name: keras.Input(shape=(None,), dtype=dtype, name=name)
+        for name, dtype in (("token_ids", "int32"), ("segment_ids", "int32"), ("padding_mask", "bool"))
+    }
+    states = backbone(inputs)["sequence_output"]
+    mask = keras.ops.expand_dims(keras.ops.cast(inputs["padding_mask"], states.dtype), -1)
+    pooled = keras.ops.sum(states * mask, axis=1) / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1.0)
+    normalized = keras.layers.UnitNormalization(axis=-1)(pooled)
+    return keras.Model(inputs, normalized, name="sentence_encoder")
+
+
+def _backbone(encoder):
+    """The backbone inside a `sentence_encoder` (names change when copied)."""
+    return next(layer for layer in encoder.layers if hasattr(layer, "token_embedding"))
+
+
+def _texts(config, seed):
+    from keras_lowrank.data import load_dataset
+
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for name in config["datasets"]:
+        data = load_dataset(name)
+        train += data.texts("train")
+        test += data.texts("test")
+    train = [train[i] for i in rng.permutation(len(train))[: config["train_texts"]]]
+    test = [test[i] for i in np.random.default_rng(0).permutation(len(test))[: config["test_texts"]]]
+    return train, test
+
+
+def _fidelity(model, x, target, config):
+    got = np.asarray(model.predict(x, batch_size=64, verbose=0), dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    got /= np.linalg.norm(got, axis=1, keepdims=True)
+    cosine = np.sum(got * target, axis=1)
+    k = config["neighbours"]
+    neighbours_got, neighbours_target = _neighbours(got, k), _neighbours(target, k)
+    overlap = np.mean([
+        len(set(a) & set(b)) / k for a, b in zip(neighbours_got, neighbours_target)
+    ])
+    return {
+        "mean_cosine": float(np.mean(cosine)),
+        "min_cosine": float(np.min(cosine)),
+        "nn_agreement": float(np.mean(neighbours_got[:, 0] == neighbours_target[:, 0])),
+        "nn_overlap": float(overlap),
+    }
+
+
+def _neighbours(vectors, k):
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    return np.argsort(-similarity, axis=1)[:, :k]

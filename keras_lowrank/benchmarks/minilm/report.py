@@ -1,0 +1,229 @@
+"""Renders the all-MiniLM-L6-v2 parts into one Markdown report.
+
+Reads every part found under the results root (`classifier_*/results.json`,
+`encoder/results.json`, `export/results.json`), measures nothing, and writes
+`ROOT/results.md`; with `doc`, also the generated section of that page.
+"""
+
+import glob
+import json
+import os
+import statistics
+
+from keras_lowrank.benchmarks import environment
+from keras_lowrank.benchmarks import markdown
+
+COMMAND = "keras-lowrank bench minilm --output {root} --doc {doc}"
+METHOD_NAMES = {
+    "uncompressed": "uncompressed (fine-tuned)",
+    "keras_int8": "Keras `quantize(\"int8\")` of the table",
+    "keras_int4": "Keras `quantize(\"int4\")` of the table",
+    "online": "online low rank (float32 factors), fine-tune",
+    "online_distill": "online low rank + distillation",
+    "compress": "`compress()`",
+    "uncompressed_finetune": "uncompressed + the same distilled fine-tune (control)",
+}
+
+
+def publish(root, doc=None):
+    """Writes `root/results.md` (and `doc`'s generated section); returns the text."""
+    from keras_lowrank.utils.atomic_write import write_text
+
+    text = render(root, link_base="")
+    write_text(os.path.join(root, "results.md"), "# all-MiniLM-L6-v2 compressed\n\n" + text)
+    if doc:
+        link_base = os.path.relpath(root, os.path.dirname(os.path.abspath(doc)) or ".")
+        markdown.update_page(doc, COMMAND.format(root=root, doc=doc), render(root, link_base=link_base + "/"))
+    return text
+
+
+def render(root, link_base=""):
+    parts = [_classifier_section(root, link_base), _encoder_section(root, link_base),
+             _export_section(root, link_base)]
+    return "\n".join(p for p in parts if p)
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _classifier_section(root, link_base):
+    parts = [_load(p) for p in sorted(glob.glob(os.path.join(root, "classifier_*", "results.json")))]
+    if not parts:
+        return ""
+    by_dataset = {}
+    for part in parts:
+        by_dataset.setdefault(part["dataset"], []).append(part)
+    lines = ["## Text classifier", ""]
+    first = parts[0]
+    config = first["config"]
+    lines.append(
+        f"MiniLM fine-tuned as a `keras_hub.models.BertTextClassifier` (sequence length "
+        f"{config['sequence_length']}, batch {config['batch_size']}, AdamW {config['learning_rate']}, "
+        f"best of {config['epochs']} epochs on dev). Compressed models get {config['finetune_epochs']} "
+        f"epoch(s) of fine-tune (Adam, cosine restarts from {config['finetune_learning_rate']}), "
+        f"the epoch kept on dev. Parameters count every weight (int8 and packed int4 included). Sizes are shares of the token table's float32 bytes "
+        f"(30,522 x 384 x 4 = 46,881,792 B); the whole {first['dataset']} classifier is "
+        f"{first['rows'][0]['model_bytes']:,} B as float32. Accuracy on the test texts, mean over seeds; Δ against the same seed's "
+        f"uncompressed model, and against the control: the uncompressed model given the same distilled "
+        f"fine-tune as the compressed ones (the extra training alone)."
+    )
+    lines.append("")
+    summary = []
+    for dataset, runs in sorted(by_dataset.items()):
+        seeds = sorted(r["seed"] for r in runs)
+        examples = runs[0]["examples"]
+        available = runs[0].get("examples_available", {})
+        lines.append(f"### {dataset}")
+        lines.append("")
+        lines.append(
+            f"Seeds {', '.join(map(str, seeds))}; training texts subsampled to {examples['train']:,} of "
+            f"{available.get('train', '?'):,} per seed, dev {examples['dev']:,} of {available.get('dev', '?'):,}, "
+            f"test {examples['test']:,} of {available.get('test', '?'):,} (the same texts for every seed)."
+        )
+        lines.append("")
+        lines.append("| method | size | token table bytes | whole model bytes | parameters | test accuracy "
+                     "| Δ | Δ vs control | seeds |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        keys = []
+        for run in runs:
+            for row in run["rows"]:
+                key = (row["method"], row.get("size"))
+                if key not in keys:
+                    keys.append(key)
+        order = {m: i for i, m in enumerate(METHOD_NAMES)}
+        keys.sort(key=lambda k: (order.get(k[0], 99), -(k[1] or 1)))
+        for method, size in keys:
+            accuracies, deltas, table, whole, params, versus_control = [], [], [], [], [], []
+            for run in runs:
+                rows = {(r["method"], r.get("size")): r for r in run["rows"]}
+                if (method, size) not in rows:
+                    continue
+                row = rows[(method, size)]
+                accuracies.append(row["test_accuracy"])
+                table.append(row["table_bytes"])
+                whole.append(row["model_bytes"])
+                params.append(row["model_parameters"])
+                if ("uncompressed", None) in rows:
+                    deltas.append(row["test_accuracy"] - rows[("uncompressed", None)]["test_accuracy"])
+                if ("uncompressed_finetune", None) in rows:
+                    versus_control.append(
+                        row["test_accuracy"] - rows[("uncompressed_finetune", None)]["test_accuracy"]
+                    )
+            if not accuracies:
+                continue
+            fraction = statistics.mean(table) / runs[0]["rows"][0]["float32_table_bytes"]
+            delta = statistics.mean(deltas) if deltas else float("nan")
+            control = f"{100 * statistics.mean(versus_control):+.2f}" if versus_control else ""
+            lines.append(
+                f"| {METHOD_NAMES.get(method, method)} | {'' if size is None else f'{size:.0%}'} | "
+                f"{statistics.mean(table):,.0f} ({fraction:.1%}) | {statistics.mean(whole):,.0f} | "
+                f"{statistics.mean(params):,.0f} | {100 * statistics.mean(accuracies):.2f} | {100 * delta:+.2f} | {control} | {len(accuracies)} |"
+            )
+            if method in ("compress", "online_distill", "online") and deltas:
+                summary.append((dataset, method, size, fraction, 100 * delta, len(deltas),
+                                100 * statistics.mean(versus_control) if versus_control else None))
+        lines.append("")
+        for run in sorted(runs, key=lambda r: r["seed"]):
+            lines.append(f"- seed {run['seed']}: [results.json]({link_base}{os.path.basename(os.path.dirname(_path_of(root, run)))}/results.json)")
+        lines.append("")
+    lines += _goals(summary)
+    lines.append(f"Machine: {environment.machine_summary(first['machine'])}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _path_of(root, run):
+    return os.path.join(root, f"classifier_{run['dataset']}_s{run['seed']}", "results.json")
+
+
+def _goals(summary):
+    if not summary:
+        return []
+    lines = ["### Goals: <= 0.5 point lost at <= 10% of the table, <= 1 point at <= 5%", ""]
+    for method in ("compress", "online_distill", "online"):
+        rows = [s for s in summary if s[1] == method]
+        for size, limit in ((0.10, 0.5), (0.05, 1.0)):
+            chosen = [s for s in rows if s[2] == size]
+            if not chosen:
+                continue
+            worst = min(chosen, key=lambda s: s[4])
+            met = all(round(s[4], 6) >= -limit for s in chosen)
+            controls = [s for s in chosen if s[6] is not None]
+            against = ""
+            if controls:
+                worst_control = min(controls, key=lambda s: s[6])
+                against = (f"; against the control, worst {worst_control[6]:+.2f} ({worst_control[0]}), "
+                           f"mean {statistics.mean(s[6] for s in controls):+.2f}")
+            lines.append(
+                f"- {METHOD_NAMES[method]} at {size:.0%}: worst Δ {worst[4]:+.2f} ({worst[0]}), "
+                f"mean {statistics.mean(s[4] for s in chosen):+.2f} over {len(chosen)} dataset(s): "
+                + ("met" if met else "not met") + against
+            )
+    lines.append("")
+    return lines
+
+
+def _encoder_section(root, link_base):
+    path = os.path.join(root, "encoder", "results.json")
+    if not os.path.isfile(path):
+        return ""
+    results = _load(path)
+    config = results["config"]
+    lines = [
+        "## Sentence encoder", "",
+        f"Mean-pooled, normalized MiniLM embeddings of {results['texts']['test']:,} test sentences "
+        f"({', '.join(config['datasets'])}), compressed against the original: mean (and smallest) "
+        f"cosine, nearest-neighbour agreement (same nearest other sentence) and the overlap of the "
+        f"{config['neighbours']} nearest. Distillation: {config['epochs']} epoch(s) on "
+        f"{results['texts']['train']:,} unlabeled training texts, Adam {config['learning_rate']}, "
+        "mean squared error to the original's embedding.",
+        "",
+        "| table | stage | token table bytes | mean cosine | min cosine | NN@1 agreement | NN@10 overlap |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["rows"]:
+        name = ("Keras int8" if row["method"] == "keras_int8"
+                else f"low rank {row['size']:.0%}, "
+                + ("int4" if row["method"] == "low_rank_int4" else "float32") + f" factors (rank {row['rank']})")
+        lines.append(
+            f"| {name} | {row['stage']} | {row['table_bytes']:,} | {row['mean_cosine']:.4f} | "
+            f"{row['min_cosine']:.4f} | {row['nn_agreement']:.3f} | {row['nn_overlap']:.3f} |"
+        )
+    lines += ["", f"Raw numbers: [results.json]({link_base}encoder/results.json). "
+              f"Machine: {environment.machine_summary(results['machine'])}", ""]
+    return "\n".join(lines)
+
+
+def _export_section(root, link_base):
+    path = os.path.join(root, "export", "results.json")
+    if not os.path.isfile(path):
+        return ""
+    results = _load(path)
+    rows = results["rows"]
+    base = {r["quantize"]: r for r in rows if r["model"] == "uncompressed"}
+    lines = [
+        "## LiteRT (TFLite)", "",
+        f"The {results['dataset']} classifier (seed {results['seed']}) exported with `export_tflite` "
+        "(builtin ops only, parity checked on probe texts), uncompressed and with its token table "
+        "factorized (float32 factors, not fine-tuned: the file, not accuracy, is measured here); one "
+        f"text of token ids per call. Largest logit gap and class agreement are against Keras on "
+        f"the test texts. Latency "
+        f"is the median of {results['config']['latency_rounds']} interleaved rounds of "
+        f"{results['config']['latency_calls']} calls, one thread.",
+        "",
+        "| model | weights | file | batch-1 latency | vs uncompressed | largest logit gap | same class as Keras |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        ref = base.get(row["quantize"])
+        ratio = row["latency_ms_median"] / ref["latency_ms_median"] if ref else float("nan")
+        lines.append(
+            f"| {row['model']} | {row['quantize']} | {row['file_bytes'] / 2**20:.1f} MiB | "
+            f"{row['latency_ms_median']:.2f} ms | {ratio:.2f}x | {row['max_abs_logit_gap']:.1e} | "
+            f"{row['class_agreement']:.1%} |"
+        )
+    lines += ["", f"Raw numbers: [results.json]({link_base}export/results.json). "
+              f"Machine: {environment.machine_summary(results['machine'])}", ""]
+    return "\n".join(lines)
