@@ -109,7 +109,6 @@ def run_part(output, *, source=None, seed=0, **settings):
     # What compress() chooses for this table at these sizes: int4 factors at
     # the largest rank that fits, distilled in float, then quantized.
     from keras_lowrank.compression.table import max_rank_for_bytes
-    from keras_lowrank.surgery import copy_model
 
     V, d = int(backbone.token_embedding.input_dim), int(backbone.token_embedding.output_dim)
     for size in config["sizes"]:
@@ -119,7 +118,8 @@ def run_part(output, *, source=None, seed=0, **settings):
         start = time.perf_counter()
         rank = max_rank_for_bytes(V, d, int(size * 4 * V * d), "int4")
         student = factorize_embeddings(teacher, rank=rank, layer_names="token_embedding")
-        before = copy_model(student)
+        # The same (deterministic) factors again, quantized before any training.
+        before = factorize_embeddings(teacher, rank=rank, layer_names="token_embedding")
         _backbone(before).token_embedding.quantize("int4")
         common = {"method": "low_rank_int4", "size": size, "rank": rank,
                   "table_bytes": int(table_bytes(_backbone(before).token_embedding))}
