@@ -501,8 +501,7 @@ def _preprocessed(model, data, batch_size, notes):
     notes.append(f"training inputs preprocessed once by the model's {type(preprocessor).__name__}")
     if isinstance(data, (tuple, list)):
         x = data[0]
-        n = len(keras.tree.flatten(x)[0])
-        parts = [preprocessor(x[i : i + 1024]) for i in range(0, n, 1024)]
+        parts = [preprocessor(x[i : i + 1024]) for i in range(0, _num_examples(x), 1024)]
         x = keras.tree.map_structure(
             lambda *arrays: np.concatenate([keras.ops.convert_to_numpy(a) for a in arrays]), *parts
         )
@@ -559,8 +558,7 @@ def _recorded_ids(model, layer, data):
 def _batches_of_inputs(data, batch_size):
     if isinstance(data, (tuple, list)):
         x = data[0]
-        n = len(keras.tree.flatten(x)[0])
-        for start in range(0, n, batch_size):
+        for start in range(0, _num_examples(x), batch_size):
             yield keras.tree.map_structure(lambda a: a[start : start + batch_size], x)
         return
     iterator = data if isinstance(data, keras.utils.PyDataset) else data.as_numpy_iterator()
@@ -582,10 +580,14 @@ def _fit_arguments(data, batch_size, shuffle=None):
     return {"x": data, "shuffle": False} if shuffle is not None else {"x": data}
 
 
+def _num_examples(x):
+    # x may be a dict or list of arrays (several model inputs).
+    return len(keras.tree.flatten(x)[0])
+
+
 def _steps_per_epoch(data, batch_size):
     if isinstance(data, (tuple, list)):
-        # x may be a dict or list of arrays (several model inputs).
-        return max(1, math.ceil(len(keras.tree.flatten(data[0])[0]) / batch_size))
+        return max(1, math.ceil(_num_examples(data[0]) / batch_size))
     try:
         steps = len(data)
     except TypeError:

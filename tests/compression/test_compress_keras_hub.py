@@ -26,13 +26,13 @@ compress_module = importlib.import_module("keras_lowrank.compression.compress")
 VOCAB_SIZE, LENGTH = 300, 8
 
 
-def _classifier():
+def _classifier(num_classes=3, preprocessor=None):
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=VOCAB_SIZE, num_layers=1, num_heads=2, hidden_dim=16,
         intermediate_dim=32, max_sequence_length=LENGTH,
     )
-    model = keras_hub.models.BertTextClassifier(backbone, num_classes=3, preprocessor=None)
+    model = keras_hub.models.BertTextClassifier(backbone, num_classes=num_classes, preprocessor=preprocessor)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     return model
@@ -85,17 +85,10 @@ def test_ids_of_a_nested_table_are_counted():
 
 
 def test_classifier_with_preprocessor_takes_raw_texts():
-    keras.utils.set_random_seed(0)
     words = [f"w{i}" for i in range(VOCAB_SIZE - 5)]
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=LENGTH)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=VOCAB_SIZE, num_layers=1, num_heads=2, hidden_dim=16,
-        intermediate_dim=32, max_sequence_length=LENGTH,
-    )
-    model = keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=preprocessor)
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model = _classifier(num_classes=2, preprocessor=preprocessor)
     rng = np.random.default_rng(0)
     texts = [" ".join(f"w{i}" for i in rng.integers(0, 40, size=5)) for _ in range(40)]
     labels = rng.integers(0, 2, size=40)

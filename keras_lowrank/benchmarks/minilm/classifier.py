@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from keras_lowrank.benchmarks.minilm import pretrained
+from keras_lowrank.benchmarks.minilm import report
 
 METHODS = (
     "uncompressed",
@@ -80,7 +81,7 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
     config = {**DEFAULTS, **settings}
     os.makedirs(output, exist_ok=True)
     path = os.path.join(output, "results.json")
-    results = _load(path) or {
+    results = report.read_part(path) or {
         "benchmark": "minilm_classifier",
         "dataset": dataset,
         "seed": seed,
@@ -308,12 +309,3 @@ def _row(method, size, model, data, seconds, detail=None):
         "seconds": seconds,
         "detail": detail or {},
     }
-
-
-def _load(path):
-    import json
-
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from keras_lowrank.benchmarks.minilm import pretrained
+from keras_lowrank.benchmarks.minilm import report
 
 DEFAULTS = {
     "datasets": ("snips", "trec", "sst2"),
@@ -52,7 +53,7 @@ def run_part(output, *, source=None, seed=0, **settings):
     machine = environment.describe_machine(("numpy", "tensorflow", "keras", "keras_hub"))
     path = os.path.join(output, "results.json")
     # A rerun keeps the rows it finds and measures only the missing ones.
-    results = _load(path) or {
+    results = report.read_part(path) or {
         "benchmark": "minilm_encoder",
         "seed": seed,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
@@ -134,14 +135,6 @@ def run_part(output, *, source=None, seed=0, **settings):
                 **_fidelity(student, x_test, target_test, config)})
     return results
 
-
-def _load(path):
-    import json
-
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
 
 
 def sentence_encoder(backbone):

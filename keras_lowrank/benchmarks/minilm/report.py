@@ -43,13 +43,16 @@ def render(root, link_base=""):
     return "\n".join(p for p in parts if p)
 
 
-def _load(path):
+def read_part(path):
+    """A part's `results.json` as a dict, or `None` when it does not exist yet."""
+    if not os.path.isfile(path):
+        return None
     with open(path, encoding="utf-8") as file:
         return json.load(file)
 
 
 def _classifier_section(root, link_base):
-    parts = [_load(p) for p in sorted(glob.glob(os.path.join(root, "classifier_*", "results.json")))]
+    parts = [read_part(p) for p in sorted(glob.glob(os.path.join(root, "classifier_*", "results.json")))]
     if not parts:
         return ""
     by_dataset = {}
@@ -166,10 +169,9 @@ def _goals(summary):
 
 
 def _encoder_section(root, link_base):
-    path = os.path.join(root, "encoder", "results.json")
-    if not os.path.isfile(path):
+    results = read_part(os.path.join(root, "encoder", "results.json"))
+    if results is None:
         return ""
-    results = _load(path)
     config = results["config"]
     lines = [
         "## Sentence encoder", "",
@@ -197,10 +199,9 @@ def _encoder_section(root, link_base):
 
 
 def _export_section(root, link_base):
-    path = os.path.join(root, "export", "results.json")
-    if not os.path.isfile(path):
+    results = read_part(os.path.join(root, "export", "results.json"))
+    if results is None:
         return ""
-    results = _load(path)
     rows = results["rows"]
     base = {r["quantize"]: r for r in rows if r["model"] == "uncompressed"}
     lines = [
