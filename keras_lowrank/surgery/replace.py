@@ -562,11 +562,18 @@ def _converted_class(base):
             }
             return config
 
+        # `clone_model` re-creates a nested model with
+        # `type(layer).from_config(config)`; the base's own `from_config`
+        # would rebuild the dense tables.
+        def from_config(klass, config):
+            return ConvertedModel.from_config(config)
+
         cls = type(
             base.__name__,
             (base,),
             {
                 "get_config": get_config,
+                "from_config": classmethod(from_config),
                 "_keras_lowrank_base": base,
                 "__module__": base.__module__,
                 "__qualname__": base.__qualname__,

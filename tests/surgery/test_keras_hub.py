@@ -147,3 +147,40 @@ def test_gemma_causal_lm_tied_embeddings_and_generate(tmp_path):
     restored = keras.saving.load_model(_save(small, "gemma.keras"))
     assert type(restored) is keras_hub.models.GemmaCausalLM
     np.testing.assert_array_equal(restored(inputs), logits)
+
+
+def test_functional_model_around_a_converted_backbone_copies_and_reconverts():
+    """`clone_model` re-creates the nested converted backbone, factors included.
+
+    A plain Functional model wrapping a backbone (a sentence encoder, say) is
+    copied layer by layer; the backbone must come back factorized, holding
+    the same weights, or the copy would be the dense model with mismatched
+    weights.
+    """
+    from keras_lowrank.surgery import copy_model
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=200, num_layers=1, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=8,
+    )
+    inputs = {
+        "token_ids": keras.Input((8,), dtype="int32", name="token_ids"),
+        "segment_ids": keras.Input((8,), dtype="int32", name="segment_ids"),
+        "padding_mask": keras.Input((8,), dtype="bool", name="padding_mask"),
+    }
+    pooled = keras.layers.GlobalAveragePooling1D()(backbone(inputs)["sequence_output"])
+    encoder = keras.Model(inputs, pooled)
+    small = factorize_embeddings(encoder, rank=4, layer_names="token_embedding")
+
+    copied = copy_model(small)
+    nested = [layer for layer in copied.layers if isinstance(layer, keras_hub.models.BertBackbone)]
+    assert len(nested) == 1
+    assert isinstance(nested[0].token_embedding, LowRankReversibleEmbedding)
+    data = {
+        "token_ids": np.random.randint(0, 200, size=(2, 8)),
+        "segment_ids": np.zeros((2, 8), dtype="int32"),
+        "padding_mask": np.ones((2, 8), dtype=bool),
+    }
+    np.testing.assert_array_equal(copied(data), small(data))
+    # Twice over: a copy of a copy stays converted.
+    np.testing.assert_array_equal(copy_model(copied)(data), small(data))
