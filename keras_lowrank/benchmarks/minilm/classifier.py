@@ -92,7 +92,7 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
     machine = environment.describe_machine(("numpy", "tensorflow", "keras", "keras_hub"))
 
     folder = pretrained.model_folder(source)
-    data = _data(dataset, seed, folder, config)
+    data = load_splits(dataset, seed, folder, config)
     results["examples"] = {split: int(len(data[split][1])) for split in ("train", "dev", "test")}
     results["examples_available"] = data["available"]
     cache = cache or pretrained.default_runs_dir()
@@ -140,7 +140,22 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
     return results
 
 
-def _data(dataset, seed, folder, config):
+def load_splits(dataset, seed, folder, config):
+    """The tokenized train/dev/test subsamples of a bundled dataset for `seed`.
+
+    Args:
+        dataset: a bundled dataset name.
+        seed: seeds the train and dev subsamples; the test texts are the
+            same for every seed.
+        folder: the unpacked all-MiniLM-L6-v2 folder (its tokenizer).
+        config: needs `train_size`, `dev_size`, `test_size` (0 or None:
+            the whole split) and `sequence_length`.
+
+    Returns:
+        A dict: `"train"`, `"dev"`, `"test"` as `(inputs, labels)` with the
+        preprocessor's input dicts, `"num_classes"`, and `"available"` (the
+        size of each whole split).
+    """
     from keras_lowrank.data import load_dataset
 
     source = load_dataset(dataset)
@@ -160,7 +175,8 @@ def _data(dataset, seed, folder, config):
     return data
 
 
-def _classifier(folder, num_classes):
+def build_classifier(folder, num_classes):
+    """A `BertTextClassifier` on the pretrained backbone, without preprocessor."""
     import keras_hub
 
     backbone, _ = pretrained.load(folder)
@@ -181,7 +197,7 @@ def _compile(model, learning_rate):
 
 
 def _fine_tuned(data, folder, config, seed, weights_path):
-    model = _classifier(folder, data["num_classes"])
+    model = build_classifier(folder, data["num_classes"])
     _compile(model, config["learning_rate"])
     if os.path.isfile(weights_path):
         model.load_weights(weights_path)

@@ -56,8 +56,8 @@ def run_part(output, *, source=None, seed=0, cache=None, **settings):
             f"run `keras-lowrank bench minilm --part classifier --dataset {dataset} --seed {seed}` first."
         )
     folder = pretrained.model_folder(source)
-    data = classifier._data(dataset, seed, folder, {**classifier.DEFAULTS, "sequence_length": config["sequence_length"]})
-    base = classifier._classifier(folder, data["num_classes"])
+    data = classifier.load_splits(dataset, seed, folder, {**classifier.DEFAULTS, "sequence_length": config["sequence_length"]})
+    base = classifier.build_classifier(folder, data["num_classes"])
     base.load_weights(weights)
 
     ids_test = data["test"][0]["token_ids"].astype("int32")
