@@ -18,6 +18,7 @@ import time
 import keras
 import numpy as np
 
+from keras_lowrank import _keras_private
 from keras_lowrank._keras_private import flatten_layers
 from keras_lowrank.compression import planner
 from keras_lowrank.compression.pruning import kept_ids
@@ -48,7 +49,7 @@ _DEFAULT_OPTIONS = {
     "monitor": None,
     "storages": STORAGES,
     "prune": True,
-    "oov_id": 1,
+    "oov_id": None,
     "seed": None,
     "verbose": 1,
 }
@@ -131,8 +132,11 @@ def compress(
             compiled (or to override); `monitor` (the validation metric
             compared; default: the first compiled metric, else `"loss"`);
             `storages` (`("float32", "int8", "int4")`); `prune` (`True`:
-            allow vocabulary pruning); `oov_id` (1); `seed`; `verbose` (1: a
-            line per candidate, 0: silent).
+            allow vocabulary pruning; never of a reversible table that
+            computes logits, such as a language model's tied head: said in
+            `report.notes`); `oov_id` (the row pruned ids share; default:
+            the unknown token of a KerasHub task's tokenizer, else 1);
+            `seed`; `verbose` (1: a line per candidate, 0: silent).
 
     Returns:
         The compressed model, or `(model, CompressionReport)`.
@@ -180,6 +184,7 @@ def compress(
 
     notes = []
     tables = _selected_tables(model, layer_names, notes)
+    opts["oov_id"] = _oov_id(model, opts["oov_id"], notes)
     # A KerasHub task applies its preprocessor in fit/evaluate/predict, not
     # when called: the distillation calls both models, so it trains on
     # preprocessed inputs, while scores go through `evaluate` on `validation_data`.
@@ -195,10 +200,12 @@ def compress(
         V, d = int(layer.input_dim), int(layer.output_dim)
         share = int(budget * (4 * V * d) / float32_bytes)
         counts = _token_counts(model, path, layer, train_data, notes)
-        plans[path] = _plan_table(layer, share, counts, lookups.get(V), opts)
+        prune = opts["prune"] and opts["oov_id"] < V and _may_prune(path, layer, notes)
+        plans[path] = _plan_table(layer, share, counts, lookups.get(V), opts, prune)
         if not plans[path]["ranked"]:
             smallest = sum(
-                planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"], prune=opts["prune"])
+                planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
+                                              prune=opts["prune"], untied_reverse=_untied(l))
                 for _, l in tables
             )
             raise ValueError(
@@ -277,7 +284,7 @@ def embedding_bytes(model, layer_names=None):
     return sum(table_bytes(layer) for _, layer in found)
 
 
-def _plan_table(layer, budget, counts, lookup, opts):
+def _plan_table(layer, budget, counts, lookup, opts, prune):
     V, d = int(layer.input_dim), int(layer.output_dim)
     oov_id = opts["oov_id"]
 
@@ -292,12 +299,10 @@ def _plan_table(layer, budget, counts, lookup, opts):
 
     # Pruning by counts may need a remap table; keeping the first ids never
     # does and is what frequency-ordered vocabularies want: both compete.
-    # A reversible table's reverse call returns logits over every id, which
-    # a pruned vocabulary cannot give: its recipes keep all rows.
-    prune = opts["prune"] and oov_id < V and not isinstance(layer, keras.layers.ReversibleEmbedding)
     recipes = planner.plan_recipes(
         V, d, budget, storages=opts["storages"], prune=prune, needs_remap=needs_remap,
         selections=("first", "counts") if counts is not None else ("first",),
+        untied_reverse=_untied(layer),
     )
     if counts is None:
         recipes = [r for r in recipes if r.weighting != "frequency"]
@@ -305,6 +310,50 @@ def _plan_table(layer, budget, counts, lookup, opts):
     table = keras.ops.convert_to_numpy(layer.embeddings)
     ranked = planner.rank_recipes(recipes, table, kept_rows, weights)
     return {"ranked": ranked, "counts": counts, "kept_rows": kept_rows}
+
+
+def _untied(layer):
+    """Whether the table has a second, untied table for its reverse logits."""
+    return getattr(layer, "tie_weights", True) is False
+
+
+def _may_prune(path, layer, notes):
+    """Whether pruning recipes may be planned for a table (else a note says why).
+
+    A reversible table that computes logits (`reverse=True`, a language
+    model's head) would make every pruned token as likely as the OOV token:
+    never chosen by a search scored on validation data alone. A reversible
+    table whose calls are not recorded in a graph (a subclassed model) may
+    do so unseen: not pruned either.
+    """
+    if not isinstance(layer, keras.layers.ReversibleEmbedding):
+        return True
+    calls = _keras_private.graph_call_kwargs(layer)
+    if any(kwargs.get("reverse") for kwargs in calls):
+        notes.append(f"'{path}' not pruned: the model computes logits over its vocabulary with it (reverse=True)")
+        return False
+    if not calls:
+        notes.append(f"'{path}' not pruned: a reversible table whose calls are not in a graph may compute logits")
+        return False
+    return True
+
+
+def _oov_id(model, requested, notes):
+    """`requested`, else the unknown token of a KerasHub task's tokenizer, else 1."""
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, numbers.Integral) or requested < 0:
+            raise ValueError(f"Expected `oov_id` to be a non-negative integer, received: oov_id={requested!r}")
+        return int(requested)
+    tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+    token = getattr(tokenizer, "oov_token", None)
+    if token is not None and callable(getattr(tokenizer, "token_to_id", None)):
+        try:
+            oov_id = int(tokenizer.token_to_id(token))
+        except (KeyError, ValueError, TypeError):
+            return 1
+        notes.append(f"pruned ids share the row of the tokenizer's unknown token {token!r} (id {oov_id})")
+        return oov_id
+    return 1
 
 
 def _run_candidate(model, combo, plans, train_data, validation_data, loss, metrics, monitor, mode, opts):

@@ -85,7 +85,7 @@ class Recipe:
 
 
 def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prune=True, needs_remap=None,
-                 selections=("first",)):
+                 selections=("first",), untied_reverse=False):
     """Every recipe of every family that fits `budget_bytes` (no proxy yet).
 
     Args:
@@ -98,6 +98,9 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
             (default: never).
         selections: the row selections of pruned recipes to consider
             (`"first"`, `"counts"`).
+        untied_reverse: whether the table has an untied reverse table of
+            the same layout (an untied reversible embedding): two tables
+            share the budget.
 
     Returns:
         A list of `Recipe`, possibly empty.
@@ -106,6 +109,9 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
     needs_remap = needs_remap or (lambda rows, selection: False)
     recipes = []
     seen = set()
+    # Sizes are searched for one table in its half of the budget; `add`
+    # checks the whole layout (remap table once) against the whole budget.
+    sizing_budget = budget_bytes // 2 if untied_reverse else budget_bytes
 
     def add(layout, weighting, selection=None):
         if weighting == "frequency" and layout.rows < d:
@@ -116,16 +122,19 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
             recipes.append(Recipe(layout, weighting, selection))
 
     def pruned_rows(storage, rank, selection):
-        rows = min(V - 1, max_rows_for_bytes(d, budget_bytes, storage, rank=rank))
+        rows = min(V - 1, max_rows_for_bytes(d, sizing_budget, storage, rank=rank))
         if rows >= MIN_ROWS and needs_remap(rows, selection):
-            rows = min(V - 1, max_rows_for_bytes(d, budget_bytes, storage, rank=rank, input_dim=V))
+            rows = min(V - 1, max_rows_for_bytes(d, sizing_budget, storage, rank=rank, input_dim=V))
         return rows
 
+    def layout(**fields):
+        return TableLayout(V, d, untied_reverse=untied_reverse, **fields)
+
     for storage in storages:
-        full_rank = max_rank_for_bytes(V, d, budget_bytes, storage)
+        full_rank = max_rank_for_bytes(V, d, sizing_budget, storage)
         if full_rank >= 1:
             for weighting in ("none", "frequency"):
-                add(TableLayout(V, d, rank=full_rank, storage=storage), weighting)
+                add(layout(rank=full_rank, storage=storage), weighting)
         if not prune:
             continue
         for selection in selections:
@@ -140,21 +149,21 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
                 remap = needs_remap(rows, selection)
                 if selection == "counts" and not remap:
                     continue  # the same rows as "first": already planned
-                layout = TableLayout(V, d, rows=rows, rank=rank, storage=storage, remap=remap)
                 for weighting in ("none", "frequency"):
-                    add(layout, weighting, selection)
+                    add(layout(rows=rows, rank=rank, storage=storage, remap=remap), weighting, selection)
             rows = pruned_rows(storage, None, selection)
             if rows >= MIN_ROWS and (selection == "first" or needs_remap(rows, selection)):
-                add(TableLayout(V, d, rows=rows, storage=storage, remap=needs_remap(rows, selection)), None, selection)
+                add(layout(rows=rows, storage=storage, remap=needs_remap(rows, selection)), None, selection)
     return recipes
 
 
-def smallest_recipe_bytes(input_dim, output_dim, *, storages=STORAGES, prune=True):
+def smallest_recipe_bytes(input_dim, output_dim, *, storages=STORAGES, prune=True, untied_reverse=False):
     """Bytes of the smallest recipe any family can build (for error messages)."""
     V, d = int(input_dim), int(output_dim)
-    sizes = [TableLayout(V, d, rank=1, storage=s).stored_bytes() for s in storages]
+    sizes = [TableLayout(V, d, rank=1, storage=s, untied_reverse=untied_reverse).stored_bytes() for s in storages]
     if prune:
-        sizes += [TableLayout(V, d, rows=MIN_ROWS, storage=s).stored_bytes() for s in storages]
+        sizes += [TableLayout(V, d, rows=MIN_ROWS, storage=s, untied_reverse=untied_reverse).stored_bytes()
+                  for s in storages]
     return min(sizes)
 
 

@@ -24,11 +24,13 @@ import numpy as np
 from keras_lowrank import _keras_private
 from keras_lowrank import decomposition
 from keras_lowrank.layers import LowRankEmbedding
+from keras_lowrank.layers import LowRankReversibleEmbedding
 from keras_lowrank.layers import PrunedEmbedding
 from keras_lowrank.surgery import copy_model
 from keras_lowrank.surgery import find_embeddings
 from keras_lowrank.surgery import replace_layers
 from keras_lowrank.surgery.factorize_embeddings import not_a_vocabulary_reason
+from keras_lowrank.surgery.replace import dense_table_class
 from keras_lowrank.surgery.replace import select_layers
 
 PADDING_ID = 0
@@ -62,9 +64,13 @@ def prune_vocabulary(model, keep, *, counts=None, layer_names=None, oov_id=1):
     of one small integer per id is stored otherwise (counted in
     `keras_lowrank.compression.table_bytes`).
 
-    Works on `keras.layers.Embedding` and `keras_lowrank.LowRankEmbedding`
-    tables (float; quantize after pruning). The original model is not
-    changed: the result is a copy of the same class.
+    Works on `keras.layers.Embedding`, `keras.layers.ReversibleEmbedding`
+    (tied or not) and their low-rank layers (float; quantize after
+    pruning). The original model is not changed: the result is a copy of the
+    same class. A pruned reversible table still answers `reverse=True` with
+    logits over every id, a pruned id's being the OOV row's (see
+    `PrunedEmbedding`): harmless for a classifier, which never calls it, but
+    a language model then cannot tell pruned tokens apart when it generates.
 
     Args:
         model: A built `keras.Model`.
@@ -177,25 +183,17 @@ def kept_ids(input_dim, keep, *, counts=None, oov_id=1):
 
 
 def _selected_tables(model, layer_names):
-    every = find_embeddings(model, include_factorized=True)
-    # A reversible table's reverse call returns logits over every id, which
-    # a pruned vocabulary cannot give.
-    reversible = [path for path, layer in every if isinstance(layer, keras.layers.ReversibleEmbedding)]
-    named = [layer_names] if isinstance(layer_names, str) else list(layer_names or ())
-    refused = [path for path in reversible if path in named or path.rsplit("/", 1)[-1] in named]
-    if refused:
-        raise ValueError(
-            f"Cannot prune {refused}: a ReversibleEmbedding's reverse call returns logits over every "
-            f"id, which a pruned vocabulary cannot give. Received: layer_names={layer_names!r}"
-        )
-    found = [(path, layer) for path, layer in every if type(layer) in (keras.layers.Embedding, LowRankEmbedding)]
+    found = [
+        (path, layer)
+        for path, layer in find_embeddings(model, include_factorized=True)
+        if dense_table_class(layer) is not None or type(layer) in (LowRankEmbedding, LowRankReversibleEmbedding)
+    ]
     if layer_names is None:
         found = [(path, layer) for path, layer in found if not_a_vocabulary_reason(path, layer) is None]
     if not found:
         raise ValueError(
-            "Expected `model` to contain a keras.layers.Embedding or LowRankEmbedding vocabulary table "
-            f"to prune, found none in model '{model.name}'"
-            + (f" (its ReversibleEmbedding tables {reversible} cannot be pruned)" if reversible else "")
+            "Expected `model` to contain a vocabulary table to prune (keras.layers.Embedding, "
+            f"ReversibleEmbedding or their low-rank layers), found none in model '{model.name}'"
         )
     return select_layers(found, layer_names)
 
@@ -215,16 +213,27 @@ def _check_prunable(path, layer, kept):
 
 
 def _subset_table(layer, kept):
-    """A new layer of the same class holding only the `kept` rows."""
+    """A new layer of the same class holding only the `kept` rows.
+
+    Rows are the first axis of every per-id variable (`embeddings`, `lookup`
+    and their `reverse_` twins of an untied reversible table), except Keras'
+    `reverse_embeddings`, stored transposed.
+    """
     config = layer.get_config()
     config["input_dim"] = int(len(kept))
     new = type(layer).from_config(config)
     new.build()
-    if isinstance(layer, LowRankEmbedding):
-        lookup = keras.ops.convert_to_numpy(layer.lookup)[kept]
-        new.set_weights([lookup, keras.ops.convert_to_numpy(layer.projection)])
-    else:
-        new.set_weights([keras.ops.convert_to_numpy(layer.embeddings)[kept]])
+    by_rows = {"embeddings", "lookup", "reverse_lookup"}
+    values = []
+    for variable in layer.weights:
+        value = keras.ops.convert_to_numpy(variable)
+        name = variable.path.rsplit("/", 1)[-1]
+        if name in by_rows:
+            value = value[kept]
+        elif name == "reverse_embeddings":
+            value = value[:, kept]
+        values.append(value)
+    new.set_weights(values)
     return new
 
 

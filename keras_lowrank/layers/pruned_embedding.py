@@ -3,12 +3,14 @@
 Vocabulary pruning keeps the rows of the most frequent ids and sends every
 other id to the out-of-vocabulary (OOV) row, while the model still takes the
 ids its input pipeline produces. This module holds the layer that does the id
-mapping in front of any embedding layer (`keras.layers.Embedding`, quantized
-or not, or `LowRankEmbedding`). It must not choose which rows to keep (that is
+mapping in front of any embedding layer (`keras.layers.Embedding` or
+`ReversibleEmbedding`, quantized or not, or `LowRankEmbedding` and
+`LowRankReversibleEmbedding`). It must not choose which rows to keep (that is
 `keras_lowrank.compression.prune_vocabulary`).
 """
 
 import numpy as np
+from keras import KerasTensor
 from keras import layers
 from keras import ops
 from keras import saving
@@ -33,6 +35,15 @@ class PrunedEmbedding(layers.Layer):
     The mask (with `mask_zero`) is computed from the original ids. Negative
     ids and ids `>= input_dim` are out of the vocabulary and map to `oov_id`.
 
+    When the wrapped table is reversible (`keras.layers.ReversibleEmbedding`
+    or `keras_lowrank.LowRankReversibleEmbedding`), `reverse=True` returns
+    logits over all `input_dim` ids, exactly those of the full-vocabulary
+    table in which every pruned id holds the OOV row: the kept rows' logits
+    are computed and each id takes its row's logit. A pruned id is thus
+    exactly as likely as the OOV token, which a text classifier never sees
+    (it does not call `reverse`) but a language model generating from the
+    table does.
+
     Example:
 
     ```python
@@ -50,13 +61,18 @@ class PrunedEmbedding(layers.Layer):
         **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
-        inputs: integer ids of any shape, in `[0, input_dim)`.
+        inputs: integer ids of any shape, in `[0, input_dim)`; with
+            `reverse=True`, hidden states `(..., output_dim)`.
+        reverse: Boolean (reversible tables only): return logits over the
+            `input_dim` ids instead of embeddings. Defaults to `False`.
 
     Input shape:
-        Integer tensor `(d1, ..., dn)`.
+        Integer tensor `(d1, ..., dn)`; `(d1, ..., dn, output_dim)` with
+        `reverse=True`.
 
     Output shape:
-        `(d1, ..., dn, output_dim)`.
+        `(d1, ..., dn, output_dim)`; `(d1, ..., dn, input_dim)` with
+        `reverse=True`.
     """
 
     def __init__(self, input_dim, embedding, oov_id=1, remap=False, **kwargs):
@@ -81,7 +97,10 @@ class PrunedEmbedding(layers.Layer):
             )
         if not isinstance(remap, (bool, np.bool_)):
             raise ValueError(f"Expected `remap` to be a boolean, received: remap={remap!r}")
-        kwargs.setdefault("dtype", embedding.dtype_policy)
+        # The wrapper computes in the table's dtypes; a quantized table's
+        # policy would make it look quantized itself.
+        policy = embedding.dtype_policy
+        kwargs.setdefault("dtype", policy if policy.quantization_mode is None else policy.compute_dtype)
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
         self.embedding = embedding
@@ -132,7 +151,22 @@ class PrunedEmbedding(layers.Layer):
     def pruned(self):
         return self.rows < self.input_dim
 
-    def call(self, inputs):
+    @property
+    def reversible(self):
+        """Whether the wrapped table takes `reverse=True` (tied logits)."""
+        from keras_lowrank.layers.low_rank_reversible_embedding import LowRankReversibleEmbedding
+
+        return isinstance(self.embedding, (layers.ReversibleEmbedding, LowRankReversibleEmbedding))
+
+    def call(self, inputs, reverse=False):
+        if reverse:
+            self._check_reversible()
+            logits = self.embedding(inputs, reverse=True)
+            if not self.pruned:
+                return logits
+            # Each id's logit is its row's: never a V x d table, one gather
+            # of the `rows` logits.
+            return ops.take(logits, self._map_ids(ops.arange(self.input_dim)), axis=-1)
         return self.embedding(self._map_ids(inputs))
 
     def compute_mask(self, inputs, mask=None):
@@ -140,8 +174,26 @@ class PrunedEmbedding(layers.Layer):
             return None
         return ops.not_equal(inputs, 0)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape, reverse=False):
+        if reverse:
+            return (*input_shape[:-1], self.input_dim)
         return (*input_shape, self.output_dim)
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            self._check_reversible()
+            spec = self.embedding.compute_output_spec(inputs, reverse=True)
+            return KerasTensor(self.compute_output_shape(inputs.shape, reverse=True), dtype=spec.dtype)
+        spec = self.embedding.compute_output_spec(inputs)
+        return KerasTensor(self.compute_output_shape(inputs.shape), dtype=spec.dtype)
+
+    def _check_reversible(self):
+        if not self.reversible:
+            raise ValueError(
+                f"`reverse=True` needs a reversible table (ReversibleEmbedding or "
+                f"LowRankReversibleEmbedding); layer '{self.name}' wraps a "
+                f"{type(self.embedding).__name__}"
+            )
 
     def set_id_map(self, id_map):
         """Sets the stored remap table (`remap=True` only): `id_map[id] = row`."""

@@ -87,9 +87,15 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 
 def _row(method, size, accuracy, table):
+    detail = {}
+    if method.startswith("compress"):
+        layout = {"input_dim": 250, "output_dim": 1, "rows": 40, "rank": None, "storage": "int4",
+                  "remap": True, "untied_reverse": False, "stored_bytes": table}
+        detail = {"recipe": {"token_embedding": {"family": "pruned", "layout": layout, "weighting": None}},
+                  "candidates": 3}
     return {"method": method, "size": size, "test_accuracy": accuracy, "dev_accuracy": accuracy,
             "table_bytes": table, "float32_table_bytes": 1000, "model_bytes": 5000 + table,
-            "model_parameters": 1, "layer": "x", "seconds": 1.0, "detail": {}}
+            "model_parameters": 1, "layer": "x", "seconds": 1.0, "detail": detail}
 
 
 def _part(root, dataset, seed, rows):
@@ -114,6 +120,8 @@ def test_report_averages_seeds_and_checks_the_goals(tmp_path):
     # compress 5%: deltas -0.5 and -1.5 points, mean -1.00, over 2 seeds.
     assert "| `compress()` | 5% | 50 (5.0%) | 5,050 | 1 | 84.00 | -1.00 |  | 2 |" in text
     assert "`compress()` at 5%: worst Δ -1.00 (trec), mean -1.00 over 1 dataset(s): met" in text
+    assert ("- `compress()` at 5% chose seed 0: dense int4, 40/250 rows (remap) (best of 3); "
+            "seed 1: dense int4, 40/250 rows (remap) (best of 3)") in text
     assert "`compress()` at 10%: worst Δ -2.00 (trec), mean -2.00 over 1 dataset(s): not met" in text
 
 

@@ -19,6 +19,7 @@ import keras  # noqa: E402
 import keras_lowrank  # noqa: E402
 from keras_lowrank.compression import table_bytes  # noqa: E402
 from keras_lowrank.layers import LowRankReversibleEmbedding  # noqa: E402
+from keras_lowrank.layers import PrunedEmbedding  # noqa: E402
 
 # The module (the package exports the function under the same name).
 compress_module = importlib.import_module("keras_lowrank.compression.compress")
@@ -51,12 +52,12 @@ def test_bert_classifier_compressed_within_budget_class_kept():
     segment_before = np.array(model.backbone.segment_embedding.embeddings)
     train, validation = _data(48, 0), _data(16, 1)
     small, report = keras_lowrank.compress(
-        model, train, validation, size=0.3, epochs=1, candidates=1, batch_size=16, seed=0,
+        model, train, validation, size=0.3, epochs=1, candidates=3, batch_size=16, seed=0,
         verbose=0, return_report=True,
     )
     assert type(small) is keras_hub.models.BertTextClassifier
     token = small.backbone.token_embedding
-    assert isinstance(token, LowRankReversibleEmbedding)
+    assert isinstance(token, (LowRankReversibleEmbedding, PrunedEmbedding))
     assert table_bytes(token) == report.embedding_bytes <= report.budget_bytes
     assert report.float32_embedding_bytes == 4 * VOCAB_SIZE * 16
     # The segment table is not compressed (only fine-tuned with the rest), and said so.
@@ -66,8 +67,11 @@ def test_bert_classifier_compressed_within_budget_class_kept():
     assert any("segment_embedding" in note and "segment/type" in note for note in report.notes)
     assert not any("token counts" in note for note in report.notes)
     assert any("0.0001 -> 1e-06" in note and "attention" in note for note in report.notes)
-    # A tied reversible table is never pruned: the reverse call spans all ids.
-    assert all(r.recipe[p]["layout"]["rows"] == VOCAB_SIZE for r in report.candidates for p in r.recipe)
+    # A classifier never calls its token table with reverse=True: every
+    # family competes, pruned ones included, and each candidate builds.
+    assert all(c.error is None for c in report.candidates), [c.error for c in report.candidates]
+    assert {c.recipe["bert_backbone/token_embedding"]["family"] for c in report.candidates} == {
+        "low-rank", "pruned+low-rank", "pruned"}
     assert small.predict(validation[0], verbose=0).shape == (16, 3)
 
 
@@ -97,18 +101,59 @@ def test_classifier_with_preprocessor_takes_raw_texts():
         candidates=1, batch_size=16, seed=0, verbose=0, return_report=True,
     )
     assert type(small) is keras_hub.models.BertTextClassifier and small.preprocessor is not None
-    assert isinstance(small.backbone.token_embedding, LowRankReversibleEmbedding)
+    # Only 40 of the 295 words occur: pruning to the counted ids wins.
+    assert isinstance(small.backbone.token_embedding, PrunedEmbedding)
     assert any("preprocessed once" in note for note in report.notes)
+    assert any("'[UNK]' (id 1)" in note for note in report.notes)
     # Counted through the preprocessor: only the ids of w0..w39 and the
     # special tokens occur, so the rows chosen are scored on real counts.
     assert not any("token counts" in note for note in report.notes)
     assert small.predict(texts[32:], verbose=0).shape == (8, 2)
 
 
-def test_prune_vocabulary_refuses_a_reversible_table():
+def test_pruned_token_table_keeps_class_outputs_and_file(tmp_path):
     model = _classifier()
-    with pytest.raises(ValueError, match="ReversibleEmbedding's reverse call"):
-        keras_lowrank.prune_vocabulary(model, 100, layer_names="token_embedding")
-    # Unnamed: the segment table is no vocabulary, the token table is refused.
-    with pytest.raises(ValueError, match=r"cannot be pruned\)"):
-        keras_lowrank.prune_vocabulary(model, 100)
+    x, _ = _data(8, 3)
+    counts = np.bincount(_data(64, 4)[0]["token_ids"].ravel(), minlength=VOCAB_SIZE)
+    pruned = keras_lowrank.prune_vocabulary(model, 40, counts=counts, layer_names="token_embedding", oov_id=100)
+    assert type(pruned) is keras_hub.models.BertTextClassifier
+    layer = pruned.backbone.token_embedding
+    assert isinstance(layer, PrunedEmbedding) and layer.rows == 40 and layer.reversible
+    # The reference: the original model fed ids where every pruned id is the OOV id.
+    kept = np.flatnonzero(np.isin(np.arange(VOCAB_SIZE), keras_lowrank.compression.kept_ids(
+        VOCAB_SIZE, 40, counts=counts, oov_id=100)))
+    mapped = dict(x, token_ids=np.where(np.isin(x["token_ids"], kept), x["token_ids"], 100).astype("int32"))
+    outputs = np.asarray(pruned.predict(x, verbose=0))
+    np.testing.assert_allclose(outputs, model.predict(mapped, verbose=0), atol=1e-5)
+
+    path = str(tmp_path / "pruned_bert.keras")
+    pruned.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is keras_hub.models.BertTextClassifier
+    assert isinstance(restored.backbone.token_embedding, PrunedEmbedding)
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), outputs)
+
+
+def test_tokenizer_unknown_token_is_the_oov_row():
+    words = [f"w{i}" for i in range(VOCAB_SIZE - 5)]
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"] + words)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=LENGTH)
+    model = _classifier(num_classes=2, preprocessor=preprocessor)
+    notes = []
+    assert compress_module._oov_id(model, None, notes) == 4
+    assert "'[UNK]' (id 4)" in notes[0]
+    assert compress_module._oov_id(model, 7, []) == 7
+    assert compress_module._oov_id(_classifier(), None, []) == 1
+
+
+def test_causal_lm_head_is_never_pruned():
+    backbone = keras_hub.models.GemmaBackbone(
+        vocabulary_size=VOCAB_SIZE, num_layers=1, num_query_heads=2, num_key_value_heads=1,
+        hidden_dim=16, intermediate_dim=32, head_dim=8,
+    )
+    model = keras_hub.models.GemmaCausalLM(backbone, preprocessor=None)
+    notes = []
+    assert not compress_module._may_prune("token_embedding", backbone.token_embedding, notes)
+    assert "reverse=True" in notes[0]
+    assert compress_module._may_prune("token_embedding", _classifier().backbone.token_embedding, [])
+    del model

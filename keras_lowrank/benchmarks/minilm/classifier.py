@@ -10,7 +10,9 @@ measures on the same test texts, choosing every epoch on dev only:
 - `online`: `factorize_embeddings` at a share of the float32 token-table bytes
   (float32 factors), then a plain fine-tune;
 - `online_distill`: the same with the fine-tuned model as teacher (`Distiller`);
-- `compress`: `keras_lowrank.compress()` at the same shares;
+- `compress`: `keras_lowrank.compress()` at the same shares (every family:
+  low rank, pruning + low rank, pruning; pruned ids share `[UNK]`'s row);
+- `compress_whole_vocabulary`: `compress(prune=False)`, low rank only;
 - `uncompressed_finetune`: the control, the uncompressed model given the same
   distilled fine-tune as the compressed ones.
 
@@ -33,6 +35,7 @@ METHODS = (
     "online",
     "online_distill",
     "compress",
+    "compress_whole_vocabulary",
     "uncompressed_finetune",
 )
 DEFAULTS = {
@@ -47,7 +50,8 @@ DEFAULTS = {
     "finetune_learning_rate": 1e-4,
     "online_sizes": (0.10, 0.05, 0.02),
     "sizes": (0.10, 0.05),
-    "candidates": 2,
+    # One fine-tuned candidate per family (low rank, pruned + low rank, pruned).
+    "candidates": 3,
 }
 
 
@@ -133,8 +137,9 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
         if "online_distill" in methods and ("online_distill", size) not in done:
             record(_online(base, data, size, config, seed, distill=True))
     for size in config["sizes"]:
-        if "compress" in methods and ("compress", size) not in done:
-            record(_compressed(base, data, size, config, seed))
+        for name, prune in (("compress", True), ("compress_whole_vocabulary", False)):
+            if name in methods and (name, size) not in done:
+                record(_compressed(base, data, size, config, seed, prune=prune))
     if "uncompressed_finetune" in methods and ("uncompressed_finetune", None) not in done:
         record(_control(base, data, config, seed))
     return results
@@ -153,8 +158,9 @@ def load_splits(dataset, seed, folder, config):
 
     Returns:
         A dict: `"train"`, `"dev"`, `"test"` as `(inputs, labels)` with the
-        preprocessor's input dicts, `"num_classes"`, and `"available"` (the
-        size of each whole split).
+        preprocessor's input dicts, `"num_classes"`, `"oov_id"` (the id of
+        the tokenizer's unknown token) and `"available"` (the size of each
+        whole split).
     """
     from keras_lowrank.data import load_dataset
 
@@ -172,6 +178,8 @@ def load_splits(dataset, seed, folder, config):
         keep = np.sort(order[:limit]) if limit and limit < len(texts) else np.arange(len(texts))
         data[split] = (pretrained.tokenize(preprocessor, [texts[i] for i in keep]), labels[keep])
     data["num_classes"] = source.num_classes
+    tokenizer = preprocessor.tokenizer
+    data["oov_id"] = int(tokenizer.token_to_id(tokenizer.oov_token))
     return data
 
 
@@ -270,17 +278,21 @@ def _online(base, data, size, config, seed, *, distill):
                         "best_epoch": best_epoch})
 
 
-def _compressed(base, data, size, config, seed):
+def _compressed(base, data, size, config, seed, *, prune):
     import keras_lowrank
 
     start = time.perf_counter()
+    # The classifier holds no preprocessor (texts are tokenized once), so
+    # the unknown token's id is passed.
     small, report = keras_lowrank.compress(
         base, data["train"], data["dev"], size=size, epochs=config["finetune_epochs"],
         candidates=config["candidates"], batch_size=config["batch_size"], seed=seed,
-        return_report=True,
+        prune=prune, oov_id=data["oov_id"], return_report=True,
     )
-    return _row("compress", size, small, data, time.perf_counter() - start,
-                detail={"recipe": report.recipe, "report": report.to_dict()})
+    return _row("compress" if prune else "compress_whole_vocabulary", size, small, data,
+                time.perf_counter() - start,
+                detail={"recipe": report.recipe, "report": report.to_dict(),
+                        "candidates": config["candidates"], "prune": prune})
 
 
 def _control(base, data, config, seed):

@@ -21,8 +21,13 @@ METHOD_NAMES = {
     "online": "online low rank (float32 factors), fine-tune",
     "online_distill": "online low rank + distillation",
     "compress": "`compress()`",
+    "compress_whole_vocabulary": "`compress(prune=False)`: low rank of the whole vocabulary",
     "uncompressed_finetune": "uncompressed + the same distilled fine-tune (control)",
 }
+
+
+# The methods whose loss the goals are checked for.
+_SUMMARIZED = ("compress", "compress_whole_vocabulary", "online_distill", "online")
 
 
 def publish(root, doc=None):
@@ -124,10 +129,11 @@ def _classifier_section(root, link_base):
                 f"{statistics.mean(table):,.0f} ({fraction:.1%}) | {statistics.mean(whole):,.0f} | "
                 f"{statistics.mean(params):,.0f} | {100 * statistics.mean(accuracies):.2f} | {100 * delta:+.2f} | {control} | {len(accuracies)} |"
             )
-            if method in ("compress", "online_distill", "online") and deltas:
+            if method in _SUMMARIZED and deltas:
                 summary.append((dataset, method, size, fraction, 100 * delta, len(deltas),
                                 100 * statistics.mean(versus_control) if versus_control else None))
         lines.append("")
+        lines += _recipes(runs)
         for run in sorted(runs, key=lambda r: r["seed"]):
             lines.append(f"- seed {run['seed']}: [results.json]({link_base}{os.path.basename(os.path.dirname(_path_of(root, run)))}/results.json)")
         lines.append("")
@@ -135,6 +141,31 @@ def _classifier_section(root, link_base):
     lines.append(f"Machine: {environment.machine_summary(first['machine'])}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _recipes(runs):
+    """One line per `compress()` row: the recipe it chose, seed by seed."""
+    lines = []
+    for method in ("compress", "compress_whole_vocabulary"):
+        chosen = {}
+        for run in sorted(runs, key=lambda r: r["seed"]):
+            for row in run["rows"]:
+                if row["method"] == method:
+                    recipe = next(iter(row["detail"]["recipe"].values()))
+                    chosen.setdefault(row["size"], []).append(
+                        f"seed {run['seed']}: {_describe(recipe)}"
+                        + (f" (best of {row['detail']['candidates']})" if "candidates" in row["detail"] else ""))
+        for size in sorted(chosen, reverse=True):
+            lines.append(f"- {METHOD_NAMES[method]} at {size:.0%} chose " + "; ".join(chosen[size]))
+    return lines
+
+
+def _describe(recipe):
+    from keras_lowrank.compression.table import TableLayout
+
+    fields = {k: v for k, v in recipe["layout"].items() if k != "stored_bytes"}
+    text = TableLayout(**fields).describe()
+    return text + (", frequency-weighted" if recipe.get("weighting") == "frequency" else "")
 
 
 def _path_of(root, run):
@@ -145,7 +176,7 @@ def _goals(summary):
     if not summary:
         return []
     lines = ["### Goals: <= 0.5 point lost at <= 10% of the table, <= 1 point at <= 5%", ""]
-    for method in ("compress", "online_distill", "online"):
+    for method in _SUMMARIZED:
         rows = [s for s in summary if s[1] == method]
         for size, limit in ((0.10, 0.5), (0.05, 1.0)):
             chosen = [s for s in rows if s[2] == size]
