@@ -308,7 +308,7 @@ def _plan_table(layer, budget, counts, lookup, opts, prune):
         recipes = [r for r in recipes if r.weighting != "frequency"]
     weights = (counts if counts is not None else np.zeros(V)) + 1.0
     table = keras.ops.convert_to_numpy(layer.embeddings)
-    ranked = planner.rank_recipes(recipes, table, kept_rows, weights)
+    ranked = planner.rank_recipes(recipes, table, kept_rows, weights, oov_id=oov_id)
     return {"ranked": ranked, "counts": counts, "kept_rows": kept_rows}
 
 

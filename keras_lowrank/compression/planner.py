@@ -167,22 +167,24 @@ def smallest_recipe_bytes(input_dim, output_dim, *, storages=STORAGES, prune=Tru
     return min(sizes)
 
 
-def rank_recipes(recipes, table, kept_rows, weights):
+def rank_recipes(recipes, table, kept_rows, weights, oov_id=1):
     """Returns the recipes with their proxy error, best (lowest) first.
 
     Args:
         recipes: from `plan_recipes`.
         table: the trained float table `[V, d]`.
-        kept_rows: `(rows, selection) -> sorted kept ids` (the pruning rule).
+        kept_rows: `(rows, selection) -> sorted kept ids` (the pruning rule,
+            which always keeps `oov_id`).
         weights: per-id weights of the proxy and of frequency-weighted fits
             (token counts + 1), shape `[V]`.
+        oov_id: the id whose row pruned ids share.
     """
     table = np.asarray(table, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     norm = float(np.sum(weights * np.sum(table**2, axis=1))) or 1.0
     ranked = []
     for recipe in recipes:
-        approx = _stored_table(recipe, table, kept_rows, weights)
+        approx = _stored_table(recipe, table, kept_rows, weights, oov_id)
         error = float(np.sum(weights * np.sum((table - approx) ** 2, axis=1))) / norm
         ranked.append(dataclasses.replace(recipe, proxy_error=error))
     ranked.sort(key=lambda r: (r.proxy_error, r.layout.stored_bytes()))
@@ -206,7 +208,7 @@ def choose_candidates(ranked, count):
     return chosen
 
 
-def _stored_table(recipe, table, kept_rows, weights):
+def _stored_table(recipe, table, kept_rows, weights, oov_id):
     """What the recipe's stored table answers for every id, in float64."""
     layout = recipe.layout
     kept = kept_rows(layout.rows, recipe.selection) if layout.pruned else np.arange(layout.input_dim)
@@ -224,8 +226,7 @@ def _stored_table(recipe, table, kept_rows, weights):
     if not layout.pruned:
         return rows
     answer = np.empty_like(table)
-    oov = int(np.searchsorted(kept, 1)) if 1 in kept else 0
-    answer[:] = rows[oov]
+    answer[:] = rows[int(np.searchsorted(kept, oov_id))]
     answer[kept] = rows
     return answer
 

@@ -286,6 +286,19 @@ def test_proxy_error_matches_numpy_for_plain_low_rank():
     assert ranked.proxy_error == pytest.approx(np.sum(s[4:] ** 2) / np.sum(s**2), rel=1e-6)
 
 
+@pytest.mark.parametrize("oov_id", [1, 7])
+def test_proxy_error_of_pruning_uses_the_oov_row(oov_id):
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(VOCAB, DIM))
+    kept = np.array(sorted({0, oov_id, 2, 3, 5}))
+    recipe = planner.Recipe(TableLayout(VOCAB, DIM, rows=len(kept), remap=True), None, "counts")
+    weights = rng.uniform(1, 3, size=VOCAB)
+    (ranked,) = planner.rank_recipes([recipe], table, lambda rows, selection: kept, weights, oov_id=oov_id)
+    answered = np.where(np.isin(np.arange(VOCAB), kept)[:, None], table, table[oov_id])
+    expected = np.sum(weights * np.sum((table - answered) ** 2, axis=1)) / np.sum(weights * np.sum(table**2, axis=1))
+    assert ranked.proxy_error == pytest.approx(expected, rel=1e-9)
+
+
 def test_compress_works_on_a_factorized_pipeline_with_low_rank_layers(task):
     model, train, val = task
     small, report = keras_lowrank.compress(model, train, val, size=0.2, return_report=True,
