@@ -17,8 +17,6 @@ The private uses, one line each:
   sublayer in place, keeping the order of `model.weights` (used by `surgery.replace`).
 - `keras.src.backend.set_keras_mask`: attach an implicit mask to a returned tensor.
 - TensorFlow's `convert_to_constants`: freeze variables before the TFLite converter.
-- `layer._inbound_nodes` and `Node.arguments.kwargs`: how a layer is called in the graphs
-  that hold it (a reversible table called with `reverse=True` computes logits).
 - Adam's `_momentums` / `_velocities` / `_velocity_hats` via `_get_variable_index`: the moment
   slots of one variable, for `training.LazyAdam`'s row-wise update.
 """
@@ -140,12 +138,3 @@ def inner_lookup(layer):
     """
     return getattr(layer, "_lookup_layer", layer)
 
-
-def graph_call_kwargs(layer):
-    """The keyword arguments of each call of `layer` recorded in a graph.
-
-    One dict per node of the Functional graphs that call `layer` (a layer
-    called eagerly, or only inside a subclassed model's `call`, has none).
-    Keras records the calls in `_inbound_nodes`, with no public accessor.
-    """
-    return [dict(node.arguments.kwargs) for node in getattr(layer, "_inbound_nodes", ())]

@@ -155,13 +155,3 @@ def test_freeze_concrete_function():
     assert not frozen.variables
     np.testing.assert_allclose(frozen(tf.constant(ids))[0], model(ids), rtol=1e-6)
 
-
-def test_graph_call_kwargs_lists_each_call_of_a_layer():
-    table = keras.layers.ReversibleEmbedding(10, 4)
-    ids = keras.Input((3,), dtype="int32")
-    hidden = table(ids)
-    logits = table(hidden, reverse=True)
-    keras.Model(ids, logits)
-    calls = _keras_private.graph_call_kwargs(table)
-    assert [bool(kwargs.get("reverse")) for kwargs in calls] == [False, True]
-    assert _keras_private.graph_call_kwargs(keras.layers.Embedding(3, 2)) == []

@@ -18,10 +18,10 @@ import time
 import keras
 import numpy as np
 
-from keras_lowrank import _keras_private
 from keras_lowrank._keras_private import flatten_layers
 from keras_lowrank.compression import planner
 from keras_lowrank.compression.pruning import kept_ids
+from keras_lowrank.compression.pruning import lookup_of
 from keras_lowrank.compression.pruning import prune_vocabulary
 from keras_lowrank.compression.pruning import vocabulary_layers
 from keras_lowrank.compression.report import CandidateResult
@@ -184,29 +184,31 @@ def compress(
 
     notes = []
     tables = _selected_tables(model, layer_names, notes)
-    opts["oov_id"] = _oov_id(model, opts["oov_id"], notes)
+    # The note matters only where ids may be pruned.
+    opts["oov_id"] = _oov_id(model, opts["oov_id"], notes if opts["prune"] else [])
     # A KerasHub task applies its preprocessor in fit/evaluate/predict, not
     # when called: the distillation calls both models, so it trains on
     # preprocessed inputs, while scores go through `evaluate` on `validation_data`.
     train_data = _preprocessed(model, train_data, opts["batch_size"], notes)
-    float32_bytes = sum(4 * layer.input_dim * layer.output_dim for _, layer in tables)
+    # An untied reversible table stores a second table for its logits: both count.
+    float32_bytes = sum(TableLayout.of(layer).float32_bytes() for _, layer in tables)
     budget = int(math.floor(size * float32_bytes)) if size is not None else int(max_bytes)
 
     # Plan every table with its share of the budget (proportional to its
     # float32 bytes), before any training, so an infeasible budget fails fast.
     lookups = vocabulary_layers(model)
+    prunable = {path: opts["prune"] and _may_prune(model, path, layer, train_data, opts["oov_id"], notes)
+                for path, layer in tables}
     plans = {}
     for path, layer in tables:
-        V, d = int(layer.input_dim), int(layer.output_dim)
-        share = int(budget * (4 * V * d) / float32_bytes)
+        share = int(budget * TableLayout.of(layer).float32_bytes() / float32_bytes)
         counts = _token_counts(model, path, layer, train_data, notes)
-        prune = opts["prune"] and opts["oov_id"] < V and _may_prune(path, layer, notes)
-        plans[path] = _plan_table(layer, share, counts, lookups.get(V), opts, prune)
+        plans[path] = _plan_table(layer, share, counts, lookup_of(lookups, layer), opts, prunable[path])
         if not plans[path]["ranked"]:
             smallest = sum(
                 planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
-                                              prune=opts["prune"], untied_reverse=_untied(l))
-                for _, l in tables
+                                              prune=prunable[p], untied_reverse=_untied(l))
+                for p, l in tables
             )
             raise ValueError(
                 f"No recipe fits the budget of {budget:,} bytes for the embedding tables "
@@ -317,25 +319,49 @@ def _untied(layer):
     return getattr(layer, "tie_weights", True) is False
 
 
-def _may_prune(path, layer, notes):
+def _may_prune(model, path, layer, train_data, oov_id, notes):
     """Whether pruning recipes may be planned for a table (else a note says why).
 
-    A reversible table that computes logits (`reverse=True`, a language
-    model's head) would make every pruned token as likely as the OOV token:
-    never chosen by a search scored on validation data alone. A reversible
-    table whose calls are not recorded in a graph (a subclassed model) may
-    do so unseen: not pruned either.
+    A reversible table that computes logits (`reverse=True`: a language
+    model's tied head, called by the task graph or inside a head layer) would
+    make every pruned token as likely as the OOV token. Whether it does is
+    seen by running the model on one batch of `train_data`; a model that
+    cannot be run so is not pruned.
     """
+    if oov_id >= layer.input_dim:
+        notes.append(f"'{path}' not pruned: oov_id={oov_id} is no id of its {layer.input_dim} rows")
+        return False
     if not isinstance(layer, keras.layers.ReversibleEmbedding):
         return True
-    calls = _keras_private.graph_call_kwargs(layer)
-    if any(kwargs.get("reverse") for kwargs in calls):
+    try:
+        reverse = _calls_in_reverse(model, layer, train_data)
+    except Exception as error:  # noqa: BLE001 - any failure: not pruned, said in the report
+        notes.append(f"'{path}' not pruned: running the model on one batch of `train_data` to see whether "
+                     f"it computes logits with this reversible table failed ({type(error).__name__})")
+        return False
+    if reverse:
         notes.append(f"'{path}' not pruned: the model computes logits over its vocabulary with it (reverse=True)")
         return False
-    if not calls:
-        notes.append(f"'{path}' not pruned: a reversible table whose calls are not in a graph may compute logits")
-        return False
     return True
+
+
+def _calls_in_reverse(model, layer, data):
+    """Whether `model`, run eagerly on one batch of `data`, calls `layer` with `reverse=True`."""
+    original = layer.call
+    flags = []
+
+    def watching_call(inputs, *args, **kwargs):
+        flags.append(bool(kwargs.get("reverse", args[0] if args else False)))
+        return original(inputs, *args, **kwargs)
+
+    layer.call = watching_call
+    try:
+        model(next(iter(_batches_of_inputs(data, 8))), training=False)
+    finally:
+        del layer.call  # the instance attribute; the class's `call` is back
+    if not flags:
+        raise ValueError(f"layer '{layer.name}' was not called when the model ran")
+    return any(flags)
 
 
 def _oov_id(model, requested, notes):

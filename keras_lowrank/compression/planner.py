@@ -109,9 +109,6 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
     needs_remap = needs_remap or (lambda rows, selection: False)
     recipes = []
     seen = set()
-    # Sizes are searched for one table in its half of the budget; `add`
-    # checks the whole layout (remap table once) against the whole budget.
-    sizing_budget = budget_bytes // 2 if untied_reverse else budget_bytes
 
     def add(layout, weighting, selection=None):
         if weighting == "frequency" and layout.rows < d:
@@ -122,16 +119,17 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
             recipes.append(Recipe(layout, weighting, selection))
 
     def pruned_rows(storage, rank, selection):
-        rows = min(V - 1, max_rows_for_bytes(d, sizing_budget, storage, rank=rank))
+        rows = min(V - 1, max_rows_for_bytes(d, budget_bytes, storage, rank=rank, untied_reverse=untied_reverse))
         if rows >= MIN_ROWS and needs_remap(rows, selection):
-            rows = min(V - 1, max_rows_for_bytes(d, sizing_budget, storage, rank=rank, input_dim=V))
+            rows = min(V - 1, max_rows_for_bytes(d, budget_bytes, storage, rank=rank, input_dim=V,
+                                                 untied_reverse=untied_reverse))
         return rows
 
     def layout(**fields):
         return TableLayout(V, d, untied_reverse=untied_reverse, **fields)
 
     for storage in storages:
-        full_rank = max_rank_for_bytes(V, d, sizing_budget, storage)
+        full_rank = max_rank_for_bytes(V, d, budget_bytes, storage, untied_reverse=untied_reverse)
         if full_rank >= 1:
             for weighting in ("none", "frequency"):
                 add(layout(rank=full_rank, storage=storage), weighting)

@@ -113,7 +113,7 @@ def prune_vocabulary(model, keep, *, counts=None, layer_names=None, oov_id=1):
     for path, kept in plans.items():
         layer = tables[path]
         subset = _subset_table(layer, kept)
-        lookup = lookups.get(int(layer.input_dim))
+        lookup = lookup_of(lookups, layer)
         if lookup is not None:
             vocabulary = lookup.get_vocabulary()
             lookup.set_vocabulary([vocabulary[i] for i in kept if i >= _special_tokens(lookup)])
@@ -235,6 +235,18 @@ def _subset_table(layer, kept):
         values.append(value)
     new.set_weights(values)
     return new
+
+
+def lookup_of(lookups, layer):
+    """The lookup of `vocabulary_layers` pruned with `layer`'s rows, or None.
+
+    A reversible table is never renumbered through its lookup: its reverse
+    call must keep answering every original id, which the `PrunedEmbedding`
+    route does.
+    """
+    if isinstance(layer, (keras.layers.ReversibleEmbedding, LowRankReversibleEmbedding)):
+        return None
+    return lookups.get(int(layer.input_dim))
 
 
 def vocabulary_layers(model):

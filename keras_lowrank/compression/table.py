@@ -114,8 +114,8 @@ class TableLayout:
         return 1 <= self.rank <= decomposition.max_useful_rank(self.rows, self.output_dim)
 
     def float32_bytes(self):
-        """Bytes of the uncompressed float32 `input_dim x output_dim` table."""
-        return 4 * self.input_dim * self.output_dim
+        """Bytes of the uncompressed float32 `input_dim x output_dim` table (both, untied)."""
+        return 4 * self.input_dim * self.output_dim * (2 if self.untied_reverse else 1)
 
     def stored_bytes(self):
         """Bytes the built layer stores (what `table_bytes` counts)."""
@@ -211,29 +211,35 @@ def table_bytes(layer):
     return total
 
 
-def max_rank_for_bytes(rows, output_dim, budget, storage):
-    """Largest useful rank of `rows x output_dim` factors within `budget` bytes (0: none)."""
+def max_rank_for_bytes(rows, output_dim, budget, storage, untied_reverse=False):
+    """Largest useful rank of `rows x output_dim` factors within `budget` bytes (0: none).
+
+    With `untied_reverse`, the reverse table's factors of the same rank are
+    paid from the same budget.
+    """
     cap = decomposition.max_useful_rank(rows, output_dim)
+    tables = 2 if untied_reverse else 1
     best = 0
     for rank in range(1, cap + 1):
-        if _low_rank_bytes(rows, output_dim, rank, storage) > budget:
+        if tables * _low_rank_bytes(rows, output_dim, rank, storage) > budget:
             break
         best = rank
     return best
 
 
-def max_rows_for_bytes(output_dim, budget, storage, rank=None, input_dim=None):
+def max_rows_for_bytes(output_dim, budget, storage, rank=None, input_dim=None, untied_reverse=False):
     """Largest number of kept rows whose table fits `budget` bytes (0: none).
 
     With `input_dim`, the remap table of a pruned vocabulary (one small
-    integer per id) is paid from the same budget.
+    integer per id) is paid from the same budget; with `untied_reverse`, the
+    reverse table of the same layout too.
     """
 
     def cost(rows):
         layout_bytes = (
-            _low_rank_bytes(rows, output_dim, rank, storage)
+            (2 if untied_reverse else 1) * _low_rank_bytes(rows, output_dim, rank, storage)
             if rank is not None
-            else _dense_bytes(rows, output_dim, storage)
+            else _dense_bytes(rows, output_dim, storage, untied_reverse)
         )
         if input_dim is not None:
             layout_bytes += input_dim * np.dtype(remap_dtype(rows)).itemsize

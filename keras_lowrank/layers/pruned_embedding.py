@@ -11,6 +11,7 @@ mapping in front of any embedding layer (`keras.layers.Embedding` or
 
 import numpy as np
 from keras import KerasTensor
+from keras import backend
 from keras import layers
 from keras import ops
 from keras import saving
@@ -170,7 +171,9 @@ class PrunedEmbedding(layers.Layer):
         return self.embedding(self._map_ids(inputs))
 
     def compute_mask(self, inputs, mask=None):
-        if not self.mask_zero:
+        # Keras asks for the mask of the reverse call too, whose inputs are
+        # float hidden states: logits carry no mask.
+        if not self.mask_zero or not backend.is_int_dtype(inputs.dtype):
             return None
         return ops.not_equal(inputs, 0)
 

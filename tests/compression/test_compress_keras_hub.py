@@ -146,14 +146,37 @@ def test_tokenizer_unknown_token_is_the_oov_row():
     assert compress_module._oov_id(_classifier(), None, []) == 1
 
 
-def test_causal_lm_head_is_never_pruned():
+def test_language_model_heads_are_never_pruned_classifier_tables_are():
+    notes = []
     backbone = keras_hub.models.GemmaBackbone(
         vocabulary_size=VOCAB_SIZE, num_layers=1, num_query_heads=2, num_key_value_heads=1,
         hidden_dim=16, intermediate_dim=32, head_dim=8,
     )
-    model = keras_hub.models.GemmaCausalLM(backbone, preprocessor=None)
-    notes = []
-    assert not compress_module._may_prune("token_embedding", backbone.token_embedding, notes)
+    causal = keras_hub.models.GemmaCausalLM(backbone, preprocessor=None)
+    ids = np.random.default_rng(0).integers(1, VOCAB_SIZE, size=(4, LENGTH)).astype("int32")
+    causal_data = ({"token_ids": ids, "padding_mask": np.ones_like(ids, dtype=bool)}, ids)
+    assert not compress_module._may_prune(causal, "token_embedding", backbone.token_embedding, causal_data, 1, notes)
     assert "reverse=True" in notes[0]
-    assert compress_module._may_prune("token_embedding", _classifier().backbone.token_embedding, [])
-    del model
+
+    # BERT's masked LM calls the table in reverse inside its MaskedLMHead.
+    bert = keras_hub.models.BertBackbone(
+        vocabulary_size=VOCAB_SIZE, num_layers=1, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=LENGTH,
+    )
+    masked = keras_hub.models.BertMaskedLM(bert, preprocessor=None)
+    x = {"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": np.ones_like(ids, dtype=bool),
+         "mask_positions": np.zeros((4, 2), "int32")}
+    assert not compress_module._may_prune(masked, "token_embedding", bert.token_embedding, (x, ids[:, :2]), 1, [])
+
+    classifier = _classifier()
+    assert compress_module._may_prune(classifier, "token_embedding", classifier.backbone.token_embedding,
+                                      _data(8, 0), 1, [])
+    # DistilBERT's table sits in TokenAndPositionEmbedding, called inside its `call`.
+    distil = keras_hub.models.DistilBertBackbone(
+        vocabulary_size=VOCAB_SIZE, num_layers=1, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=LENGTH,
+    )
+    distil_classifier = keras_hub.models.DistilBertTextClassifier(distil, num_classes=2, preprocessor=None)
+    table = distil.get_layer("token_and_position_embedding").token_embedding
+    distil_data = ({"token_ids": ids, "padding_mask": np.ones_like(ids, dtype=bool)}, np.zeros(4, "int32"))
+    assert compress_module._may_prune(distil_classifier, "token_embedding", table, distil_data, 1, [])

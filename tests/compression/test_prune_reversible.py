@@ -12,7 +12,6 @@ import pytest
 import keras
 
 import keras_lowrank
-from keras_lowrank import _keras_private
 from keras_lowrank.compression import TableLayout
 from keras_lowrank.compression import planner
 from keras_lowrank.compression import prune_vocabulary
@@ -109,22 +108,21 @@ def test_prune_vocabulary_keeps_both_directions_of_a_reversible_table(tie_weight
     assert isinstance(layer, PrunedEmbedding) and layer.reversible and layer.rows == 25
     assert TableLayout.of(layer).stored_bytes() == table_bytes(layer)
 
-    # The reference: the original model whose pruned ids hold the OOV row
-    # (forward) and the OOV column (reverse, untied).
-    id_map = _numpy(layer.id_map).astype(int)
-    kept_forward, kept_reverse = _effective(layer, id_map)
+    # The reference, from the original weights: the 25 most counted ids
+    # (ties: smaller id; 0 and the OOV id 1 always) keep their rows and
+    # columns, every other id holds the OOV id's.
+    order = np.argsort(-counts, kind="stable")
+    kept = np.union1d([0, 1], order[~np.isin(order, [0, 1])][:23])
+    answered = np.where(np.isin(np.arange(VOCAB), kept), np.arange(VOCAB), 1)
     reference = _tied_lm(tie_weights)
     reference.set_weights(model.get_weights())
     table = reference.get_layer("tokens")
-    table.embeddings.assign(kept_forward.astype("float32"))
+    table.embeddings.assign(_numpy(table.embeddings)[answered].astype("float32"))
     if not tie_weights:
-        table.reverse_embeddings.assign(kept_reverse.T.astype("float32"))
+        table.reverse_embeddings.assign(_numpy(table.reverse_embeddings)[:, answered].astype("float32"))
     ids = rng.integers(0, VOCAB, size=(4, LENGTH)).astype("int32")
     expected = _numpy(reference(ids))
     np.testing.assert_allclose(_numpy(pruned(ids)), expected, atol=1e-5)
-    # Kept ids keep their own rows.
-    kept = np.flatnonzero(np.bincount(id_map, minlength=25))
-    assert len(kept) == 25
 
     path = str(tmp_path / "pruned.keras")
     pruned.save(path)
@@ -132,32 +130,64 @@ def test_prune_vocabulary_keeps_both_directions_of_a_reversible_table(tie_weight
     np.testing.assert_array_equal(_numpy(restored(ids)), _numpy(pruned(ids)))
 
 
-def test_graph_calls_tell_a_head_from_a_lookup():
-    head = _tied_lm().get_layer("tokens")
-    assert [bool(k.get("reverse")) for k in _keras_private.graph_call_kwargs(head)] == [False, True]
-    notes = []
+def test_reverse_logits_carry_no_mask():
+    inner = keras.layers.ReversibleEmbedding(6, DIM, mask_zero=True)
+    layer = PrunedEmbedding(VOCAB, inner)
+    layer.build()
+    ids = np.array([[3, 0, 40]])
+    embedded = layer(ids)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(embedded._keras_mask), [[True, False, True]])
+    logits = layer(np.ones((1, 3, DIM), "float32"), reverse=True)
+    assert getattr(logits, "_keras_mask", None) is None
+
+
+class _Head(keras.layers.Layer):
+    """Computes logits with a table it holds, inside its own `call` (as KerasHub's MaskedLMHead)."""
+
+    def __init__(self, table, **kwargs):
+        super().__init__(**kwargs)
+        self.table = table
+
+    def call(self, hidden):
+        return self.table(hidden, reverse=True)
+
+
+def test_only_a_table_computing_logits_is_kept_whole():
     compress_module = __import__("keras_lowrank.compression.compress", fromlist=["_may_prune"])
-    assert not compress_module._may_prune("tokens", head, notes)
+    data = _data(16, 0)
+    notes = []
+    model = _tied_lm()
+    assert not compress_module._may_prune(model, "tokens", model.get_layer("tokens"), data, 1, notes)
     assert "reverse=True" in notes[0]
-    lookup_only = keras.layers.ReversibleEmbedding(VOCAB, DIM)
+    # Called in reverse inside another layer: no graph node says so.
+    table = keras.layers.ReversibleEmbedding(VOCAB, DIM, name="tokens")
     ids = keras.Input((LENGTH,), dtype="int32")
-    keras.Model(ids, lookup_only(ids))
-    assert compress_module._may_prune("tokens", lookup_only, [])
-    # Never called in a graph: its calls are unknown, so not pruned.
-    assert not compress_module._may_prune("tokens", keras.layers.ReversibleEmbedding(VOCAB, DIM), [])
+    headed = keras.Model(ids, _Head(table)(keras.layers.Dense(DIM)(table(ids))))
+    assert not compress_module._may_prune(headed, "tokens", table, data, 1, [])
+    # A lookup only: pruned.
+    classifier = _classifier(True)
+    assert compress_module._may_prune(classifier, "tokens", classifier.get_layer("tokens"), data, 1, [])
+    # An OOV id outside the table: not pruned, said.
+    notes = []
+    assert not compress_module._may_prune(classifier, "tokens", classifier.get_layer("tokens"), data, VOCAB, notes)
+    assert "is no id" in notes[0]
 
 
 def test_planner_sizes_an_untied_table_for_both_of_its_tables():
-    budget = int(0.2 * 4 * VOCAB * DIM * 2)
-    recipes = planner.plan_recipes(VOCAB * 10, DIM, budget * 10, untied_reverse=True)
-    assert recipes and {r.family for r in recipes} == set(planner.FAMILIES)
+    V, d = 2000, 32
+    budget = int(0.1 * 4 * V * d * 2)
+    recipes = planner.plan_recipes(V, d, budget, untied_reverse=True)
     assert all(r.layout.untied_reverse for r in recipes)
-    assert all(r.layout.stored_bytes() <= budget * 10 for r in recipes)
-    # The same budget buys a larger rank for one table than for two.
-    tied_rank = max(r.layout.rank for r in planner.plan_recipes(VOCAB * 10, DIM, budget * 10, prune=False))
-    untied_rank = max(r.layout.rank for r in planner.plan_recipes(
-        VOCAB * 10, DIM, budget * 10, prune=False, untied_reverse=True))
-    assert untied_rank < tied_rank
+    assert all(r.layout.stored_bytes() <= budget for r in recipes)
+    # Every family in every storage, dense int4 rows included (Keras' untied
+    # int4 table costs more than two forward tables per row).
+    assert {(r.family, r.layout.storage) for r in recipes} == {
+        (family, storage) for family in planner.FAMILIES for storage in ("float32", "int8", "int4")}
+    # Each size is the largest that fits: one more row or rank does not.
+    for r in recipes:
+        if r.family == "low-rank":
+            bigger = TableLayout(V, d, rank=r.layout.rank + 1, storage=r.layout.storage, untied_reverse=True)
+            assert not bigger.useful or bigger.stored_bytes() > budget
 
 
 def _classifier(tie_weights):
@@ -189,6 +219,8 @@ def test_compress_prunes_a_reversible_lookup_and_meets_the_budget(tie_weights):
     families = {c.recipe["tokens"]["family"] for c in report.candidates}
     assert families & {"pruned", "pruned+low-rank"}
     assert report.embedding_bytes == table_bytes(small.get_layer("tokens")) <= report.budget_bytes
+    # An untied table stores two tables: the budget is a share of both.
+    assert report.float32_embedding_bytes == 4 * VOCAB * DIM * (1 if tie_weights else 2)
     assert not any("not pruned" in note for note in report.notes)
 
 

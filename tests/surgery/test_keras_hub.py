@@ -22,6 +22,13 @@ from keras_lowrank.surgery import factorize_embeddings  # noqa: E402
 from keras_lowrank.surgery import find_embeddings  # noqa: E402
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(195)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_layer_names():
+    # Paths such as "bert_backbone/token_embedding" hold the default names,
+    # which count up across the models of earlier tests.
+    keras.backend.clear_session()
 TEXTS = ["w1 w2 w3 w4", "w5 w6", "w7 w8 w9"]
 
 
