@@ -180,3 +180,27 @@ def test_language_model_heads_are_never_pruned_classifier_tables_are():
     table = distil.get_layer("token_and_position_embedding").token_embedding
     distil_data = ({"token_ids": ids, "padding_mask": np.ones_like(ids, dtype=bool)}, np.zeros(4, "int32"))
     assert compress_module._may_prune(distil_classifier, "token_embedding", table, distil_data, 1, [])
+
+
+def test_pruned_int4_token_table_exports_to_litert(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    model = _classifier()
+    counts = np.bincount(_data(64, 5)[0]["token_ids"].ravel(), minlength=VOCAB_SIZE)
+    pruned = keras_lowrank.prune_vocabulary(model, 40, counts=counts, layer_names="token_embedding", oov_id=100)
+    pruned.backbone.token_embedding.embedding.quantize("int4")
+    # export_tflite takes one input of ids: the segment ids and mask follow from them.
+    ids = keras.Input((LENGTH,), dtype="int32", name="token_ids")
+    wrapped = keras.Model(ids, pruned({"token_ids": ids, "segment_ids": keras.ops.zeros_like(ids),
+                                       "padding_mask": keras.ops.not_equal(ids, 0)}))
+    path = str(tmp_path / "pruned_int4.tflite")
+    keras_lowrank.export_tflite(wrapped, path, batch_size=1)
+
+    from keras_lowrank.export.tflite import invoke
+    from keras_lowrank.export.tflite import make_interpreter
+    from keras_lowrank.export.tflite import prepare_interpreter
+
+    interpreter = make_interpreter(path)
+    prepare_interpreter(interpreter, (1, LENGTH))
+    x = _data(3, 6)[0]["token_ids"]
+    for row in x:
+        np.testing.assert_allclose(invoke(interpreter, row[None].astype("int32")), wrapped.predict(row[None], verbose=0), atol=1e-4)
