@@ -11,6 +11,7 @@ This module orchestrates: it must not decompose tables, count bytes or walk
 models itself (decomposition, `table`, surgery), and test data never enters.
 """
 
+import contextlib
 import math
 import numbers
 import time
@@ -347,18 +348,14 @@ def _may_prune(model, path, layer, train_data, oov_id, notes):
 
 def _calls_in_reverse(model, layer, data):
     """Whether `model`, run eagerly on one batch of `data`, calls `layer` with `reverse=True`."""
-    original = layer.call
     flags = []
 
-    def watching_call(inputs, *args, **kwargs):
+    def watching_call(original, inputs, *args, **kwargs):
         flags.append(bool(kwargs.get("reverse", args[0] if args else False)))
         return original(inputs, *args, **kwargs)
 
-    layer.call = watching_call
-    try:
+    with _call_replaced(layer, watching_call):
         model(next(iter(_batches_of_inputs(data, 8))), training=False)
-    finally:
-        del layer.call  # the instance attribute; the class's `call` is back
     if not flags:
         raise ValueError(f"layer '{layer.name}' was not called when the model ran")
     return any(flags)
@@ -608,26 +605,33 @@ def _recorded_ids(model, layer, data):
     nested in a task model, a subclassed model): each batch runs eagerly
     until `layer` is called, its ids are kept and the pass stops there.
     """
-    original = layer.call
     seen = []
 
-    def recording_call(inputs, *args, **kwargs):
+    def recording_call(original, inputs, *args, **kwargs):
         if kwargs.get("reverse"):
             return original(inputs, *args, **kwargs)
         seen.append(keras.ops.convert_to_numpy(inputs))
         raise _IdsRecorded()
 
-    layer.call = recording_call
-    try:
+    with _call_replaced(layer, recording_call):
         for x in _batches_of_inputs(data, 256):
             try:
                 model(x, training=False)
             except _IdsRecorded:
                 continue
             raise ValueError(f"layer '{layer.name}' was not called when the model ran")
+    return np.concatenate([ids.ravel() for ids in seen]) if seen else np.zeros((0,), np.int64)
+
+
+@contextlib.contextmanager
+def _call_replaced(layer, hook):
+    """Inside the block, `layer`'s calls go to `hook(original_call, inputs, ...)`."""
+    original = layer.call
+    layer.call = lambda inputs, *args, **kwargs: hook(original, inputs, *args, **kwargs)
+    try:
+        yield
     finally:
         del layer.call  # the instance attribute; the class's `call` is back
-    return np.concatenate([ids.ravel() for ids in seen]) if seen else np.zeros((0,), np.int64)
 
 
 def _batches_of_inputs(data, batch_size):
