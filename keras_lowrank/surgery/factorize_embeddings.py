@@ -102,9 +102,11 @@ def factorize_embeddings(
     The original model is never changed: by default the conversion happens
     in a copy of the same class (`keras.models.clone_model` for Sequential
     and Functional models, nested ones included; a `.keras` round trip in
-    memory for subclassed models) whose other layers hold copies of the
-    trained weights. Fine-tuning the result therefore leaves the original
-    intact, as a teacher for distillation or a baseline. With
+    memory for subclassed models, or a new instance of the class, such as a
+    model with an argument-free `__init__` and no `get_config()`, built like
+    the original; see `keras_lowrank.surgery.copy_model`) whose other layers
+    hold copies of the trained weights. Fine-tuning the result therefore
+    leaves the original intact, as a teacher for distillation or a baseline. With
     `share_layers=True` the previous, cheaper behaviour is kept: Sequential
     and Functional models are rebuilt around the *same* layer objects (the
     original keeps its own `Embedding`, but fine-tuning the result also

@@ -22,10 +22,12 @@ layers or decide which tables to convert.
 """
 
 import importlib
+import inspect
 import os
 import tempfile
 
 import keras
+import numpy as np
 
 from keras_lowrank import _keras_private
 from keras_lowrank.layers import LowRankEmbedding
@@ -78,13 +80,20 @@ def copy_model(model):
     (`keras.models.clone_model`) and given the source's weights; other
     models go through an in-memory `.keras` round trip (or, for a class that
     is not registered with Keras, its own `from_config` and build config, then
-    the source's weights). A compiled model's
+    the source's weights). A subclassed model that cannot be re-created from
+    its config, such as one whose `__init__` takes no argument and that
+    defines no `get_config()`, is constructed again with `type(model)()`,
+    built on zeros shaped like the input it was built on, and given the
+    source's layer names, `trainable` flags and weights, once its layers and
+    variables are checked to match the source's. A compiled model's
     copy is compiled with the same loss and metric objects and a fresh
     optimizer of the same configuration.
 
     Raises:
-        ValueError: when a layer of the model cannot be re-created from its
-            config (a custom layer without `get_config`).
+        ValueError: when the model cannot be copied: a layer of the model
+            cannot be re-created from its config (a custom layer without
+            `get_config`), or a subclassed model whose `__init__` needs
+            arguments cannot be re-created from its config.
     """
     try:
         if is_graph_model(model) and is_rebuildable(model):
@@ -95,17 +104,196 @@ def copy_model(model):
             clone.set_weights(model.get_weights())
             _copy_vocabularies(model, clone)
         else:
-            clone = _copy_through_keras_file(model)
+            clone = _copy_subclassed(model)
+    except _NotCopyable as error:
+        raise ValueError(
+            f"Cannot copy model '{model.name}' ({type(model).__name__}) to keep the "
+            f"original untouched: {error}"
+        ) from error.__cause__
     except Exception as error:  # noqa: BLE001 - any failure means "not copyable"
         raise ValueError(
             f"Cannot copy model '{model.name}' ({type(model).__name__}) to keep the "
-            f"original untouched: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}. "
-            "Give its custom layers a `get_config()`, or pass `share_layers=True` to convert "
-            "the model's own layers (the original then changes too)."
+            f"original untouched: {_first_paragraph(error)}. "
+            f"{_SUGGESTION}"
         ) from error
     if getattr(model, "compiled", False):
         compile_like(clone, model)
     return clone
+
+
+_SUGGESTION = (
+    "Give its custom layers a `get_config()`, or pass `share_layers=True` to convert "
+    "the model's own layers (the original then changes too)."
+)
+
+
+class _NotCopyable(Exception):
+    """Why a subclassed model could be copied neither from its config nor anew."""
+
+
+def _first_paragraph(error):
+    # Keras' errors are paragraphs of wrapped lines: the first paragraph,
+    # on one line, says what went wrong.
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    return " ".join(text.split("\n\n")[0].split())
+
+
+def _copy_subclassed(model):
+    """A `.keras` round trip, else a new instance given the source's weights."""
+    try:
+        clone = _copy_through_keras_file(model)
+    except Exception as error:  # noqa: BLE001 - tried anew below
+        config_error = error
+    else:
+        old_layers = _keras_private.flatten_layers(model)
+        new_layers = _keras_private.flatten_layers(clone)
+        # `from_config` re-creates layers named by the class without a
+        # `name` with new automatic names.
+        if [type(layer) for layer in new_layers] == [type(layer) for layer in old_layers]:
+            _copy_names(old_layers, new_layers)
+        return clone
+    cls = type(model)
+    required = _required_init_arguments(cls)
+    if required:
+        names = ", ".join(f"`{name}`" for name in required)
+        if _defines(cls, "get_config"):
+            reason = (
+                f"re-creating it from its config failed ({_first_paragraph(config_error)}), "
+                f"and its `__init__` needs argument(s) {names}. Make `get_config()` return "
+                "every `__init__` argument (and define `from_config()` for those that are "
+                "not plain values)"
+            )
+        else:
+            reason = (
+                f"its `__init__` needs argument(s) {names} and {cls.__name__} has no "
+                "`get_config()` to re-create it from. Define `get_config()` returning those "
+                "arguments (and `from_config()` for those that are not plain values), give "
+                "each of them a default"
+            )
+        raise _NotCopyable(
+            f"{reason}, or pass `share_layers=True` to convert the model's own layers "
+            "(the original then changes too)."
+        ) from config_error
+    try:
+        return _copy_by_construction(model)
+    except Exception as error:  # noqa: BLE001 - both ways failed: say both
+        raise _NotCopyable(
+            f"re-creating it from its config failed ({_first_paragraph(config_error)}), "
+            f"and so did constructing `{cls.__name__}()` anew with its weights "
+            f"({_first_paragraph(error)}). {_SUGGESTION}"
+        ) from error
+
+
+def _required_init_arguments(cls):
+    """The names of the arguments `cls(...)` cannot be called without."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    kinds = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    return [
+        p.name for p in parameters if p.kind in kinds and p.default is inspect.Parameter.empty
+    ]
+
+
+def _defines(cls, attribute):
+    """Whether a class of `cls`'s own, not Keras', defines `attribute`."""
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("keras.") or klass.__module__ == "keras":
+            return False
+        if attribute in vars(klass):
+            return True
+    return False
+
+
+def _copy_by_construction(model):
+    """`type(model)()`, built like `model` and given its names and weights.
+
+    The new instance's layers are created by its own `__init__` (and
+    `build`), so nothing of the source is shared; they are paired with the
+    source's in Keras' walk order and must match class for class and
+    variable for variable before any weight is copied.
+    """
+    clone = type(model)()
+    old_layers = _keras_private.flatten_layers(model)
+    # Named before building, so that the variables' paths are the source's.
+    if [type(layer) for layer in _keras_private.flatten_layers(clone)] == [
+        type(layer) for layer in old_layers
+    ]:
+        _copy_names(old_layers, _keras_private.flatten_layers(clone))
+    if model.built:
+        _build_like(clone, model)
+    new_layers = _keras_private.flatten_layers(clone)
+    old_classes = [type(layer).__name__ for layer in old_layers]
+    new_classes = [type(layer).__name__ for layer in new_layers]
+    if old_classes != new_classes:
+        raise ValueError(
+            f"the new instance's layers {new_classes} differ from the model's {old_classes}"
+        )
+    old_variables = [(tuple(v.shape), v.dtype) for v in model.weights]
+    new_variables = [(tuple(v.shape), v.dtype) for v in clone.weights]
+    if old_variables != new_variables:
+        raise ValueError(
+            f"the new instance's variables (shape, dtype) {new_variables} differ from "
+            f"the model's {old_variables}"
+        )
+    _copy_names(old_layers, new_layers)
+    # Parents first (Keras' walk order): a parent's flag reaches its
+    # sublayers, then each sublayer gets its own.
+    for old, new in zip(old_layers, new_layers):
+        new.trainable = old.trainable
+    clone.set_weights(model.get_weights())
+    _copy_vocabularies(model, clone)
+    return clone
+
+
+def _copy_names(old_layers, new_layers):
+    # Auto-generated names are unique per session (`embedding_1`); layer
+    # paths (`layer_names`, reports) need the source's.
+    for old, new in zip(old_layers, new_layers):
+        new.name = old.name
+
+
+def _build_like(clone, model):
+    """Builds `clone` on zeros shaped like the inputs `model` was built on.
+
+    Calling it (as `model` was when first called on data) creates the
+    variables that its `call` creates; `build_from_config` is the fallback
+    for a model whose `call` zeros of either dtype do not suit.
+    """
+    config = model.get_build_config() or {}
+    if "input_shape" in config:
+        args, kwargs = [config["input_shape"]], {}
+    elif "shapes_dict" in config:
+        # `{"<argument>_shape": shape}`, one per tensor argument of `call`.
+        args = []
+        kwargs = {name[: -len("_shape")]: shape for name, shape in config["shapes_dict"].items()}
+    else:
+        raise ValueError(
+            "it was built without a recorded input shape (`get_build_config()` is "
+            f"{model.get_build_config()!r})"
+        )
+
+    def zeros(shape, dtype):
+        return keras.tree.map_shape_structure(
+            lambda s: np.zeros([1 if d is None else d for d in s], dtype), shape
+        )
+
+    # Float zeros suit most inputs (an `Embedding` casts them to ids); int
+    # zeros the models whose `call` indexes with its input itself.
+    for dtype in ("float32", "int32"):
+        try:
+            clone(
+                *[zeros(shape, dtype) for shape in args],
+                **{name: zeros(shape, dtype) for name, shape in kwargs.items()},
+            )
+            return
+        except Exception:  # noqa: BLE001 - the next dtype, then the build config
+            continue
+    clone.build_from_config(config)
 
 
 def _copy_through_keras_file(model):
