@@ -53,7 +53,9 @@ def prune_vocabulary(model, keep, *, counts=None, layer_names=None, oov_id=1):
     - `keep` an integer and no `counts`: the first `keep` ids, which are the
       most frequent ones in vocabularies ordered by frequency (Keras'
       `TextVectorization` and `StringLookup` order theirs so);
-    - `keep` a sequence of ids: exactly those (plus 0 and `oov_id`).
+    - `keep` a sequence of ids: exactly those (plus 0 and `oov_id`);
+    - `keep` a boolean mask with one entry per id: the ids where it is
+      `True` (plus 0 and `oov_id`), as numpy indexes with a mask.
 
     When the model contains the `TextVectorization`, `StringLookup` or
     `IntegerLookup` layer whose vocabulary numbers the table's rows (same
@@ -74,17 +76,31 @@ def prune_vocabulary(model, keep, *, counts=None, layer_names=None, oov_id=1):
 
     Args:
         model: A built `keras.Model`.
-        keep: Integer number of rows to keep (at least 2 and less than the
-            vocabulary), or a sequence of ids to keep.
-        counts: Optional 1-D array of per-id counts (for example training
-            token counts), or a dict `{layer name: counts}` with several
-            tables.
+        keep: Which rows to keep in each selected table, one of:
+            an integer number of rows (a Python or numpy integer, not a
+            bool, at least the number of reserved ids 0 and `oov_id` and
+            less than the vocabulary size); a 1-D sequence of integer ids in
+            `[0, input_dim)` (floats are refused, as numpy refuses them as
+            indices; duplicates and order do not matter); or a 1-D boolean
+            mask of exactly `input_dim` entries.
+        counts: Optional, with an integer `keep` only: a 1-D array of
+            `input_dim` non-negative finite per-id counts (for example
+            training token counts), or a dict `{table: counts}` whose keys
+            are layer names or paths of the model's embedding tables; a
+            selected table the dict does not name keeps its first `keep`
+            ids.
         layer_names: `None` (every table), a layer name or a list of names.
-        oov_id: The id whose row every pruned id shares (Keras' lookups use
-            1). Defaults to 1.
+        oov_id: Non-negative integer, the id whose row every pruned id
+            shares (Keras' lookups use 1). Defaults to 1.
 
     Returns:
         The pruned model.
+
+    Raises:
+        ValueError: If an argument is not as described above (the error
+            names the table it concerns), or a table cannot be pruned
+            (quantized, or a low-rank table whose rank the kept rows cannot
+            use).
 
     Example:
 
@@ -99,10 +115,15 @@ def prune_vocabulary(model, keep, *, counts=None, layer_names=None, oov_id=1):
     if isinstance(oov_id, bool) or not isinstance(oov_id, numbers.Integral) or oov_id < 0:
         raise ValueError(f"Expected `oov_id` to be a non-negative integer, received: oov_id={oov_id!r}")
     selected = _selected_tables(model, layer_names)
+    if isinstance(counts, dict):
+        _check_counts_keys(model, counts)
     plans = {}
     for path, layer in selected:
         layer_counts = counts.get(path, counts.get(layer.name)) if isinstance(counts, dict) else counts
-        kept = kept_ids(int(layer.input_dim), keep, counts=layer_counts, oov_id=oov_id)
+        try:
+            kept = kept_ids(int(layer.input_dim), keep, counts=layer_counts, oov_id=oov_id)
+        except ValueError as error:
+            raise ValueError(f"Table '{path}': {error}") from None
         _check_prunable(path, layer, kept)
         plans[path] = kept
 
@@ -139,13 +160,26 @@ def prune_vocabulary(model, keep, *, counts=None, layer_names=None, oov_id=1):
 def kept_ids(input_dim, keep, *, counts=None, oov_id=1):
     """The sorted ids kept by pruning a vocabulary of `input_dim` ids.
 
-    See `prune_vocabulary` for the rules. Returns a sorted int64 array that
-    always holds 0 and `oov_id`.
+    See `prune_vocabulary` for the rules.
+
+    Args:
+        input_dim: Integer, the vocabulary size.
+        keep: An integer number of rows, a 1-D sequence of integer ids or a
+            1-D boolean mask of `input_dim` entries (see `prune_vocabulary`).
+        counts: Optional 1-D array of `input_dim` per-id counts, with an
+            integer `keep` only.
+        oov_id: Integer, the out-of-vocabulary id. Defaults to 1.
+
+    Returns:
+        A sorted int64 array that always holds 0 and `oov_id`.
+
+    Raises:
+        ValueError: If `keep`, `counts` or `oov_id` is not as described.
     """
     reserved = sorted({PADDING_ID, int(oov_id)})
     if oov_id >= input_dim:
         raise ValueError(f"Expected `oov_id` < the vocabulary size {input_dim}, received: oov_id={oov_id}")
-    if isinstance(keep, numbers.Integral) and not isinstance(keep, bool):
+    if _is_count(keep):
         if not len(reserved) <= keep < input_dim:
             raise ValueError(
                 f"Expected `keep` to be an integer in [{len(reserved)}, {input_dim}) (the vocabulary "
@@ -156,38 +190,110 @@ def kept_ids(input_dim, keep, *, counts=None, oov_id=1):
             if oov_id >= keep:
                 kept = np.concatenate([kept[: keep - 1], [oov_id]])
             return np.sort(kept).astype(np.int64)
-        counts = np.asarray(counts, dtype=np.float64).reshape(-1)
-        if counts.shape != (input_dim,) or not np.all(np.isfinite(counts)) or counts.min() < 0:
-            raise ValueError(
-                f"Expected `counts` to hold {input_dim} non-negative finite numbers (one per id), "
-                f"received an array of shape {counts.shape}"
-            )
+        counts = _per_id_counts(counts, input_dim)
         order = np.argsort(-counts, kind="stable")
         order = order[~np.isin(order, reserved)]
         kept = np.concatenate([reserved, order[: keep - len(reserved)]])
         return np.sort(kept).astype(np.int64)
-    try:
-        kept = np.unique(np.asarray(list(keep), dtype=np.int64))
-    except (TypeError, ValueError) as error:
+    if counts is not None:
         raise ValueError(
-            f"Expected `keep` to be an integer or a sequence of ids, received: keep={keep!r}"
-        ) from error
-    if kept.size and (kept.min() < 0 or kept.max() >= input_dim):
-        raise ValueError(
-            f"Expected the ids in `keep` to be in [0, {input_dim}), received ids from {kept.min()} to {kept.max()}"
+            "Expected `counts` to be None when `keep` lists the ids to keep (counts only choose the rows "
+            f"of an integer `keep`), received: keep={_short_repr(keep)} and counts={_short_repr(counts)}"
         )
+    kept = np.unique(_ids_to_keep(keep, input_dim))
     kept = np.union1d(kept, reserved)
     if kept.size >= input_dim:
         raise ValueError(f"`keep` keeps every one of the {input_dim} ids: nothing to prune")
     return kept.astype(np.int64)
 
 
-def _selected_tables(model, layer_names):
-    found = [
+def _is_count(keep):
+    return isinstance(keep, numbers.Integral) and not isinstance(keep, (bool, np.bool_))
+
+
+def _ids_to_keep(keep, input_dim):
+    """The ids named by a `keep` sequence or mask, unsorted, as int64."""
+    expected = (
+        "Expected `keep` to be an integer number of rows, a 1-D sequence of integer ids in "
+        f"[0, {input_dim}) or a boolean mask of {input_dim} entries"
+    )
+    values = None
+    # A string is a sequence of characters, a dict one of its keys: neither
+    # names ids.
+    if not isinstance(keep, (str, bytes, dict, numbers.Number, np.bool_)):
+        try:
+            values = _to_numpy(keep)
+            if values.dtype == object and values.ndim == 0:
+                values = np.asarray(list(keep))
+        except (TypeError, ValueError):
+            values = None
+    if values is None or values.ndim != 1:
+        raise ValueError(f"{expected}, received: keep={_short_repr(keep)}")
+    if values.dtype == bool:
+        if values.shape != (input_dim,):
+            raise ValueError(f"{expected}, received a boolean mask of {values.size} entries")
+        return np.flatnonzero(values)
+    if values.size == 0:
+        return values.astype(np.int64)
+    # numpy turns [True, 3] into [1, 3]: a bool among ids is a mistake.
+    mixed = isinstance(keep, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in keep)
+    if values.dtype.kind not in "iu" or mixed:
+        raise ValueError(f"{expected}, received: keep={_short_repr(keep)}")
+    if values.min() < 0 or values.max() >= input_dim:
+        raise ValueError(
+            f"Expected the ids in `keep` to be in [0, {input_dim}), received ids from {values.min()} to {values.max()}"
+        )
+    return values.astype(np.int64)
+
+
+def _per_id_counts(counts, input_dim):
+    values = _to_numpy(counts)
+    if values.ndim != 1 or values.shape[0] != input_dim or values.dtype.kind not in "iuf":
+        raise ValueError(
+            f"Expected `counts` to be a 1-D array of {input_dim} non-negative finite numbers (one per id), "
+            f"received an array of dtype {values.dtype} and shape {values.shape}"
+        )
+    values = values.astype(np.float64)
+    if not np.all(np.isfinite(values)) or values.min() < 0:
+        raise ValueError(
+            f"Expected `counts` to be a 1-D array of {input_dim} non-negative finite numbers (one per id), "
+            f"received values from {values.min()} to {values.max()}"
+        )
+    return values
+
+
+def _check_counts_keys(model, counts):
+    """Every key of a `counts` dict names one of the model's tables."""
+    tables = _prunable_tables(model)
+    unknown = [
+        key for key in counts if not any(key == path or key == layer.name for path, layer in tables)
+    ]
+    if unknown:
+        raise ValueError(
+            f"Unknown table name(s) {unknown} in `counts`; the model's embedding tables are "
+            f"{[path for path, _ in tables]}. Received: counts with keys {list(counts)}"
+        )
+
+
+def _to_numpy(value):
+    return keras.ops.convert_to_numpy(value) if keras.ops.is_tensor(value) else np.asarray(value)
+
+
+def _short_repr(value):
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _prunable_tables(model):
+    return [
         (path, layer)
         for path, layer in find_embeddings(model, include_factorized=True)
         if dense_table_class(layer) is not None or type(layer) in (LowRankEmbedding, LowRankReversibleEmbedding)
     ]
+
+
+def _selected_tables(model, layer_names):
+    found = _prunable_tables(model)
     if layer_names is None:
         found = [(path, layer) for path, layer in found if not_a_vocabulary_reason(path, layer) is None]
     if not found:

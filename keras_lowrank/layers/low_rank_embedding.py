@@ -159,6 +159,14 @@ class LowRankEmbedding(layers.Layer):
                 "Expected `mask_zero` to be a boolean, received: "
                 f"mask_zero={mask_zero!r} (of type {type(mask_zero).__name__})"
             )
+        if quantization_config is not None and not isinstance(
+            quantization_config, QuantizationConfig
+        ):
+            raise ValueError(
+                "Expected `quantization_config` to be None or a "
+                "`keras.quantizers.QuantizationConfig`, received: "
+                f"quantization_config={quantization_config!r}"
+            )
         super().__init__(**kwargs)
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)

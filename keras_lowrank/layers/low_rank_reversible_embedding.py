@@ -9,8 +9,11 @@ models (that is the surgery's job) and it must not implement linear algebra
 of its own (`keras_lowrank.decomposition`).
 """
 
+import math
+
 import numpy as np
 from keras import KerasTensor
+from keras import backend
 from keras import initializers
 from keras import layers
 from keras import ops
@@ -81,9 +84,10 @@ class LowRankReversibleEmbedding(LowRankEmbedding):
             parameters, see `LowRankEmbedding`).
         tie_weights: Boolean, whether the reverse projection uses the
             embedding factors (`True`) or its own factors.
-        reverse_dtype: Dtype of the reverse projection. Defaults to the
-            layer's compute dtype.
-        logit_soft_cap: Optional float, the soft cap of reverse logits.
+        reverse_dtype: Optional float dtype of the reverse projection.
+            Defaults to the layer's compute dtype.
+        logit_soft_cap: Optional positive finite float, the soft cap of
+            reverse logits.
         reverse_lookup_initializer: Initializer of `reverse_lookup`
             (untied only). Defaults to `lookup_initializer`.
         reverse_projection_initializer: Initializer of `reverse_projection`
@@ -132,19 +136,24 @@ class LowRankReversibleEmbedding(LowRankEmbedding):
                 f"(of type {type(tie_weights).__name__})"
             )
         if logit_soft_cap is not None and not (
-            isinstance(logit_soft_cap, (int, float, np.number))
-            and not isinstance(logit_soft_cap, bool)
+            isinstance(logit_soft_cap, (int, float, np.integer, np.floating))
+            and not isinstance(logit_soft_cap, (bool, np.bool_))
+            and math.isfinite(logit_soft_cap)
             and logit_soft_cap > 0
         ):
             raise ValueError(
-                "Expected `logit_soft_cap` to be None or a positive number, "
-                f"received: logit_soft_cap={logit_soft_cap!r}"
+                "Expected `logit_soft_cap` to be None or a positive finite "
+                f"number, received: logit_soft_cap={logit_soft_cap!r}"
             )
+        if reverse_dtype is not None:
+            reverse_dtype = _float_dtype("reverse_dtype", reverse_dtype)
         weights = kwargs.pop("weights", None)
         super().__init__(input_dim, output_dim, rank, **kwargs)
         self.tie_weights = bool(tie_weights)
         self.reverse_dtype = reverse_dtype
-        self.logit_soft_cap = logit_soft_cap
+        self.logit_soft_cap = (
+            None if logit_soft_cap is None else float(logit_soft_cap)
+        )
         self.reverse_lookup_initializer = (
             None
             if reverse_lookup_initializer is None
@@ -271,8 +280,13 @@ class LowRankReversibleEmbedding(LowRankEmbedding):
         Args:
             embedding_layer: A built, float `keras.layers.ReversibleEmbedding`
                 or `keras.layers.Embedding`.
-            rank, compression, energy, split, row_weights, name: as in
-                `LowRankEmbedding.from_embedding`.
+            rank: As in `LowRankEmbedding.from_embedding`.
+            compression: As in `LowRankEmbedding.from_embedding`.
+            energy: As in `LowRankEmbedding.from_embedding`.
+            split: As in `LowRankEmbedding.from_embedding`.
+            row_weights: As in `LowRankEmbedding.from_embedding`; also
+                weights the rows of an untied reverse kernel.
+            name: As in `LowRankEmbedding.from_embedding`.
             **kwargs: Other constructor arguments.
 
         Returns:
@@ -569,6 +583,20 @@ _REVERSE_QUANTIZED = (
     "reverse_projection",
     "reverse_projection_scale",
 )
+
+
+def _float_dtype(name, dtype):
+    """`dtype` as Keras' standard name, which must be a float dtype."""
+    try:
+        standard = backend.standardize_dtype(dtype)
+    except (TypeError, ValueError):
+        standard = None
+    if standard is None or not backend.is_float_dtype(standard):
+        raise ValueError(
+            f"Expected `{name}` to be None or a float dtype (such as "
+            f'"float32" or "bfloat16"), received: {name}={dtype!r}'
+        )
+    return standard
 
 
 def _set_keras_mask(outputs, mask):

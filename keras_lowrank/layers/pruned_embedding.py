@@ -17,6 +17,9 @@ from keras import ops
 from keras import saving
 from keras.saving import register_keras_serializable
 
+# Largest vocabulary: ids and rows are int32 indices.
+_MAX_INPUT_DIM = 2**31 - 1
+
 
 @register_keras_serializable(package="keras_lowrank")
 class PrunedEmbedding(layers.Layer):
@@ -34,7 +37,9 @@ class PrunedEmbedding(layers.Layer):
       stored with the layer and counted in its bytes.
 
     The mask (with `mask_zero`) is computed from the original ids. Negative
-    ids and ids `>= input_dim` are out of the vocabulary and map to `oov_id`.
+    ids and ids `>= input_dim` are out of the vocabulary and map to `oov_id`,
+    whatever their integer dtype: an `int64` id beyond the `int32` range is
+    compared as it is, never wrapped into the vocabulary.
 
     When the wrapped table is reversible (`keras.layers.ReversibleEmbedding`
     or `keras_lowrank.LowRankReversibleEmbedding`), `reverse=True` returns
@@ -54,11 +59,15 @@ class PrunedEmbedding(layers.Layer):
     ```
 
     Args:
-        input_dim: Integer, size of the vocabulary the inputs come from.
+        input_dim: Integer, size of the vocabulary the inputs come from, at
+            most `2**31 - 1` (rows are `int32` indices, as in Keras'
+            `Embedding`).
         embedding: The embedding layer of the kept rows (its `input_dim` is
-            the number of rows kept).
-        oov_id: Row that every pruned id maps to (in the kept rows' ids).
-        remap: Boolean, whether a stored id remap table is used (see above).
+            the number of rows kept, at most `input_dim`).
+        oov_id: Integer, the row that every pruned id maps to (in the kept
+            rows' ids, `[0, rows)`). Defaults to 1.
+        remap: Boolean, whether a stored id remap table is used (see above);
+            fill it with `set_id_map`. Defaults to `False`.
         **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -84,15 +93,22 @@ class PrunedEmbedding(layers.Layer):
                 "Expected `embedding` to be an embedding layer (with `input_dim` and "
                 f"`output_dim`), received: embedding={embedding!r}"
             )
-        if isinstance(input_dim, bool) or not isinstance(input_dim, (int, np.integer)) or input_dim < 1:
-            raise ValueError(f"Expected `input_dim` to be a positive integer, received: input_dim={input_dim!r}")
+        if (
+            isinstance(input_dim, (bool, np.bool_))
+            or not isinstance(input_dim, (int, np.integer))
+            or not 1 <= input_dim <= _MAX_INPUT_DIM
+        ):
+            raise ValueError(
+                f"Expected `input_dim` to be a positive integer of at most {_MAX_INPUT_DIM} (rows are int32 "
+                f"indices), received: input_dim={input_dim!r}"
+            )
         rows = int(embedding.input_dim)
         if rows > input_dim:
             raise ValueError(
                 f"Expected `embedding` to keep at most input_dim={input_dim} rows, "
                 f"received an embedding of {rows} rows"
             )
-        if isinstance(oov_id, bool) or not isinstance(oov_id, (int, np.integer)) or not 0 <= oov_id < rows:
+        if isinstance(oov_id, (bool, np.bool_)) or not isinstance(oov_id, (int, np.integer)) or not 0 <= oov_id < rows:
             raise ValueError(
                 f"Expected `oov_id` to be a row of the kept table, in [0, {rows}), received: oov_id={oov_id!r}"
             )
@@ -199,17 +215,39 @@ class PrunedEmbedding(layers.Layer):
             )
 
     def set_id_map(self, id_map):
-        """Sets the stored remap table (`remap=True` only): `id_map[id] = row`."""
+        """Sets the stored remap table (`remap=True` only): `id_map[id] = row`.
+
+        Args:
+            id_map: 1-D integer array of `input_dim` entries, each a row of
+                the kept table (in `[0, rows)`). Several ids may share a row
+                (every pruned id shares `oov_id`'s).
+
+        Raises:
+            ValueError: If the layer has no remap table or `id_map` is not
+                such an array. The stored table is then unchanged.
+        """
         if not self.remap:
-            raise ValueError("This PrunedEmbedding has no remap table (remap=False).")
-        id_map = np.asarray(id_map)
-        if id_map.shape != (self.input_dim,) or id_map.min() < 0 or id_map.max() >= self.rows:
             raise ValueError(
-                f"Expected `id_map` of shape ({self.input_dim},) with values in [0, {self.rows}), "
-                f"received shape {id_map.shape} with range [{id_map.min()}, {id_map.max()}]"
+                f"Layer '{self.name}' has no remap table (remap=False): `set_id_map` needs a PrunedEmbedding "
+                "built with remap=True."
+            )
+        values = ops.convert_to_numpy(id_map) if ops.is_tensor(id_map) else np.asarray(id_map)
+        expected = (
+            f"Expected `id_map` to be a 1-D integer array of {self.input_dim} entries in [0, {self.rows}) "
+            f"(one per id of the vocabulary)"
+        )
+        if values.dtype.kind not in "iu":
+            raise ValueError(f"{expected}, received an array of dtype {values.dtype} and shape {values.shape}")
+        if values.shape != (self.input_dim,):
+            raise ValueError(f"{expected}, received an array of shape {values.shape}")
+        outside = (values < 0) | (values >= self.rows)
+        if outside.any():
+            bad = np.flatnonzero(outside)
+            raise ValueError(
+                f"{expected}, received {bad.size} entries outside it, e.g. id_map[{bad[0]}]={values[bad[0]]}"
             )
         self.build()
-        self.id_map.assign(id_map.astype(self.id_map.dtype))
+        self.id_map.assign(values.astype(backend.standardize_dtype(self.id_map.dtype)))
 
     def get_config(self):
         config = super().get_config()
@@ -224,11 +262,17 @@ class PrunedEmbedding(layers.Layer):
         return config
 
     def _map_ids(self, inputs):
-        ids = ops.cast(inputs, "int32")
+        ids = inputs
+        if not backend.is_int_dtype(ids.dtype):
+            ids = ops.cast(ids, "int32")
+        # Range checks in a dtype that holds every input id: an int64 id cast
+        # to int32 first would wrap into the vocabulary (2**32 + 3 -> 3).
+        wide = backend.standardize_dtype(ids.dtype) in ("int64", "uint32", "uint64")
+        ids = ops.cast(ids, "int64" if wide else "int32")
         outside = ops.logical_or(ops.less(ids, 0), ops.greater_equal(ids, self.input_dim))
+        ids = ops.cast(ops.where(outside, 0, ids), "int32")
         if self.remap:
-            safe = ops.where(outside, 0, ids)
-            rows = ops.cast(ops.take(self.id_map, safe, axis=0), "int32")
+            rows = ops.cast(ops.take(self.id_map, ids, axis=0), "int32")
             return ops.where(outside, self.oov_id, rows)
         pruned = ops.logical_or(outside, ops.greater_equal(ids, self.rows))
         return ops.where(pruned, self.oov_id, ids)
