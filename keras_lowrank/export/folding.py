@@ -144,7 +144,7 @@ class FoldRecord:
     Attributes:
         embedding: Name of the `LowRankEmbedding` layer.
         consumer: Name of the layer that received its output (`None` when
-            the embedding itself could not be read, e.g. int4 factors).
+            none did: the embedding's output is a model output).
         kind: `"pooled_dense"`, `"recurrent"`, `"conv1d"`, `"dense"`, or
             `"kept"` for the factorized fallback.
         folded: Whether the projection was folded into `consumer`.
@@ -194,13 +194,19 @@ class FoldReport:
         lines = [
             f"Folding {'applied' if self.applied else 'not applied'}"
             + (f" ({self.reason})" if self.reason else "")
-            + f": weights {self.bytes_before:,} -> {self.bytes_after:,} bytes"
+            + (
+                f": weights {self.bytes_before:,} -> {self.bytes_after:,} bytes"
+                if self.applied
+                else f": weights unchanged, {self.bytes_before:,} bytes"
+            )
         ]
         for r in self.records:
-            what = f"folded into {r.consumer} ({r.kind})" if r.folded else (
-                f"kept factorized before {r.consumer}: {r.reason}"
-            )
-            lines.append(f"  {r.embedding}: {what}")
+            if r.folded:
+                lines.append(f"  folded: {r.embedding} into {r.consumer} ({r.kind})")
+                continue
+            before = f" before {r.consumer}" if r.consumer is not None else ""
+            reason = f" ({r.reason})" if r.reason else ""
+            lines.append(f"  kept factorized: {r.embedding}{before}{reason}")
         return "\n".join(lines)
 
 
@@ -319,7 +325,7 @@ def fold_projections(model):
             before,
             f"a subclassed model ({type(model).__name__}) has no graph to rebuild",
         )
-    records = folder.records
+    records = folder.finish()
     after = weight_bytes(new_model)
     if not any(r.folded for r in records):
         return model, FoldReport(records, False, before, before, "no foldable consumer")
@@ -353,10 +359,27 @@ class _Folder:
         self._deferred = {}
         self._lookups = {}
         self._folded_layers = {}
+        # Outputs of embeddings whose factors cannot be read (int4), by id:
+        # `[embedding name, reason, whether a consumer was recorded]`.
+        self._unread = {}
+
+    def finish(self):
+        """The records, with unreadable embeddings that fed no layer."""
+        for name, reason, consumed in self._unread.values():
+            if not consumed:
+                self.records.append(FoldRecord(name, None, "kept", False, reason))
+        return self.records
 
     def __call__(self, layer, *args, **kwargs):
         if is_low_rank_embedding(layer):
             return self._call_embedding(layer, *args, **kwargs)
+        for tensor in keras.tree.flatten((args, kwargs)):
+            unread = self._unread.get(id(tensor))
+            if unread is not None:
+                unread[2] = True
+                self.records.append(
+                    FoldRecord(unread[0], layer.name, "kept", False, unread[1])
+                )
         deferred = self._deferred.get(id(args[0])) if args else None
         if deferred is None:
             # Any other input that carries a deferred projection receives the
@@ -364,7 +387,7 @@ class _Folder:
             for tensor in keras.tree.flatten((args, kwargs)):
                 d = self._deferred.get(id(tensor))
                 if d is not None:
-                    self._keep(d, layer, "takes several inputs")
+                    self._keep(d, layer, "it takes several inputs")
             return layer(*args, **kwargs)
         return self._call_consumer(deferred, layer, *args, **kwargs)
 
@@ -373,17 +396,6 @@ class _Folder:
         if key not in self._lookups:
             read = factors(layer)
             if read is None:
-                self.records.append(
-                    FoldRecord(
-                        layer.name,
-                        None,
-                        "kept",
-                        False,
-                        "quantization mode "
-                        f"{getattr(layer, 'quantization_mode', None)!r} is not "
-                        "folded",
-                    )
-                )
                 self._lookups[key] = None
             else:
                 lookup, scale, projection = read
@@ -410,7 +422,9 @@ class _Folder:
                 self._lookups[key] = (lookup_layer, projection, project)
         entry = self._lookups[key]
         if entry is None:
-            return layer(*args, **kwargs)
+            out = layer(*args, **kwargs)
+            self._unread[id(out)] = [layer.name, _unread_reason(layer), False]
+            return out
         lookup_layer, projection, project = entry
         factor = lookup_layer(*args, **kwargs)
         return self._defer(_Deferred(factor, projection, layer.name, project))
@@ -463,9 +477,9 @@ class _Folder:
             layer, keras.layers.Conv1DTranspose
         ):
             if layer.groups != 1:
-                result = f"Conv1D with groups={layer.groups}"
+                result = f"a Conv1D with groups={layer.groups} does not fold"
             elif layer.data_format != "channels_last":
-                result = f"Conv1D with data_format={layer.data_format!r}"
+                result = f"a Conv1D with data_format={layer.data_format!r} does not fold"
             else:
                 new = _rebuilt(layer, (None, None, rank))
                 kernel = np.einsum("rd,kdf->krf", B, _np(layer.kernel))
@@ -503,6 +517,14 @@ class _Folder:
 
     def _keep(self, d, layer, reason):
         self.records.append(FoldRecord(d.embedding, layer.name, "kept", False, reason))
+
+
+def _unread_reason(layer):
+    """Why `factors(layer)` could not read a quantized low-rank embedding."""
+    mode = getattr(layer, "quantization_mode", None)
+    if mode == "int4":
+        return "int4 factors are not folded: unpacking them would double the table"
+    return f"factors quantized with mode {mode!r} are not folded"
 
 
 def _is_mean_pooling(layer):

@@ -22,13 +22,17 @@ This module must not change the model it is given, and must not train.
 """
 
 import dataclasses
+import keyword
 import os
+import unicodedata
 
 import numpy as np
 
 from keras_lowrank import _compat
 from keras_lowrank import _keras_private
-from keras_lowrank.utils.atomic_write import write_bytes
+from keras_lowrank.utils.atomic_write import atomic_path
+
+SIGNATURE_KEY = "serving_default"
 
 QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
 # Per-mode tolerance on the max abs difference against Keras, used by tests
@@ -53,6 +57,10 @@ class ExportReport:
         fold_report: The `FoldReport` (or `None` when `fold=False`).
         unrolled: Names of recurrent layers unrolled for a dynamic batch.
         cast_to_float32: Whether a mixed-precision model was cast first.
+        signature: The names of the file's `serving_default` signature:
+            `{"inputs": {keras name: file name}, "outputs": {...}}`. A file
+            name differs from the Keras one where the Keras name is not a
+            valid signature name (see `export_tflite`).
     """
 
     path: str
@@ -67,6 +75,7 @@ class ExportReport:
     fold_report: object = None
     unrolled: list = dataclasses.field(default_factory=list)
     cast_to_float32: bool = False
+    signature: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         out = dataclasses.asdict(self)
@@ -76,13 +85,24 @@ class ExportReport:
         return out
 
     def __str__(self):
-        ops = ", ".join(f"{k}x{v}" for k, v in sorted(self.ops.items()))
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.ops.items()))
+        shape = ", ".join("dynamic" if d is None else str(d) for d in self.input_shape)
         lines = [
-            f"{self.path}: {self.bytes:,} bytes (quantize={self.quantize})",
-            f"  input {self.input_shape}; ops: {ops}",
+            f"{self.path}: {self.bytes:,} bytes (quantize={self.quantize or 'none'})",
+            f"  input ({shape}); ops: {ops}",
             f"  max |tflite - keras| on probe {self.probe_shape}: "
             f"{self.max_abs_difference:.3g}",
         ]
+        if self.signature:
+            lines.append(f"  signature {SIGNATURE_KEY}: " + "; ".join(
+                f"{kind} " + ", ".join(
+                    name if name == file_name else f"{name} -> {file_name}"
+                    for name, file_name in self.signature[kind].items()
+                )
+                for kind in ("inputs", "outputs")
+            ))
+        if self.cast_to_float32:
+            lines.append("  cast from mixed precision to float32")
         if self.fold_report is not None:
             lines.append("  " + str(self.fold_report).replace("\n", "\n  "))
         if self.unrolled:
@@ -110,9 +130,20 @@ def export_tflite(
     `LowRankEmbedding` quantized with `layer.quantize("int8")` keeps its int8
     factors in the file. Only builtin TFLite ops are allowed.
 
-    After conversion the file is run in `ai_edge_litert`'s interpreter on a
-    probe batch and compared with the Keras model; a NaN output or a Flex op
-    is an error.
+    The file has one `serving_default` signature named after the model's
+    input and output, made valid signature names the way TensorFlow names
+    `tf.function` parameters: each character that is not an ASCII letter or
+    digit becomes `_` (accents are dropped first: `ïdś` -> `ids`), `arg_` is
+    prefixed to a name not starting with a letter, `_` is appended to a
+    Python keyword (`class` -> `class_`), and `_1`, `_2`, ... make the input
+    and output names distinct. `ExportReport.signature` maps the Keras names
+    to the file's.
+
+    After conversion the file is opened in `ai_edge_litert`'s interpreter:
+    its signature must have exactly those names, and run on a probe batch it
+    is compared with the Keras model. A missing or misnamed signature, a NaN
+    output or a Flex op is an error, and then no file is written (an
+    existing file at `path` is left as it was).
 
     Args:
         model: A built `keras.Model` with one integer input.
@@ -235,9 +266,13 @@ def export_tflite(
         batch_size = 1
     unroll = recurrent if batch_size is None else []
     input_shape = (batch_size, seq_len)
+    signature = _signature_names(keras_model)
     flatbuffer = _CONVERTERS[backend](
         export_model, input_shape, quantize, representative_dataset, unroll, tf,
-        names=_signature_names(keras_model),
+        names=(
+            next(iter(signature["inputs"].values())),
+            next(iter(signature["outputs"].values())),
+        ),
     )
     ops, flex = _ops_used(flatbuffer)
     if flex:
@@ -245,18 +280,22 @@ def export_tflite(
             f"The converted model uses non-builtin ops {flex}; it would need "
             "the Flex delegate. Please report the model architecture."
         )
-    write_bytes(path, flatbuffer)
 
     if probe is None:
         probe = _default_probe(keras_model, seq_len or 16, batch_size or 8)
     probe = np.asarray(probe, dtype="int32")
     expected = keras.ops.convert_to_numpy(keras_model(probe, training=False))
-    got = run_tflite(flatbuffer, probe)
-    if np.isnan(got).any() and not np.isnan(expected).any():
-        raise RuntimeError(
-            "The TFLite model outputs NaN where Keras does not: its weights "
-            "were not captured. Please report the model architecture."
-        )
+    # Checked on the written file, under its temporary name: what a phone
+    # loads is the file, and a failed check must leave nothing at `path`.
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(flatbuffer)
+        got = _verify_file(tmp, signature, probe)
+        if np.isnan(got).any() and not np.isnan(expected).any():
+            raise RuntimeError(
+                "The TFLite model outputs NaN where Keras does not: its weights "
+                "were not captured. Please report the model architecture."
+            )
     difference = float(np.max(np.abs(got.astype("float64") - expected)))
     return ExportReport(
         path=os.fspath(path),
@@ -271,7 +310,27 @@ def export_tflite(
         fold_report=fold_report,
         unrolled=[l.name for l in unroll],
         cast_to_float32=cast,
+        signature=signature,
     )
+
+
+def _verify_file(path, signature, probe):
+    """Checks the file's signature names, returns its outputs on `probe`."""
+    interpreter = make_interpreter(path)
+    expected = {
+        "inputs": list(signature["inputs"].values()),
+        "outputs": list(signature["outputs"].values()),
+    }
+    found = interpreter.get_signature_list()
+    if found.get(SIGNATURE_KEY) != expected:
+        raise RuntimeError(
+            f"The converted model has no {SIGNATURE_KEY!r} signature with "
+            f"inputs {expected['inputs']} and outputs {expected['outputs']} "
+            f"(found {found or 'no signature'}), so LiteRT's signature runner "
+            "could not call it; no file was written. Please report the "
+            "model's input and output names."
+        )
+    return run_tflite(path, probe)
 
 
 def run_tflite(model_content, ids, num_threads=None):
@@ -430,22 +489,61 @@ def _recurrent_layers(model):
 
 
 def _signature_names(model):
-    """`(input name, output name)` of the `serving_default` signature.
+    """The `serving_default` names: `{"inputs": {keras: file}, "outputs": ...}`.
 
-    The model's own names, as Keras' export uses them, made valid Python
-    identifiers so that `get_signature_runner()(name=ids)` can pass them as
-    keyword arguments; `ids` and `output_0` when a name cannot be used.
+    The model's own names, as Keras' export uses them, made names that the
+    converter keeps as they are (see `_signature_name`), and distinct: the
+    input keeps its name, an output equal to it gets a `_1` suffix.
     """
-    import re
-
-    def identifier(name, fallback):
-        name = re.sub(r"\W", "_", str(name or "")).strip("_")
-        return name if name and name.isidentifier() else fallback
-
-    input_name = identifier(getattr(model.inputs[0], "name", None), "ids")
     output_names = list(getattr(model, "output_names", None) or [])
-    output_name = identifier(output_names[0] if len(output_names) == 1 else None, "output_0")
-    return input_name, output_name
+    input_name = getattr(model.inputs[0], "name", None) or "ids"
+    output_name = output_names[0] if len(output_names) == 1 else "output_0"
+    taken = set()
+    names = {}
+    for kind, name, fallback in (
+        ("inputs", input_name, "ids"),
+        ("outputs", output_name, "output_0"),
+    ):
+        file_name = _signature_name(name) or fallback
+        unique, suffix = file_name, 0
+        while unique in taken:
+            suffix += 1
+            unique = f"{file_name}_{suffix}"
+        taken.add(unique)
+        names[kind] = {str(name): unique}
+    return names
+
+
+def _signature_name(name):
+    """`name` as a TFLite signature input or output name; `""` if none is left.
+
+    TensorFlow derives a signature's names from `tf.function` parameters: a
+    character that is not alphanumeric becomes `_`, and `arg_` is prefixed
+    to a name not starting with a letter. Saving the signature also needs a
+    graph op name (ASCII only, no leading `_`) and a Python parameter name
+    (no keyword); where a name breaks a rule, the converter does not fail:
+    it writes a file with no signature at all. The name returned satisfies
+    every rule, so the converter keeps it unchanged.
+
+    Args:
+        name: A Keras input or output name.
+
+    Returns:
+        A string matching `[A-Za-z][A-Za-z0-9_]*` that is not a Python
+        keyword, or `""` when `name` has no ASCII letter or digit.
+    """
+    # Accents are dropped rather than replaced, so `ïdś` reads `ids`.
+    decomposed = unicodedata.normalize("NFKD", str(name or ""))
+    ascii_name = "".join(
+        c if c.isascii() and c.isalnum() else "_"
+        for c in decomposed
+        if not unicodedata.combining(c)
+    )
+    if not any(c.isalnum() for c in ascii_name):
+        return ""
+    if not ascii_name[0].isalpha():
+        ascii_name = "arg_" + ascii_name
+    return ascii_name + "_" if keyword.iskeyword(ascii_name) else ascii_name
 
 
 def _convert_from_jax(
@@ -473,7 +571,23 @@ def _convert_from_jax(
         finally:
             for layer, value in zip(unroll, previous):
                 layer.unroll = value
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        # Keras' export names the signature `inputs`/`output_0`; a thin
+        # function over the loaded endpoint gives it the model's names, as
+        # the TensorFlow route does.
+        loaded = tf.saved_model.load(folder)
+        input_name, output_name = names
+        spec = tf.TensorSpec(list(input_shape), tf.int32, name=input_name)
+
+        def signature(ids):
+            outputs = loaded.serve(ids)
+            if isinstance(outputs, (list, tuple)):
+                outputs = outputs[0]
+            return {output_name: outputs}
+
+        signature = tf.function(signature, input_signature=[spec], autograph=False)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [signature.get_concrete_function()], loaded
+        )
         _configure(converter, quantize, representative_dataset, input_shape, tf)
         return converter.convert()
 
