@@ -31,7 +31,9 @@ __version__ = "0.1.0"
 # The table of contents: module -> the public names it gives this package.
 _PUBLIC_API = {
     # Layers.
-    "keras_lowrank.layers": ("LowRankEmbedding", "LowRankReversibleEmbedding", "PrunedEmbedding"),
+    "keras_lowrank.layers": (
+        "CodebookEmbedding", "LowRankEmbedding", "LowRankReversibleEmbedding", "PrunedEmbedding",
+    ),
     # The main call: compress a model's embedding tables to a byte budget.
     "keras_lowrank.compression": (
         "CompressionReport", "TableLayout", "compress", "prune_vocabulary", "table_bytes",

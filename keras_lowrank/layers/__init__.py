@@ -1,9 +1,10 @@
 """Keras layers of keras_lowrank."""
 
+from keras_lowrank.layers.codebook_embedding import CodebookEmbedding
 from keras_lowrank.layers.low_rank_embedding import LowRankEmbedding
 from keras_lowrank.layers.low_rank_reversible_embedding import (
     LowRankReversibleEmbedding,
 )
 from keras_lowrank.layers.pruned_embedding import PrunedEmbedding
 
-__all__ = ["LowRankEmbedding", "LowRankReversibleEmbedding", "PrunedEmbedding"]
+__all__ = ["CodebookEmbedding", "LowRankEmbedding", "LowRankReversibleEmbedding", "PrunedEmbedding"]

@@ -1,0 +1,632 @@
+"""`CodebookEmbedding`: an `Embedding` whose rows are product-quantized.
+
+This module holds the layer and nothing else: the lookup of integer ids in
+a table whose rows are concatenations of codewords, the straight-through
+training of the codes, freezing them into packed integers, masking,
+serialization and the conversions from and to a plain
+`keras.layers.Embedding`. It must not walk or rebuild models (that is the
+surgery's job) and it must not implement clustering of its own: the k-means
+lives in `keras_lowrank.decomposition.kmeans`.
+"""
+
+import math
+import numbers
+
+import numpy as np
+from keras import KerasTensor
+from keras import backend
+from keras import initializers
+from keras import layers
+from keras import ops
+from keras.saving import register_keras_serializable
+
+from keras_lowrank import decomposition
+from keras_lowrank.decomposition import kmeans
+from keras_lowrank.layers.low_rank_embedding import _array_initializer
+from keras_lowrank.layers.low_rank_embedding import _check_positive_int
+from keras_lowrank.layers.low_rank_embedding import _is_ragged
+from keras_lowrank.layers.low_rank_embedding import _is_sparse
+from keras_lowrank.layers.low_rank_embedding import _to_numpy
+
+CODEBOOK_DTYPES = ("float32", "int8")
+MAX_CODES = 256
+
+# Codebooks of at most this many codewords store two codes per byte.
+_NIBBLE_CODES = 16
+
+
+@register_keras_serializable(package="keras_lowrank")
+class CodebookEmbedding(layers.Layer):
+    """Turns integer ids into dense vectors made of shared codewords.
+
+    A drop-in replacement for `keras.layers.Embedding` whose rows are
+    product-quantized: the `output_dim` dimensions are split into `groups`
+    sub-vectors of `output_dim / groups` dimensions each; group `g` has a
+    codebook of `codes` codewords (`codebooks`, shape
+    `(groups, codes, output_dim / groups)`), and each id stores one code per
+    group. Row `i` is `concat_g codebooks[g, code[i, g]]`.
+
+    The layer has two forms:
+
+    - Training form (the default): it holds a full float table
+      `embeddings` `(input_dim, output_dim)` besides the codebooks. The call
+      maps each sub-vector of the looked-up rows to its nearest codeword and
+      outputs the codewords; the gradient passes straight through (the
+      backward pass treats the quantization as the identity), so it reaches
+      both the table rows and the codewords. The call also adds, with
+      `add_loss`, the codebook and commitment losses of VQ-VAE,
+      `mean((sg(x) - q)**2) + beta * mean((x - sg(q))**2)` over the
+      looked-up entries (`x` the table entries, `q` the codeword entries,
+      `sg` stop-gradient), which pull codewords toward the rows they serve
+      and keep rows near their codewords.
+    - Frozen form, after `freeze_codes()`: the codes are fixed to the
+      nearest codewords and stored as non-trainable `uint8` integers
+      (`packed_codes`, two per byte when `codes <= 16`), and the full table
+      is gone. The call is a pure gather of codes, then of codewords. With
+      `codebook_dtype="float32"` the codebooks stay trainable, so a
+      fine-tune of the codebooks alone (and of the rest of the model) is
+      still possible.
+
+    `get_config()` records the form (`codes_frozen`), so both forms save to
+    and load from `.keras` files; a frozen layer's file holds no
+    `input_dim x output_dim` table. `freeze_codes()` changes the layer's
+    variables: compile the model again before training it further.
+
+    Codebook storage (`codebook_dtype`): `"float32"`, or `"int8"` once
+    frozen: symmetric abs-max int8 with one float32 scale per codebook
+    (`codeword = int8 code / scale[g]`, `scale[g] = 127 / max|codebooks[g]|`).
+    In the training form the codebooks are always float32; int8 codebooks
+    are not trainable.
+
+    The most common way to obtain one is
+    `CodebookEmbedding.from_embedding(trained_table, groups, codes)`, which
+    product-quantizes a trained table by k-means.
+
+    Example:
+
+    ```python
+    layer = keras_lowrank.CodebookEmbedding(10_000, 64, groups=16, codes=16)
+    ids = np.random.randint(10_000, size=(32, 40))
+    layer(ids).shape  # (32, 40, 64)
+
+    # From a trained table, frozen at once: 8 bytes of codes per row.
+    small = keras_lowrank.CodebookEmbedding.from_embedding(
+        trained_embedding, groups=16, codes=16
+    )
+    ```
+
+    Args:
+        input_dim: Integer. Size of the vocabulary, i.e. maximum integer
+            index + 1.
+        output_dim: Integer. Dimension of the dense embedding.
+        groups: Integer dividing `output_dim`: sub-vectors (and codes) per
+            row.
+        codes: Integer in `[2, 256]`: codewords per codebook.
+        codebook_dtype: `"float32"` or `"int8"`: how the frozen layer
+            stores its codebooks (see above).
+        beta: Non-negative float, weight of the commitment loss in the
+            training form.
+        embeddings_initializer: Initializer for the training table and the
+            codebooks (codewords live in the space of the rows, so they are
+            drawn alike). Defaults to `"uniform"`, as in `Embedding`.
+        mask_zero: Boolean, whether id 0 is a padding value to be masked
+            out, exactly as in `keras.layers.Embedding`.
+        codes_frozen: Boolean, whether the layer is built in the frozen
+            form. Set by `freeze_codes()` and recorded in the config.
+        **kwargs: Base layer keyword arguments (`name`, `dtype`, `trainable`,
+            `activity_regularizer`, ...).
+
+    Call arguments:
+        inputs: Integer ids (other dtypes are cast to `int32`), dense,
+            `tf.SparseTensor` (absent positions embed id 0, the output is
+            dense) or `tf.RaggedTensor` (the output is ragged).
+
+    Input shape:
+        Integer tensor of any shape `(d1, ..., dn)`.
+
+    Output shape:
+        `(d1, ..., dn, output_dim)`; ragged for ragged ids.
+
+    References:
+        - [Chen, Li and Sun, 2020. Differentiable Product Quantization for
+          End-to-End Embedding Compression](https://arxiv.org/abs/1908.09756)
+          (ICML 2020)
+        - [Shu and Nakayama, 2018. Compressing Word Embeddings via Deep
+          Compositional Code Learning](https://arxiv.org/abs/1711.01068)
+          (ICLR 2018)
+        - [van den Oord, Vinyals and Kavukcuoglu, 2017. Neural Discrete
+          Representation Learning](https://arxiv.org/abs/1711.00937)
+          (NeurIPS 2017)
+    """
+
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        groups,
+        codes,
+        codebook_dtype="float32",
+        beta=0.25,
+        embeddings_initializer="uniform",
+        mask_zero=False,
+        codes_frozen=False,
+        **kwargs,
+    ):
+        _check_positive_int("input_dim", input_dim)
+        _check_positive_int("output_dim", output_dim)
+        _check_positive_int("groups", groups)
+        if output_dim % groups:
+            raise ValueError(
+                f"Expected `groups` to divide output_dim={output_dim}, "
+                f"received: groups={groups}"
+            )
+        if (
+            not isinstance(codes, (int, np.integer))
+            or isinstance(codes, (bool, np.bool_))
+            or not 2 <= codes <= MAX_CODES
+        ):
+            raise ValueError(
+                f"Expected `codes` to be an integer in [2, {MAX_CODES}], "
+                f"received: codes={codes!r} (of type {type(codes).__name__})"
+            )
+        if codebook_dtype not in CODEBOOK_DTYPES:
+            raise ValueError(
+                f"Expected `codebook_dtype` to be one of {CODEBOOK_DTYPES}, "
+                f"received: codebook_dtype={codebook_dtype!r}"
+            )
+        if (
+            not isinstance(beta, numbers.Real)
+            or isinstance(beta, (bool, np.bool_))
+            or not math.isfinite(beta)
+            or beta < 0
+        ):
+            raise ValueError(
+                "Expected `beta` to be a non-negative finite float, "
+                f"received: beta={beta!r}"
+            )
+        for name, value in (("mask_zero", mask_zero), ("codes_frozen", codes_frozen)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(
+                    f"Expected `{name}` to be a boolean, received: "
+                    f"{name}={value!r} (of type {type(value).__name__})"
+                )
+        super().__init__(**kwargs)
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+        self.groups = int(groups)
+        self.codes = int(codes)
+        self.codebook_dtype = codebook_dtype
+        self.beta = float(beta)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.mask_zero = bool(mask_zero)
+        self.codes_frozen = bool(codes_frozen)
+        self.supports_masking = self.mask_zero
+        # Like `Embedding`: the float32 variables are not auto-cast as a
+        # whole; only the gathered rows are cast to the compute dtype.
+        self.autocast = False
+        # Initial values by variable name, set by `from_embedding` for the
+        # duration of `build()`.
+        self._initial_values = {}
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        float_codebooks = not self.codes_frozen or self.codebook_dtype == "float32"
+        int8_codebooks = self.codebook_dtype == "int8"
+        if not self.codes_frozen:
+            self.embeddings = self.add_weight(
+                name="embeddings",
+                shape=(self.input_dim, self.output_dim),
+                initializer=self._initializer("embeddings", self.embeddings_initializer),
+                trainable=True,
+            )
+        if float_codebooks:
+            self.codebooks = self.add_weight(
+                name="codebooks",
+                shape=(self.groups, self.codes, self.sub_dim),
+                initializer=self._initializer("codebooks", self.embeddings_initializer),
+                trainable=True,
+            )
+        # The frozen form's variables exist in the training form too (Keras
+        # locks a layer's state once built), and are filled by
+        # `freeze_codes()`; they are not saved while the codes are trained.
+        if int8_codebooks:
+            self.quantized_codebooks = self.add_weight(
+                name="quantized_codebooks",
+                shape=(self.groups, self.codes, self.sub_dim),
+                initializer=self._initializer("quantized_codebooks", "zeros"),
+                dtype="int8",
+                trainable=False,
+            )
+            self.codebook_scale = self.add_weight(
+                name="codebook_scale",
+                shape=(self.groups,),
+                initializer=self._initializer("codebook_scale", "ones"),
+                trainable=False,
+            )
+        self.packed_codes = self.add_weight(
+            name="packed_codes",
+            shape=(self.input_dim, self.packed_width),
+            initializer=self._initializer("packed_codes", "zeros"),
+            dtype="uint8",
+            trainable=False,
+        )
+        self.built = True
+
+    @property
+    def sub_dim(self):
+        """Dimensions per group, `output_dim / groups`."""
+        return self.output_dim // self.groups
+
+    @property
+    def bits_per_code(self):
+        """4 when `codes <= 16` (two codes per byte), else 8."""
+        return 4 if self.codes <= _NIBBLE_CODES else 8
+
+    @property
+    def packed_width(self):
+        """Bytes of codes per row: `ceil(groups * bits_per_code / 8)`."""
+        return -(-self.groups * self.bits_per_code // 8)
+
+    def call(self, inputs):
+        if _is_ragged(inputs):
+            # Embed the flat ids and keep the ragged row structure, as
+            # `Embedding` (via `tf.nn.embedding_lookup`) does.
+            return inputs.with_flat_values(self.call(inputs.flat_values))
+        if _is_sparse(inputs):
+            # `Embedding` embeds the positions absent from sparse ids as id 0
+            # and returns a dense tensor: densifying with 0 is the same lookup.
+            inputs = ops.convert_to_tensor(inputs, sparse=False)
+        if backend.standardize_dtype(inputs.dtype) not in ("int32", "int64"):
+            inputs = ops.cast(inputs, "int32")
+        ids = ops.reshape(inputs, (-1,))
+        codebooks = self.dequantized_codebooks()
+        if self.codes_frozen:
+            labels = _unpack_codes(
+                ops.take(self.packed_codes, ids, axis=0), self.groups, self.bits_per_code
+            )
+            quantized = self._codewords(codebooks, labels)
+        else:
+            # Distances in float32 whatever the variable dtype, so that the
+            # argmin does not flip on rounding.
+            rows = ops.reshape(
+                ops.cast(ops.take(self.embeddings, ids, axis=0), "float32"),
+                (-1, self.groups, self.sub_dim),
+            )
+            # argmin_k ||x - c_k||^2 = argmin_k ||c_k||^2 - 2 x.c_k.
+            scores = ops.sum(ops.square(codebooks), axis=-1) - 2.0 * ops.einsum(
+                "ngs,gks->ngk", rows, codebooks
+            )
+            quantized = self._codewords(codebooks, ops.argmin(scores, axis=-1))
+            self.add_loss(
+                ops.mean(ops.square(ops.stop_gradient(rows) - quantized))
+                + self.beta * ops.mean(ops.square(rows - ops.stop_gradient(quantized)))
+            )
+            # Forward: the codewords. Backward: the identity, to the table
+            # rows and to the codewords alike.
+            quantized = quantized + (rows - ops.stop_gradient(rows))
+        outputs = ops.reshape(quantized, (*ops.shape(inputs), self.output_dim))
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        return ops.not_equal(inputs, 0)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.output_dim)
+
+    def compute_output_spec(self, inputs):
+        output_shape = self.compute_output_shape(inputs.shape)
+        ragged = getattr(inputs, "ragged", False)
+        return KerasTensor(output_shape, dtype=self.compute_dtype, ragged=ragged)
+
+    def dequantized_codebooks(self):
+        """The codebooks `(groups, codes, output_dim / groups)` in float32."""
+        self._check_built("read the codebooks of")
+        if self.codes_frozen and self.codebook_dtype == "int8":
+            return ops.divide(
+                ops.cast(self.quantized_codebooks, "float32"),
+                ops.reshape(ops.cast(self.codebook_scale, "float32"), (-1, 1, 1)),
+            )
+        return ops.cast(self.codebooks, "float32")
+
+    def get_codes(self):
+        """The code of every row in every group, unpacked.
+
+        Frozen form: the stored codes. Training form: the nearest codeword
+        of each sub-vector of `embeddings` now, i.e. the codes
+        `freeze_codes()` would store.
+
+        Returns:
+            An int32 numpy array `(input_dim, groups)` of values in
+            `[0, codes)`.
+        """
+        self._check_built("read the codes of")
+        if self.codes_frozen:
+            return _to_numpy(
+                _unpack_codes(self.packed_codes, self.groups, self.bits_per_code)
+            ).astype(np.int32)
+        return kmeans.assign_codes(
+            _to_numpy(self.embeddings), _to_numpy(self.codebooks)
+        )
+
+    def decoded_table(self):
+        """The `(input_dim, output_dim)` float32 table of the rows the layer outputs.
+
+        For inspection and export only: `call` never builds it.
+        """
+        codebooks = _to_numpy(self.dequantized_codebooks())
+        codes = self.get_codes()
+        rows = codebooks[np.arange(self.groups), codes]  # (V, groups, sub_dim)
+        return rows.reshape(self.input_dim, self.output_dim)
+
+    def stored_bytes(self):
+        """Bytes this layer stores once its codes are frozen.
+
+        `input_dim * packed_width` bytes of codes (`packed_width =
+        ceil(groups / 2)` for `codes <= 16`, else `groups`), plus
+        `codes * output_dim * 4` bytes of float32 codebooks or
+        `codes * output_dim` bytes of int8 codebooks and `4 * groups` bytes
+        of float32 scales. This is what `keras_lowrank.table_bytes` counts on
+        the frozen layer; the training form also holds the
+        `4 * input_dim * output_dim` bytes of its float table (and the
+        frozen form's variables, waiting to be filled) until
+        `freeze_codes()`.
+
+        Returns:
+            The number of bytes (int).
+        """
+        total = self.input_dim * self.packed_width
+        if self.codebook_dtype == "int8":
+            return total + self.codes * self.output_dim + 4 * self.groups
+        return total + 4 * self.codes * self.output_dim
+
+    def freeze_codes(self):
+        """Fixes every row to its nearest codewords and drops the full table.
+
+        Assigns each sub-vector of `embeddings` to its nearest codeword
+        (what the training-form call outputs), stores the codes in the
+        non-trainable `uint8` `packed_codes` variable (two per byte when
+        `codes <= 16`), quantizes the codebooks if `codebook_dtype="int8"`,
+        and deletes `embeddings`. From then on the call is a gather of codes
+        and codewords. Compile the model again before training it further.
+        Does nothing on a layer whose codes are already frozen.
+        """
+        self._check_built("freeze the codes of")
+        if self.codes_frozen:
+            return
+        codebooks = _to_numpy(self.codebooks).astype(np.float32)
+        self.packed_codes.assign(
+            _pack_codes(self.get_codes(), self.bits_per_code)
+        )
+        if self.codebook_dtype == "int8":
+            quantized, scale = _quantize_codebooks(codebooks)
+            self.quantized_codebooks.assign(quantized)
+            self.codebook_scale.assign(scale)
+            del self.codebooks
+        del self.embeddings
+        self.codes_frozen = True
+
+    @classmethod
+    def from_embedding(
+        cls,
+        table,
+        groups,
+        codes,
+        *,
+        row_weights=None,
+        seed=0,
+        iterations=kmeans.DEFAULT_ITERATIONS,
+        freeze=True,
+        name=None,
+        **kwargs,
+    ):
+        """Builds a `CodebookEmbedding` from a trained table by k-means.
+
+        Each group of columns of the table is clustered into `codes`
+        codewords by `keras_lowrank.decomposition.kmeans.product_quantize`
+        (k-means++ seeding, at most `iterations` Lloyd iterations, weighted
+        by `row_weights` if given); each row gets the codes of its nearest
+        codewords. The result depends only on the table, the arguments and
+        `seed`.
+
+        Args:
+            table: A built, unquantized `keras.layers.Embedding` (its
+                `mask_zero`, dtype policy, `trainable` flag, activity
+                regularizer and name are carried over) or a 2-D array
+                `(input_dim, output_dim)`.
+            groups: Integer dividing `output_dim`: codes per row.
+            codes: Integer in `[2, 256]`: codewords per group.
+            row_weights: Optional non-negative weights, one per row (for
+                example token counts): frequent rows are then reconstructed
+                more accurately.
+            seed: Non-negative integer seed of the k-means++ seeding.
+            iterations: Non-negative integer, the most Lloyd iterations.
+            freeze: If `True` (default), return the frozen form; if `False`,
+                the training form holding `table` and the k-means codebooks,
+                to be fine-tuned with straight-through gradients and frozen
+                later with `freeze_codes()`.
+            name: Name of the new layer. Defaults to the source layer's name.
+            **kwargs: Other `CodebookEmbedding` constructor arguments (for
+                example `codebook_dtype` or `mask_zero`).
+
+        Returns:
+            A built `CodebookEmbedding`.
+        """
+        if not isinstance(freeze, (bool, np.bool_)):
+            raise ValueError(
+                f"Expected `freeze` to be a boolean, received: freeze={freeze!r}"
+            )
+        if isinstance(table, layers.Embedding):
+            source = table
+            if not source.built:
+                raise ValueError(
+                    "Expected `table` to be built (its table must exist), "
+                    f"received the unbuilt layer: table='{source.name}'. "
+                    "Build it or call it on data first."
+                )
+            if source.quantization_mode is not None:
+                raise ValueError(
+                    "Expected `table` to hold a float table, received a layer "
+                    f"quantized with mode '{source.quantization_mode}': "
+                    f"table='{source.name}'"
+                )
+            kwargs.setdefault("mask_zero", source.mask_zero)
+            kwargs.setdefault("dtype", source.dtype_policy)
+            kwargs.setdefault("trainable", source.trainable)
+            if source.activity_regularizer is not None:
+                kwargs.setdefault("activity_regularizer", source.activity_regularizer)
+            name = source.name if name is None else name
+            values = _to_numpy(ops.cast(source.embeddings, "float32"))
+        elif isinstance(table, layers.Layer):
+            raise ValueError(
+                "Expected `table` to be a `keras.layers.Embedding` or a 2-D "
+                f"array, received: table={table!r} (of type {type(table).__name__})"
+            )
+        else:
+            values = table
+        values = decomposition.validate_table(values, name="table")
+        input_dim, output_dim = values.shape
+        layer = cls(
+            input_dim, output_dim, groups, codes, codes_frozen=bool(freeze),
+            name=name, **kwargs,
+        )
+        result = kmeans.product_quantize(
+            values, layer.groups, layer.codes, row_weights=row_weights,
+            iterations=iterations, seed=seed,
+        )
+        # Weights are created with their values as initial values rather
+        # than assigned afterwards: under MultiWorkerMirroredStrategy only
+        # initial values are broadcast from the chief.
+        initial = {
+            "codebooks": result.codebooks,
+            "packed_codes": _pack_codes(result.codes, layer.bits_per_code),
+        }
+        if not freeze:
+            initial["embeddings"] = np.asarray(values, np.float32)
+        elif layer.codebook_dtype == "int8":
+            quantized, scale = _quantize_codebooks(result.codebooks)
+            initial.update(quantized_codebooks=quantized, codebook_scale=scale)
+        layer._initial_values = initial
+        try:
+            layer.build()
+        finally:
+            layer._initial_values = {}
+        return layer
+
+    def to_embedding(self):
+        """Returns a built `keras.layers.Embedding` holding `decoded_table()`.
+
+        The new layer has the same name, `mask_zero`, `trainable` flag,
+        activity regularizer and dtype policy, and the same outputs.
+        """
+        self._check_built("convert to an Embedding")
+        embedding = layers.Embedding(
+            self.input_dim,
+            self.output_dim,
+            mask_zero=self.mask_zero,
+            activity_regularizer=self.activity_regularizer,
+            trainable=self.trainable,
+            dtype=self.dtype_policy,
+            name=self.name,
+        )
+        embedding.build()
+        embedding.embeddings.assign(self.decoded_table())
+        return embedding
+
+    @property
+    def variable_serialization_spec(self):
+        """Variable names saved, in order, for each form (`codes_frozen`)."""
+        frozen_codebooks = (
+            ["quantized_codebooks", "codebook_scale"]
+            if self.codebook_dtype == "int8"
+            else ["codebooks"]
+        )
+        return {False: ["embeddings", "codebooks"], True: frozen_codebooks + ["packed_codes"]}
+
+    def save_own_variables(self, store):
+        if not self.built:
+            return
+        for index, name in enumerate(self.variable_serialization_spec[self.codes_frozen]):
+            store[str(index)] = getattr(self, name)
+
+    def load_own_variables(self, store):
+        if not self.built:
+            return
+        names = self.variable_serialization_spec[self.codes_frozen]
+        if len(store.keys()) != len(names):
+            raise ValueError(
+                f"Layer '{self.name}' ({'frozen' if self.codes_frozen else 'training'} "
+                f"form) expects {len(names)} saved variables ({', '.join(names)}), "
+                f"received {len(store.keys())}"
+            )
+        for index, name in enumerate(names):
+            getattr(self, name).assign(store[str(index)])
+
+    def get_config(self):
+        base_config = super().get_config()
+        config = {
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "groups": self.groups,
+            "codes": self.codes,
+            "codebook_dtype": self.codebook_dtype,
+            "beta": self.beta,
+            "embeddings_initializer": initializers.serialize(
+                self.embeddings_initializer
+            ),
+            "mask_zero": self.mask_zero,
+            "codes_frozen": self.codes_frozen,
+        }
+        return {**base_config, **config}
+
+    def _initializer(self, name, default):
+        values = self._initial_values.get(name)
+        return default if values is None else _array_initializer(values)
+
+    def _codewords(self, codebooks, labels):
+        """`codebooks[g, labels[n, g]]` for every n and g: `(n, groups, sub_dim)`."""
+        offsets = ops.arange(self.groups, dtype="int32") * self.codes
+        flat = ops.reshape(codebooks, (self.groups * self.codes, self.sub_dim))
+        return ops.take(flat, ops.cast(labels, "int32") + offsets, axis=0)
+
+    def _check_built(self, action):
+        if not self.built:
+            raise ValueError(
+                f"Cannot {action} a layer that isn't built. "
+                f"Layer '{self.name}' is not built yet."
+            )
+
+
+def _pack_codes(codes, bits):
+    """Codes `(V, groups)` as uint8 bytes: with 4 bits, group 2j in the low
+    nibble of byte j and group 2j+1 in its high nibble (0 for an odd count)."""
+    codes = np.asarray(codes, np.uint8)
+    if bits == 8:
+        return codes
+    if codes.shape[1] % 2:
+        codes = np.concatenate([codes, np.zeros((codes.shape[0], 1), np.uint8)], axis=1)
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+
+
+def _unpack_codes(packed, groups, bits):
+    """Inverse of `_pack_codes` in `keras.ops`: int32 codes `(..., groups)`.
+
+    Arithmetic rather than bitwise unpacking keeps the graph in TFLite's
+    builtin ops.
+    """
+    packed = ops.cast(packed, "int32")
+    if bits == 8:
+        return packed
+    nibbles = ops.stack([ops.mod(packed, 16), ops.floor_divide(packed, 16)], axis=-1)
+    width = ops.shape(packed)[-1]
+    return ops.reshape(nibbles, (*ops.shape(packed)[:-1], 2 * width))[..., :groups]
+
+
+def _quantize_codebooks(codebooks):
+    """Symmetric abs-max int8 per codebook: `(codes, scale)`, value = code / scale."""
+    peak = np.max(np.abs(codebooks), axis=(1, 2))
+    scale = np.where(peak > 0, 127.0 / np.where(peak > 0, peak, 1.0), 1.0)
+    quantized = np.clip(np.round(codebooks * scale[:, None, None]), -127, 127)
+    return quantized.astype(np.int8), scale.astype(np.float32)
