@@ -5,13 +5,16 @@ archive, custom objects that are not importable) becomes a `CLIError` whose
 message says what is wrong and how to fix it. Nothing here trains or converts.
 """
 
+import contextlib
 import importlib
 import os
 import re
+import stat
 import warnings
 import zipfile
 
 from keras_lowrank.cli.errors import CLIError
+from keras_lowrank.utils.atomic_write import name_max
 
 
 def import_custom_modules(module_names):
@@ -54,12 +57,12 @@ def load_model(path, *, compile=False, custom_modules=()):
         The loaded `keras.Model`.
     """
     import_custom_modules(custom_modules)
-    if not os.path.exists(path):
-        raise CLIError(f"no such file: {path}")
+    path = os.fspath(path)
     if os.path.isdir(path):
         raise CLIError(
             f"{path} is a folder; expected a .keras file (a SavedModel folder is not supported)"
         )
+    check_input_file(path)
     if path.endswith((".h5", ".hdf5")):
         raise CLIError(
             f"{path} is a legacy HDF5 file; load it in Keras and save it again "
@@ -120,14 +123,58 @@ def _first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def check_output_path(path, suffix=None, *, overwrite=True, option=None):
+def check_input_file(path, option=None):
+    """Checks that `path` is a regular file the command can read.
+
+    Only regular files (or links to one) are read: a named pipe would block
+    the command forever on its first read, a device would be read without
+    end.
+
+    Args:
+        path: The file the command will read.
+        option: The flag that named `path` (e.g. `"--train"`), quoted in the
+            messages; `None` for a positional argument.
+
+    Raises:
+        CLIError: When `path` is missing, a folder or not a regular file.
+    """
+    path = os.fspath(path)
+    named = f"{option}: " if option else ""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CLIError(f"{named}no such file: {path}") from None
+    except OSError as error:
+        raise CLIError(f"{named}cannot read {path}: {error.strerror or type(error).__name__}") from None
+    if stat.S_ISDIR(mode):
+        raise CLIError(f"{named}expected a file, received a folder: {path}")
+    if not stat.S_ISREG(mode):
+        raise CLIError(
+            f"{named}expected a regular file, received a named pipe, device or socket: {path}"
+        )
+
+
+def same_file(a, b):
+    """Whether paths `a` and `b` name one file (through links, `..` or hard links)."""
+    a, b = os.fspath(a), os.fspath(b)
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        # One of them does not exist yet: compare where they would be.
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_path(path, suffix=None, *, overwrite=False, option=None, inputs=(), outputs=()):
     """Checks, before any work, that a command can write a file at `path`.
 
     Every subcommand calls this for every file it will write, so a mistake
     costs a one-line error up front rather than a failure after minutes of
-    work. The rule is the same everywhere: the folder that will hold the file
-    must already exist (it is never created implicitly) and be writable, and
-    `path` must not be a folder.
+    work. The rule is the same everywhere: the output is never one of the
+    command's inputs (whatever the links or spelling), an existing file is
+    replaced only with `--overwrite`, the folder that will hold the file must
+    already exist (it is never created implicitly) and be writable, `path`
+    must not be a folder, and its name must fit the folder's name length
+    limit.
 
     Args:
         path: The file the command will write.
@@ -137,6 +184,13 @@ def check_output_path(path, suffix=None, *, overwrite=True, option=None):
             existing file is an error that suggests `--overwrite`.
         option: The flag that named `path` (e.g. `"--json"`), quoted in the
             messages; `None` for a positional argument.
+        inputs: `(flag or None, path)` pairs of the files the command reads;
+            `None` paths are skipped.
+        outputs: `(flag or None, path)` pairs of the other files the command
+            writes, which must differ from `path`.
+
+    Raises:
+        CLIError: Naming the rule `path` breaks.
     """
     path = os.fspath(path)
     named = f"{option} " if option else ""
@@ -150,9 +204,49 @@ def check_output_path(path, suffix=None, *, overwrite=True, option=None):
             raise CLIError(
                 f"{named}output path must end with {' or '.join(suffixes)}, received: {path}"
             )
-    if os.path.exists(path) and not overwrite:
+    for kind, others in (("input", inputs), ("output", outputs)):
+        for other_option, other in others:
+            if other is not None and same_file(path, other):
+                other_named = f"{other_option} " if other_option else ""
+                raise CLIError(
+                    f"{named}output {path} is the same file as the {other_named}{kind} "
+                    f"{other}; write to another file"
+                )
+    if os.path.lexists(path) and not overwrite:
         raise CLIError(f"{path} already exists; pass --overwrite to replace it")
-    _check_writable_folder(os.path.dirname(os.path.abspath(path)), option)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise CLIError(f"{named}output {path} is not a regular file; expected a file to replace")
+    # A link is written through (see `atomic_path`): the file it points to
+    # is the one replaced, in its own folder.
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    _check_writable_folder(folder, option)
+    limit = name_max(folder)
+    if len(os.fsencode(name)) > limit:
+        raise CLIError(
+            f"{named}output file name is {len(os.fsencode(name))} bytes long, over the "
+            f"limit of {limit} of its folder: {path}"
+        )
+
+
+@contextlib.contextmanager
+def writing(path, option=None):
+    """Turns an `OSError` while writing `path` into a one-line `CLIError`.
+
+    A full disk, an exceeded quota, a read-only or vanished folder surface
+    while the file is written; `atomic_path` has then already removed the
+    temporary file and left any old `path` as it was.
+
+    Args:
+        path: The file being written, named in the message.
+        option: The flag that named it, if any.
+    """
+    try:
+        yield
+    except OSError as error:
+        named = f"{option} " if option else ""
+        reason = error.strerror or _first_line(error)
+        raise CLIError(f"could not write {named}{path}: {reason}") from error
 
 
 def check_output_folder(path, *, option=None):
@@ -201,20 +295,126 @@ def embedding_layers(model):
     return find_embeddings(model, include_factorized=True)
 
 
+def load_arrays(path, option, required=(), optional=None):
+    """Reads the arrays of a `.npz` file, with one-line errors naming the file.
+
+    Args:
+        path: The `.npz` file.
+        option: The flag that named it (e.g. `"--fine-tune"`), for messages.
+        required: Names of the arrays the file must hold.
+        optional: Names of further arrays read when present; `None` reads
+            every array of the file.
+
+    Returns:
+        A dict of array name -> `np.ndarray`.
+
+    Raises:
+        CLIError: When `path` is not a regular file, not a `.npz` archive
+            (empty, truncated, a `.npy` array, a pickle), lacks a required
+            array, or one of its arrays cannot be read.
+    """
+    import zlib
+
+    import numpy as np
+
+    check_input_file(path, option)
+    expected = "a .npz file" + (f" with arrays {', '.join(required)}" if required else "")
+    # Each of these is how numpy reports a file that is not a readable
+    # archive: empty (EOFError), damaged (BadZipFile, zlib.error), a pickle
+    # or a text file (ValueError, OSError).
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except unreadable as error:
+        raise CLIError(f"{option}: {path} is not {expected} ({_first_line(error)})") from error
+    if not hasattr(data, "files"):
+        raise CLIError(f"{option}: {path} holds a single .npy array; expected {expected}")
+    with data:
+        missing = [key for key in required if key not in data.files]
+        if missing:
+            raise CLIError(f"{option}: {path} lacks array(s) {missing}; found {sorted(data.files)}")
+        names = data.files if optional is None else [*required, *optional]
+        try:
+            return {key: data[key] for key in names if key in data.files}
+        except unreadable as error:
+            raise CLIError(f"{option}: could not read {path}: {_first_line(error)}") from error
+
+
+def integer_labels(labels, source, lines=None):
+    """Class ids as an `int64` array, refusing any label that is not an integer.
+
+    A label such as `1.7` would otherwise be truncated to class 1 without a
+    word. Integer-valued floats (`2.0`, as pandas writes an integer column
+    holding a gap) are accepted.
+
+    Args:
+        labels: A numeric array, or a sequence of label strings (from a CSV).
+        source: The file they come from, named in the message.
+        lines: For strings, the line number of each label in the file.
+
+    Returns:
+        A 1-D `np.ndarray` of `int64` (or the array's own shape for arrays).
+
+    Raises:
+        CLIError: Naming the file and the first label that is not an integer.
+    """
+    import numpy as np
+
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "biu":
+        return labels.astype(np.int64)
+    if isinstance(labels, np.ndarray) and labels.dtype.kind == "f":
+        good = np.isfinite(labels) & (labels == np.round(labels)) & (np.abs(labels) < 2.0**63)
+        if not np.all(good):
+            index = tuple(int(i) for i in np.argwhere(~good)[0])
+            where = f"row {index[0]}" if len(index) == 1 else f"index {index}"
+            raise CLIError(
+                f"{source}: labels must be integer class ids, received {labels[index].item()!r} ({where})"
+            )
+        return labels.astype(np.int64)
+    if isinstance(labels, np.ndarray) and labels.dtype.kind != "U" and labels.dtype.kind != "O":
+        raise CLIError(f"{source}: labels must be integer class ids, received dtype {labels.dtype}")
+    values = []
+    for i, label in enumerate(np.asarray(labels, dtype=object).reshape(-1)):
+        value = _integer(label)
+        if value is None:
+            where = f"line {lines[i]}" if lines is not None else f"row {i}"
+            raise CLIError(f"{source}, {where}: labels must be integer class ids, received {label!r}")
+        values.append(value)
+    return np.asarray(values, dtype=np.int64).reshape(np.shape(labels))
+
+
+def _integer(label):
+    # `int(float("inf"))` raises OverflowError and `int(float("1.7"))` is 1:
+    # only text naming an integer that fits int64 is a class id.
+    text = str(label).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        if not (number == number and abs(number) < 2.0**63 and number.is_integer()):
+            return None
+        value = int(number)
+    return value if -(2**63) <= value < 2**63 else None
+
+
 def check_fine_tune_data(model, x, y, validation=None, *, source="--fine-tune"):
     """Checks fine-tune arrays against `model` before any training starts.
 
     A label or id out of range otherwise surfaces from inside `fit` as a
     "Graph execution error" that names neither the split nor the value.
-    Labels must be class indices in `[0, num_classes)` given the width of the
-    model's output (`{0, 1}` for a one-unit output); one-hot labels whose
-    width matches the output are accepted as they are. Ids must be in
+    Labels must be finite class indices in `[0, num_classes)` given the width
+    of the model's output (`{0, 1}` for a one-unit output); one-hot labels
+    whose width matches the output are accepted as they are. Ids must be in
     `[0, input_dim)` of the model's first embedding table, and the sequence
-    length must match a fixed input length.
+    length must match a fixed input length. A model that takes raw strings
+    gets its texts as they are; only its labels are checked.
 
     Args:
         model: The loaded `keras.Model`.
-        x, y: Training ids `(n, sequence_length)` and labels.
+        x, y: Training ids `(n, sequence_length)` (or texts) and labels.
         validation: `None` or `(x_val, y_val)`.
         source: Where the arrays come from (the `.npz` path), for messages.
 
@@ -230,12 +430,14 @@ def check_fine_tune_data(model, x, y, validation=None, *, source="--fine-tune"):
     vocab = int(embeddings[0][1].input_dim) if embeddings else None
     inputs = getattr(model, "inputs", None) or []
     length = inputs[0].shape[1] if len(inputs) == 1 and len(inputs[0].shape) > 1 else None
+    takes_text = len(inputs) == 1 and str(getattr(inputs[0], "dtype", "")) == "string"
     outputs = getattr(model, "outputs", None) or []
     width = outputs[0].shape[-1] if len(outputs) == 1 and len(outputs[0].shape) > 1 else None
 
     for x_name, y_name, ids, labels in splits:
         ids, labels = np.asarray(ids), np.asarray(labels)
-        if ids.ndim < 2 or not np.issubdtype(ids.dtype, np.integer):
+        text = takes_text and ids.dtype.kind in "OUS"
+        if not text and (ids.ndim < 2 or not np.issubdtype(ids.dtype, np.integer)):
             raise CLIError(
                 f"{source}: {x_name} must be an integer array of token ids "
                 f"(n, sequence_length), received shape {ids.shape} and dtype {ids.dtype}"
@@ -245,12 +447,12 @@ def check_fine_tune_data(model, x, y, validation=None, *, source="--fine-tune"):
                 f"{source}: {x_name} and {y_name} must be non-empty and of equal "
                 f"length, received {len(ids)} and {len(labels)}"
             )
-        if length is not None and ids.shape[1] != length:
+        if not text and length is not None and ids.shape[1] != length:
             raise CLIError(
                 f"{source}: {x_name} has sequence length {ids.shape[1]}, the model "
                 f"takes {length}; received shape {ids.shape}"
             )
-        if vocab is not None:
+        if not text and vocab is not None:
             low, high = int(ids.min()), int(ids.max())
             if low < 0 or high >= vocab:
                 bad = low if low < 0 else high
@@ -259,6 +461,13 @@ def check_fine_tune_data(model, x, y, validation=None, *, source="--fine-tune"):
                     f"{source}: {x_name} holds id {bad} (row {row}); the embedding "
                     f"{embeddings[0][0]!r} has input_dim {vocab}, so ids must be in [0, {vocab})"
                 )
+        if not np.issubdtype(labels.dtype, np.number) and labels.dtype != bool:
+            raise CLIError(f"{source}: {y_name} must hold numeric labels, received dtype {labels.dtype}")
+        finite = np.isfinite(labels)
+        if not np.all(finite):
+            row = int(np.argwhere(~finite)[0][0])
+            bad = labels.reshape(len(labels), -1)[row][~finite.reshape(len(labels), -1)[row]][0]
+            raise CLIError(f"{source}: {y_name} holds label {bad.item()!r} (row {row}); labels must be finite")
         if width is None:
             continue
         if labels.ndim == 2 and labels.shape[1] == width and width > 1:
@@ -269,9 +478,7 @@ def check_fine_tune_data(model, x, y, validation=None, *, source="--fine-tune"):
                 f"{source}: {y_name} must hold one class index per example (or "
                 f"one-hot rows of width {width}), received shape {labels.shape}"
             )
-        flat = flat[:, 0]
-        if not np.issubdtype(flat.dtype, np.number) or not np.all(np.isfinite(flat)):
-            raise CLIError(f"{source}: {y_name} must hold finite numeric labels, received dtype {labels.dtype}")
+        flat = flat[:, 0].astype(np.float64)
         classes = max(int(width), 2)
         integral = np.all(flat == np.round(flat))
         if int(width) > 1 and not integral:

@@ -109,7 +109,9 @@ def _find_split_file(folder, split):
     return found[0] if found else None
 
 
-def read_table(path, *, text_column="text", label_column="label", encoding=None):
+def read_table(
+    path, *, text_column="text", label_column="label", encoding=None, return_lines=False
+):
     """Reads one CSV/TSV file into `(texts, labels)` lists of strings.
 
     `.csv` files are parsed as RFC-4180 CSV (quoted fields may hold commas and
@@ -122,9 +124,12 @@ def read_table(path, *, text_column="text", label_column="label", encoding=None)
         text_column: header name of the text column.
         label_column: header name of the label column.
         encoding: see `decode_bytes`.
+        return_lines: also return the line number of each row, for messages
+            about one row.
 
     Returns:
-        `(texts, labels)`: two lists of `str` of equal length.
+        `(texts, labels)`: two lists of `str` of equal length; with
+        `return_lines`, `(texts, labels, lines)`.
     """
     extension = os.path.splitext(path)[1].lower()
     if extension not in _EXTENSIONS:
@@ -143,7 +148,10 @@ def read_table(path, *, text_column="text", label_column="label", encoding=None)
     previous_limit = csv.field_size_limit()
     csv.field_size_limit(max(previous_limit, len(text) + 1))
     try:
-        return _parse_rows(path, text, delimiter, quoting, text_column, label_column)
+        texts, labels, lines = _parse_rows(
+            path, text, delimiter, quoting, text_column, label_column
+        )
+        return (texts, labels, lines) if return_lines else (texts, labels)
     except csv.Error as error:
         raise ValueError(f"{path}: malformed {extension[1:].upper()} ({error})") from None
     finally:
@@ -167,7 +175,7 @@ def _parse_rows(path, text, delimiter, quoting, text_column, label_column):
         )
     text_index, label_index = header.index(text_column), header.index(label_column)
     needed = max(text_index, label_index) + 1
-    texts, labels, empty_texts, empty_labels = [], [], 0, []
+    texts, labels, lines, empty_texts, empty_labels = [], [], [], 0, []
     rows = iter(reader)
     while True:
         try:
@@ -205,6 +213,7 @@ def _parse_rows(path, text, delimiter, quoting, text_column, label_column):
             continue
         texts.append(body)
         labels.append(label)
+        lines.append(reader.line_num)
     if empty_labels:
         raise ValueError(
             f"{path}: {len(empty_labels)} row(s) have an empty label "
@@ -216,7 +225,7 @@ def _parse_rows(path, text, delimiter, quoting, text_column, label_column):
             UserWarning,
             stacklevel=2,
         )
-    return texts, labels
+    return texts, labels, lines
 
 
 def _shorten(row, limit=200):

@@ -6,25 +6,102 @@ own folder and, only once it succeeded, the temporary file is renamed over the
 target with `os.replace` (atomic on POSIX and Windows when both are on the
 same filesystem, which the same folder guarantees). An exception, including a
 `KeyboardInterrupt`, deletes the temporary file and leaves the old target, if
-any, exactly as it was.
+any, exactly as it was. A target that is a symbolic link is written through:
+the file it points to is replaced and the link stays, as `cp` and editors do.
 """
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import signal
 import stat
+import threading
 
 TEMP_MARKER = ".tmp-"
+# POSIX's limit on one file name where `pathconf` cannot tell (255 bytes on
+# every common filesystem).
+DEFAULT_NAME_MAX = 255
+
+
+def name_max(folder):
+    """The longest file name, in bytes, that `folder` accepts."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):
+        return DEFAULT_NAME_MAX
 
 
 def _temporary_name(path):
-    folder, name = os.path.split(os.path.abspath(path))
+    folder, name = os.path.split(path)
     # Every suffix stays, last: Keras refuses to save a model to a name not
     # ending in `.keras` (weights: `.weights.h5`), and matplotlib picks the
     # image format from it.
-    stem, dot, suffixes = name.lstrip(".").partition(".")
-    return os.path.join(folder, f".{stem}{TEMP_MARKER}{secrets.token_hex(4)}{dot}{suffixes}")
+    stem, _, suffixes = name.lstrip(".").partition(".")
+    parts = suffixes.split(".") if suffixes else []
+    token = secrets.token_hex(4)
+    limit = name_max(folder)
+    # A target name near the limit would overflow it once the marker is
+    # added: the stem is shortened first, then the leading suffixes, so the
+    # last suffix (the format) is kept whenever it fits at all.
+    for kept in range(len(parts) + 1):
+        tail = "".join("." + part for part in parts[kept:])
+        fixed = len(os.fsencode(f".{TEMP_MARKER}{token}{tail}"))
+        room = limit - fixed
+        if room >= 0:
+            short = os.fsencode(stem)[:room].decode(errors="ignore")
+            return os.path.join(folder, f".{short}{TEMP_MARKER}{token}{tail}")
+    return os.path.join(folder, f".{TEMP_MARKER}{token}")
+
+
+# SIGINTs seen inside the outermost `record_interrupts` block.
+_interrupts = {"depth": 0, "count": 0}
+
+
+def _on_sigint(signum, frame):
+    _interrupts["count"] += 1
+    signal.default_int_handler(signum, frame)
+
+
+@contextlib.contextmanager
+def record_interrupts():
+    """Remembers every Ctrl-C while active, even one that Python loses.
+
+    A `KeyboardInterrupt` raised while a `__del__` method or a callback runs
+    (TensorFlow runs many of them while training and saving) is only printed
+    as "Exception ignored" and the program goes on. Inside this block each
+    SIGINT is counted before it is raised, so `atomic_path` refuses to
+    replace its target after one and `interrupted()` reports it. Nested
+    blocks share the count of the outermost one. Outside the main thread,
+    or when SIGINT has a handler other than Python's default, the block
+    records nothing.
+    """
+    if _interrupts["depth"]:
+        _interrupts["depth"] += 1
+        try:
+            yield
+        finally:
+            _interrupts["depth"] -= 1
+        return
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    _interrupts.update(depth=1, count=0)
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _interrupts.update(depth=0, count=0)
+
+
+def interrupted():
+    """Whether a SIGINT arrived inside the current `record_interrupts` block."""
+    return _interrupts["depth"] > 0 and _interrupts["count"] > 0
 
 
 def _fsync(path):
@@ -38,8 +115,11 @@ def _fsync(path):
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as error:
+        # Some network and FUSE filesystems cannot fsync (EINVAL); any other
+        # error (ENOSPC, EDQUOT, EIO) means the data may not be on disk.
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 
@@ -60,7 +140,13 @@ def atomic_path(path):
     `model.save`, matplotlib's `savefig`) work unchanged. If the block raises
     (any exception, `KeyboardInterrupt` included), the temporary file is
     removed and `path` keeps its previous content; nothing partial is ever
-    visible under `path`.
+    visible under `path`. A Ctrl-C that the writer swallowed (one raised in a
+    `__del__` method, see `record_interrupts`) fails the block as well.
+
+    A `path` that is a symbolic link is written through: the file it points
+    to is replaced, in that file's folder, and the link is kept. The
+    temporary name is shortened where needed so that it fits the folder's
+    limit on name length whenever `path` itself does.
 
     Example:
 
@@ -78,21 +164,27 @@ def atomic_path(path):
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(f"Expected `path` to be a file path, received a folder: {path}")
-    tmp = _temporary_name(path)
+    # Renaming over a link would replace the link itself and leave the file
+    # it names unchanged.
+    target = os.path.realpath(path)
+    tmp = _temporary_name(target)
     try:
-        yield tmp
-        if not os.path.exists(tmp):
-            raise ValueError(f"Expected the writer to create {tmp} for {path}; it wrote nothing")
-        _fsync(tmp)
-        # A replaced file keeps its permissions; a new one gets the usual
-        # umask-derived mode rather than the writer's (mkstemp-style 0600).
-        if os.path.exists(path):
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        else:
-            mode = _default_mode()
-        if os.path.isfile(tmp):
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        with record_interrupts():
+            yield tmp
+            if not os.path.exists(tmp):
+                raise ValueError(f"Expected the writer to create {tmp} for {path}; it wrote nothing")
+            _fsync(tmp)
+            # A replaced file keeps its permissions; a new one gets the usual
+            # umask-derived mode rather than the writer's (mkstemp-style 0600).
+            if os.path.exists(target):
+                mode = stat.S_IMODE(os.stat(target).st_mode)
+            else:
+                mode = _default_mode()
+            if os.path.isfile(tmp):
+                os.chmod(tmp, mode)
+            if interrupted():
+                raise KeyboardInterrupt
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             if os.path.isdir(tmp):
@@ -151,8 +243,7 @@ def write_json(path, value, **kwargs):
 def save_model(model, path, **kwargs):
     """Saves a Keras model to a `.keras` file atomically.
 
-    An interrupted or failed save leaves an existing file at `path` intact,
-    which matters when a command replaces its own input.
+    An interrupted or failed save leaves an existing file at `path` intact.
 
     Args:
         model: A `keras.Model`.

@@ -9,12 +9,14 @@ import pytest
 from tests.cli.conftest import CLASSES, LENGTH, VOCAB, assert_user_error, run_cli
 
 
-def test_interrupted_save_over_the_input_keeps_it_intact(files, capsys, tmp_path, monkeypatch):
+def test_interrupted_save_over_an_old_output_keeps_it_intact(files, capsys, tmp_path, monkeypatch):
     import keras
 
     model = tmp_path / "model.keras"
     shutil.copy(files["model"], model)
-    before = model.read_bytes()
+    old = tmp_path / "old.keras"
+    shutil.copy(files["model"], old)
+    before = old.read_bytes()
     real_save = keras.Model.save
 
     def save_then_interrupt(self, path, *args, **kwargs):
@@ -25,11 +27,11 @@ def test_interrupted_save_over_the_input_keeps_it_intact(files, capsys, tmp_path
         raise KeyboardInterrupt
 
     monkeypatch.setattr(keras.Model, "save", save_then_interrupt)
-    code, _, err = run_cli(capsys, "compress", model, model, "--rank", 3, "--overwrite")
+    code, _, err = run_cli(capsys, "compress", model, old, "--rank", 3, "--overwrite")
     assert code == 130
     assert "interrupted" in err
-    assert model.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["model.keras"]
+    assert old.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.keras", "old.keras"]
 
 
 def _data(tmp_path, **overrides):

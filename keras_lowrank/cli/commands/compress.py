@@ -65,7 +65,10 @@ def add_arguments(parser):
         help="Loss for the fine-tune when the model was saved without one "
         "(default: sparse categorical cross-entropy, from logits unless the model ends in softmax).",
     )
-    parser.add_argument("--overwrite", action="store_true", help="Replace OUT.keras if it exists.")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Replace OUT.keras (and --json) if it exists; an input is never replaced.",
+    )
     parser.add_argument(
         "--custom-module", action="append", default=[], metavar="MODULE",
         help="Import this module first (it registers the model's custom objects). Repeatable.",
@@ -73,30 +76,11 @@ def add_arguments(parser):
 
 
 def _load_fine_tune_data(path):
-    import os
+    from keras_lowrank.cli.model_io import load_arrays
 
-    import numpy as np
-
-    from keras_lowrank.cli.errors import CLIError
-
-    if not os.path.exists(path):
-        raise CLIError(f"no such file: {path}")
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as error:
-        raise CLIError(f"--fine-tune expects a .npz file with arrays x and y: {path}") from error
-    missing = [key for key in ("x", "y") if key not in data.files]
-    if missing:
-        raise CLIError(f"{path} lacks array(s) {missing}; found {sorted(data.files)}")
-    if data["x"].ndim < 2 or not np.issubdtype(data["x"].dtype, np.integer):
-        raise CLIError(
-            f"{path}: x must be an integer array of token ids (n, sequence_length), "
-            f"received shape {data['x'].shape} and dtype {data['x'].dtype}"
-        )
-    if len(data["x"]) != len(data["y"]) or len(data["x"]) == 0:
-        raise CLIError(f"{path}: x and y must be non-empty and of equal length, got {len(data['x'])} and {len(data['y'])}")
+    data = load_arrays(path, "--fine-tune", required=("x", "y"), optional=("x_val", "y_val"))
     validation = None
-    if "x_val" in data.files and "y_val" in data.files:
+    if "x_val" in data and "y_val" in data:
         validation = (data["x_val"], data["y_val"])
     return data["x"], data["y"], validation
 
@@ -133,36 +117,28 @@ def _parse_bytes(text):
 
 def _load_labelled(path, flag):
     """`(x, y)` from a .npz (x, y) or a .csv/.tsv (text, label with integer class ids)."""
-    import os
-
     import numpy as np
 
     from keras_lowrank.cli.errors import CLIError
+    from keras_lowrank.cli.model_io import check_input_file, integer_labels, load_arrays
 
-    if not os.path.isfile(path):
-        raise CLIError(f"{flag}: no such file: {path}")
+    check_input_file(path, flag)
     if path.lower().endswith((".csv", ".tsv")):
         from keras_lowrank.data.text_files import read_table
 
-        texts, labels = read_table(path)
-        try:
-            y = np.asarray([int(float(label)) for label in labels], dtype=np.int64)
-        except ValueError:
-            raise CLIError(f"{flag}: {path}: labels must be the model's class ids (integers)") from None
+        texts, labels, lines = read_table(path, return_lines=True)
+        y = integer_labels(labels, f"{flag}: {path}", lines=lines)
         return np.asarray(texts, dtype=object)[:, None], y
-    try:
-        data = np.load(path)
-        x, y = data["x"], data["y"]
-    except (OSError, ValueError, KeyError):
-        raise CLIError(f"{flag} expects a .npz file with arrays x and y, or a .csv/.tsv file: {path}") from None
+    data = load_arrays(path, flag, required=("x", "y"), optional=())
+    x, y = data["x"], data["y"]
     if len(x) != len(y) or len(x) == 0:
         raise CLIError(f"{flag}: {path}: x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
-    return x, y
+    return x, integer_labels(y, f"{flag}: {path}")
 
 
 def _run_budget(args):
     from keras_lowrank.cli.errors import CLIError
-    from keras_lowrank.cli.model_io import check_output_path, load_model
+    from keras_lowrank.cli.model_io import check_fine_tune_data, check_output_path, load_model, writing
 
     missing = [flag for flag, value in (("--train", args.train), ("--validation", args.validation)) if value is None]
     if missing:
@@ -174,7 +150,10 @@ def _run_budget(args):
         if value is not None:
             raise CLIError(f"{flag} is for --fine-tune; --size/--max-bytes use compress()'s schedule")
     if args.json:
-        check_output_path(args.json, ".json", overwrite=args.overwrite)
+        check_output_path(
+            args.json, ".json", overwrite=args.overwrite, option="--json",
+            inputs=_inputs(args), outputs=[(None, args.output)],
+        )
     for dest, default in BUDGET_DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, default)
@@ -185,6 +164,10 @@ def _run_budget(args):
     train = _load_labelled(args.train, "--train")
     validation = _load_labelled(args.validation, "--validation")
     model = load_model(args.model, compile=True, custom_modules=args.custom_module)
+    # Before any candidate trains: inside fit an out-of-range label or id is
+    # only a "Graph execution error" without file, value or range.
+    check_fine_tune_data(model, *train, source=f"--train {args.train}")
+    check_fine_tune_data(model, *validation, source=f"--validation {args.validation}")
 
     import keras
 
@@ -203,12 +186,20 @@ def _run_budget(args):
     print(report)
     from keras_lowrank.utils.atomic_write import save_model, write_json
 
-    save_model(small, args.output)
+    with writing(args.output):
+        save_model(small, args.output)
     print(f"wrote {args.output}")
     if args.json:
-        write_json(args.json, report.to_dict())
+        with writing(args.json, "--json"):
+            write_json(args.json, report.to_dict())
         print(f"wrote {args.json}")
     return 0
+
+
+def _inputs(args):
+    """`(flag, path)` of every file the command reads."""
+    return [(None, args.model), ("--train", args.train), ("--validation", args.validation),
+            ("--fine-tune", args.fine_tune)]
 
 
 def _ends_in_softmax(model):
@@ -226,7 +217,7 @@ def run(args):
     from keras_lowrank.cli.errors import CLIError
     from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model
 
-    check_output_path(args.output, ".keras", overwrite=args.overwrite)
+    check_output_path(args.output, ".keras", overwrite=args.overwrite, inputs=_inputs(args))
     if args.size is not None or args.max_bytes is not None:
         return _run_budget(args)
     for flag, value in (("--train", args.train), ("--validation", args.validation),
@@ -299,9 +290,11 @@ def run(args):
             )
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
             raise CLIError(f"fine-tune failed: {str(error).strip().splitlines()[0]}") from error
-    # Temp file + rename: Ctrl-C while saving over the input must not truncate it.
+    # Temp file + rename: Ctrl-C while saving over an old output must not truncate it.
+    from keras_lowrank.cli.model_io import writing
     from keras_lowrank.utils.atomic_write import save_model
 
-    save_model(compressed, args.output)
+    with writing(args.output):
+        save_model(compressed, args.output)
     print(f"wrote {args.output}")
     return 0

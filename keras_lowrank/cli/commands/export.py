@@ -33,7 +33,10 @@ def add_arguments(parser):
         help="Input length, needed when the model's input length is not fixed.",
     )
     parser.add_argument("--json", metavar="PATH", help="Also write the export report as JSON.")
-    parser.add_argument("--overwrite", action="store_true", help="Replace OUT.tflite if it exists.")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Replace OUT.tflite (and --json) if it exists; an input is never replaced.",
+    )
     parser.add_argument(
         "--custom-module", action="append", default=[], metavar="MODULE",
         help="Import this module first (it registers the model's custom objects). Repeatable.",
@@ -42,46 +45,37 @@ def add_arguments(parser):
 
 def load_ids(path, option="--representative"):
     """Reads the integer id array `x` of a `.npz` file (or its only array)."""
-    import os
-    import zipfile
-
     import numpy as np
 
     from keras_lowrank.cli.errors import CLIError
+    from keras_lowrank.cli.model_io import load_arrays
 
-    if not os.path.exists(path):
-        raise CLIError(f"no such file: {path}")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise CLIError(f"{option} expects a .npz file with an array x of token ids: {path}") from error
-    if not hasattr(data, "files"):
-        raise CLIError(f"{option} expects a .npz file with an array x of token ids, received a .npy array: {path}")
-    if "x" in data.files:
+    data = load_arrays(path, option)
+    if "x" in data:
         ids = data["x"]
-    elif len(data.files) == 1:
-        ids = data[data.files[0]]
+    elif len(data) == 1:
+        (ids,) = data.values()
     else:
-        raise CLIError(f"{path} has no array x; found {sorted(data.files)}")
+        raise CLIError(f"{option}: {path} has no array x; found {sorted(data)}")
     if ids.ndim != 2 or ids.shape[0] == 0 or not np.issubdtype(ids.dtype, np.integer):
         raise CLIError(
-            f"{path}: x must be a non-empty 2-D integer array (n, sequence_length), "
+            f"{option}: {path}: x must be a non-empty 2-D integer array (n, sequence_length), "
             f"received shape {ids.shape} and dtype {ids.dtype}"
         )
     return ids.astype("int32")
 
 
 def run(args):
-    import os
-
     from keras_lowrank.cli.errors import CLIError
-    from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model
+    from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model, writing
 
-    check_output_path(args.output, ".tflite", overwrite=args.overwrite)
+    inputs = [(None, args.model), ("--representative", args.representative)]
+    check_output_path(args.output, ".tflite", overwrite=args.overwrite, inputs=inputs)
     if args.json:
-        check_output_path(args.json, option="--json")
-        if os.path.abspath(args.json) == os.path.abspath(args.output):
-            raise CLIError(f"--json must differ from the .tflite output, received: {args.json}")
+        check_output_path(
+            args.json, overwrite=args.overwrite, option="--json", inputs=inputs,
+            outputs=[(None, args.output)],
+        )
     if args.quantize == "int8" and not args.representative:
         raise CLIError("--quantize int8 (full integer) needs --representative DATA.npz to calibrate activations")
     if args.representative and args.quantize != "int8":
@@ -97,18 +91,20 @@ def run(args):
     from keras_lowrank.export import export_tflite
 
     print(f"converting {args.model} (quantize={args.quantize or 'none'}, fold={not args.no_fold}) ...", flush=True)
-    report = export_tflite(
-        model,
-        args.output,
-        quantize=args.quantize,
-        fold=not args.no_fold,
-        representative_dataset=representative,
-        sequence_length=args.sequence_length,
-    )
+    with writing(args.output):
+        report = export_tflite(
+            model,
+            args.output,
+            quantize=args.quantize,
+            fold=not args.no_fold,
+            representative_dataset=representative,
+            sequence_length=args.sequence_length,
+        )
     print(report)
     if args.json:
         from keras_lowrank.utils.atomic_write import write_json
 
-        write_json(args.json, report.to_dict(), indent=2, default=str)
+        with writing(args.json, "--json"):
+            write_json(args.json, report.to_dict(), indent=2, default=str)
         print(f"wrote {args.json}")
     return 0

@@ -3,9 +3,12 @@
 For every embedding table of a saved model: its shape, parameters and stored
 bytes, its rank if already factorized, a summary of its singular values, and
 the rank, parameters and spectral energy kept at compressions 0.5, 0.8, 0.9
-and 0.95. `--plot` draws the cumulative energy curves, `--json` writes the
-same records for programs. This command only reads the model: it must not
-convert, train or save it.
+and 0.95. A table that is already factorized reports its own compression
+against the dense float32 table, and its options compress it further: they
+are relative to the table as stored (rank `r` -> `floor((1 - c) * r)`).
+`--plot` draws the cumulative energy curves, `--json` writes the same records
+for programs. This command only reads the model: it must not convert, train
+or save it.
 """
 
 NAME = "inspect"
@@ -21,6 +24,10 @@ def add_arguments(parser):
     parser.add_argument("model", metavar="MODEL.keras", help="A saved Keras 3 model.")
     parser.add_argument("--plot", metavar="PNG", help="Draw the cumulative spectral energy of each table to this PNG file.")
     parser.add_argument("--json", metavar="PATH", help="Also write the table as JSON.")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Replace the --plot and --json files if they exist; the model is never replaced.",
+    )
     parser.add_argument(
         "--custom-module", action="append", default=[], metavar="MODULE",
         help="Import this module first (it registers the model's custom objects). Repeatable.",
@@ -54,14 +61,22 @@ def describe(model):
             spectrum = spectrum[: int(layer.rank)]
         options, note = [], None
         for compression in COMPRESSIONS:
-            try:
-                rank = rank_for_compression(input_dim, output_dim, compression)
-            except ValueError as error:
-                # One tiny table (e.g. a positional or a 2-row embedding)
-                # must not hide the report on the others.
-                note = f"not compressible: {str(error).strip().splitlines()[0]}"
-                options = []
-                break
+            if factorized:
+                # A factorized table is compressed further by lowering its
+                # rank; ratios against the dense table would name ranks
+                # above the one it has.
+                rank = _further_rank(int(layer.rank), compression)
+                if rank == 0:
+                    continue
+            else:
+                try:
+                    rank = rank_for_compression(input_dim, output_dim, compression)
+                except ValueError as error:
+                    # One tiny table (e.g. a positional or a 2-row embedding)
+                    # must not hide the report on the others.
+                    note = f"not compressible: {str(error).strip().splitlines()[0]}"
+                    options = []
+                    break
             options.append(
                 {
                     "compression": compression,
@@ -70,6 +85,10 @@ def describe(model):
                     "energy_kept": float(energy_kept(spectrum, rank)),
                 }
             )
+        if factorized and not options:
+            note = f"rank {int(layer.rank)} is too small to compress further"
+        stored_bytes = int(_stored_bytes(layer, params))
+        dense_bytes = input_dim * output_dim * 4
         records.append(
             {
                 "layer": path,
@@ -80,13 +99,29 @@ def describe(model):
                 "quantization": quantization,
                 "params": int(params),
                 "float32_bytes": int(params) * 4,
-                "stored_bytes": int(_stored_bytes(layer, params)),
+                "stored_bytes": stored_bytes,
+                "dense_float32_bytes": dense_bytes,
+                # The table's own compression: bytes saved against the dense
+                # float32 table (0 for a dense float32 table).
+                "compression": 1.0 - stored_bytes / dense_bytes,
                 "singular_values": spectrum.tolist(),
+                # Options of a factorized table compress it further.
+                "options_relative_to": "stored" if factorized else "dense",
                 "options": options,
                 "note": note,
             }
         )
     return records
+
+
+def _further_rank(rank, compression):
+    """The largest rank keeping at most `(1 - compression)` of `rank`'s parameters (0: none)."""
+    import fractions
+    import math
+
+    # Exact arithmetic: in floats, (1 - 0.9) * 10 is 0.99999... and rank 1
+    # would be lost.
+    return math.floor((1 - fractions.Fraction(str(compression))) * rank)
 
 
 def dense_table(layer):
@@ -139,9 +174,19 @@ def _format(records):
         lines.append(
             f"{r['layer']}: {len(s)} singular values, largest {s[0]:.4g}, smallest {s[-1]:.4g}"
         )
+        if r["rank"] is not None:
+            lines.append(
+                f"  factorized at rank {r['rank']}: {r['stored_bytes']:,} bytes, compression "
+                f"{r['compression']:.2f} of the dense float32 {r['input_dim']}x{r['output_dim']} "
+                f"table ({r['dense_float32_bytes']:,} bytes)"
+            )
         if r.get("note"):
             lines.append(f"  {r['note']}")
             continue
+        if r.get("options_relative_to") == "stored":
+            lines.append(
+                f"  further compression of the table as stored (energy kept of its rank-{r['rank']} spectrum):"
+            )
         lines.append(f"  {'compression':>11} {'rank':>5} {'params':>12} {'energy kept':>12}")
         for option in r["options"]:
             lines.append(
@@ -192,27 +237,29 @@ def plot_spectra(records, path):
 
 
 def run(args):
-    import os
-
     from keras_lowrank.cli.errors import CLIError
-    from keras_lowrank.cli.model_io import check_output_path, load_model
+    from keras_lowrank.cli.model_io import check_output_path, load_model, writing
     from keras_lowrank.utils.atomic_write import write_json
 
+    inputs = [(None, args.model)]
     if args.plot:
-        check_output_path(args.plot, PLOT_SUFFIXES, option="--plot")
+        check_output_path(args.plot, PLOT_SUFFIXES, overwrite=args.overwrite, option="--plot", inputs=inputs)
     if args.json:
-        check_output_path(args.json, option="--json")
-    if args.plot and args.json and os.path.abspath(args.plot) == os.path.abspath(args.json):
-        raise CLIError(f"--plot and --json must be different files, received: {args.json}")
+        check_output_path(
+            args.json, overwrite=args.overwrite, option="--json", inputs=inputs,
+            outputs=[("--plot", args.plot)],
+        )
     model = load_model(args.model, custom_modules=args.custom_module)
     records = describe(model)
     if not records:
         raise CLIError(f"{args.model} has no Embedding or LowRankEmbedding layer")
     print(_format(records))
     if args.plot:
-        plot_spectra(records, args.plot)
+        with writing(args.plot, "--plot"):
+            plot_spectra(records, args.plot)
         print(f"\nwrote {args.plot}")
     if args.json:
-        write_json(args.json, records, indent=2)
+        with writing(args.json, "--json"):
+            write_json(args.json, records, indent=2)
         print(f"wrote {args.json}")
     return 0

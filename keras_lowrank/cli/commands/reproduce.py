@@ -179,7 +179,8 @@ def run(args):
     if args.doc:
         if not os.path.isfile(args.doc):
             raise CLIError(f"--doc must be an existing Markdown file, received: {args.doc}")
-        check_output_path(args.doc, option="--doc")
+        # --doc names a page to edit in place: replacing it is the point.
+        check_output_path(args.doc, overwrite=True, option="--doc")
     if args.merge and not args.render_only:
         raise CLIError("--merge is used only with --render-only")
 

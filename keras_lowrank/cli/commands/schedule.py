@@ -12,17 +12,18 @@ def add_arguments(parser):
     parser.add_argument("--restart-every", type=int, default=None, help="CALR: restart the annealing every N cycles.")
     parser.add_argument("--steps", type=int, default=None, help="Steps to show (default: 4 cycles).")
     parser.add_argument("--plot", metavar="PNG", help="Draw both curves to this PNG file.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace the --plot file if it exists.")
 
 
 def run(args):
     import numpy as np
 
     from keras_lowrank.cli.commands.inspect import PLOT_SUFFIXES
-    from keras_lowrank.cli.model_io import check_output_path
+    from keras_lowrank.cli.model_io import check_output_path, writing
     from keras_lowrank.schedules import CyclicallyAnnealedLearningRate, CyclicalLearningRate
 
     if args.plot:
-        check_output_path(args.plot, PLOT_SUFFIXES, option="--plot")
+        check_output_path(args.plot, PLOT_SUFFIXES, overwrite=args.overwrite, option="--plot")
     clr = CyclicalLearningRate(args.initial, args.maximal, args.step_size)
     calr = CyclicallyAnnealedLearningRate(
         args.initial, args.maximal, args.step_size, decay=args.decay, restart_every=args.restart_every
@@ -37,6 +38,7 @@ def run(args):
     if args.plot:
         from keras_lowrank.schedules import plot_schedules
 
-        plot_schedules({"CLR": clr, "CALR": calr}, steps, args.plot)
+        with writing(args.plot, "--plot"):
+            plot_schedules({"CLR": clr, "CALR": calr}, steps, args.plot)
         print(f"wrote {args.plot}")
     return 0
