@@ -123,17 +123,48 @@ def update_page(path, command, content):
             f.write(new)
 
 
+def row(cells):
+    """One Markdown table row.
+
+    A `None` cell is empty; a `|` inside a cell is escaped and a line break
+    becomes a space, so that the row keeps exactly `len(cells)` cells.
+
+    Args:
+        cells: the cell values (anything `str()` accepts).
+
+    Returns:
+        The row as one line of text.
+    """
+    texts = ["" if c is None else " ".join(str(c).splitlines()).replace("|", "\\|") for c in cells]
+    return "| " + " | ".join(texts) + " |"
+
+
+def check_rows(header, rows):
+    """Raises a `ValueError` unless every row has one cell per header column."""
+    for cells in rows:
+        if len(cells) != len(header):
+            raise ValueError(
+                f"Expected {len(header)} cells (one per column of {list(header)}) in every "
+                f"table row, received {len(cells)}: {list(cells)}"
+            )
+
+
 def table(header, rows, align=None):
     """A Markdown table.
 
     Args:
         header: column titles.
-        rows: lists of cell texts, one per row.
+        rows: lists of cell values, one per row, each with one cell per
+            column (see `row`).
         align: one of "l"/"r" per column (default: first column left, others right).
 
     Returns:
         The table as lines of text.
+
+    Raises:
+        ValueError: if a row does not have one cell per column.
     """
+    check_rows(header, rows)
     align = align or ["l"] + ["r"] * (len(header) - 1)
     rule = ["---:" if a == "r" else "---" for a in align]
-    return ["| " + " | ".join(str(c) for c in cells) + " |" for cells in [header, rule, *rows]]
+    return [row(header), "| " + " | ".join(rule) + " |"] + [row(cells) for cells in rows]

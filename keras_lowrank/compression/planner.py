@@ -89,7 +89,8 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
     """Every recipe of every family that fits `budget_bytes` (no proxy yet).
 
     Args:
-        input_dim, output_dim: the table's shape.
+        input_dim: the table's number of rows (the vocabulary size).
+        output_dim: the table's number of columns (the embedding size).
         budget_bytes: what the stored table may take.
         storages: which storages to consider.
         prune: whether vocabulary pruning may be used.

@@ -57,6 +57,11 @@ class LazyAdam(keras.optimizers.Adam):
     there `LazyAdam` computes the same update with Keras' generic Adam,
     which is slower; prefer `keras.optimizers.Adam` on PyTorch and JAX.
 
+    `LazyAdam` takes the arguments of `keras.optimizers.Adam`
+    (`learning_rate`, `beta_1`, `beta_2`, `epsilon`, `amsgrad` and the
+    common optimizer arguments) with the same meaning; its config and saved
+    variables are Adam's.
+
     Example:
 
     ```python
@@ -74,11 +79,6 @@ class LazyAdam(keras.optimizers.Adam):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     ```
-
-    Args:
-        learning_rate: as for `keras.optimizers.Adam`. Every argument of
-            `keras.optimizers.Adam` is accepted and has the same meaning; the
-            config and the saved variables are Adam's.
 
     References:
         - [Kingma and Ba, 2014](https://arxiv.org/abs/1412.6980): Adam.

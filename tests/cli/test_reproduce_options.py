@@ -20,7 +20,7 @@ def test_quick_respects_explicit_grid_flags(tmp_path):
 
 def test_quick_alone_and_full_defaults(tmp_path):
     quick = _config(_parse("--quick", "--output", str(tmp_path)))
-    assert quick.datasets == ("trec",) and quick.epochs == 2
+    assert quick.datasets == ("trec",) and quick.epochs == 20
     full = _config(_parse("--output", str(tmp_path)))
     assert full.datasets == ("snips", "trec", "sst2", "mr")
     assert full.seeds == (0, 1, 2) and full.epochs == 12 and full.max_train is None

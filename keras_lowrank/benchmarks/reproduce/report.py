@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from keras_lowrank.benchmarks import markdown
 from keras_lowrank.benchmarks.reproduce.config import FINETUNED_METHODS
 from keras_lowrank.benchmarks.reproduce.config import METHODS
 from keras_lowrank.benchmarks.reproduce.config import schedule_family
@@ -271,10 +272,7 @@ def goal_table(rows):
     if not sized:
         return []
     methods = sorted({r["method"] for r in rows if r["method"] != "uncompressed"}, key=lambda m: _METHOD_ORDER.get(m, 99))
-    lines = [
-        "| method | " + " | ".join(f"{size_label(s)}" for s in sized) + " |",
-        "|---|" + "---:|" * len(sized),
-    ]
+    body = []
     for m in methods:
         cells = []
         for s in sized:
@@ -286,16 +284,16 @@ def goal_table(rows):
             groups = len({(r["dataset"], r["model"], r["vectors"]) for r in vals})
             cells.append(f"{np.mean(drops):+.2f} ({groups})" if drops else "")
         if any(cells):
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            body.append([m] + cells)
     for label, methods in (("best of our variants (dev-selected)", OURS), ("best of any method (dev-selected)", None)):
         frontier_cells = []
         for s in sized:
             best = frontier(rows, s, methods)
             drops = [r["drop"] for r in best.values() if r["drop"] is not None]
             frontier_cells.append(f"**{np.mean(drops):+.2f}** ({len(drops)})" if drops else "")
-        lines.append(f"| {label} | " + " | ".join(frontier_cells) + " |")
+        body.append([label] + frontier_cells)
     _ = sizes
-    return lines
+    return _table(["method"] + [size_label(s) for s in sized], body, "l" + "r" * len(sized))
 
 
 def size_tables(rows):
@@ -312,8 +310,7 @@ def size_tables(rows):
         best = frontier(rows, size)
         out += [f"**<= {size_label(size)} of the float32 embedding bytes** (Δ test in points; dev-selected best "
                 "among every method that fits, fixed-size quantizations included)", ""]
-        out.append("| dataset / model / vectors | uncompressed | " + " | ".join(methods) + " | dev-selected best |")
-        out.append("|---|---:|" + "---:|" * len(methods) + "---|")
+        body = []
         for g in groups:
             cells = []
             for m in methods:
@@ -321,7 +318,9 @@ def size_tables(rows):
                 cells.append("" if r is None or r["drop"] is None else f"{r['drop']:+.2f}")
             b = best.get(g)
             pick = "" if b is None else f"{b['method']} ({b['drop']:+.2f})"
-            out.append(f"| {' / '.join(g)} | {100 * base[g]['test_mean']:.2f} | " + " | ".join(cells) + f" | {pick} |")
+            body.append([" / ".join(g), f"{100 * base[g]['test_mean']:.2f}"] + cells + [pick])
+        header = ["dataset / model / vectors", "uncompressed"] + methods + ["dev-selected best"]
+        out += _table(header, body, "lr" + "r" * len(methods) + "l")
         out.append("")
     return out
 
@@ -333,6 +332,19 @@ def _fmt_acc(mean, std):
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
+def _table(header, rows, align):
+    """Markdown table lines: one cell per column in every row (`|` escaped).
+
+    Args:
+        header: the column titles.
+        rows: lists of cell values, one per column.
+        align: a string of "l"/"r", one per column.
+    """
+    markdown.check_rows(header, rows)
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align)
+    return [markdown.row(header), rule] + [markdown.row(cells) for cells in rows]
+
+
 def results_table(rows, with_schedule):
     """Markdown table per dataset x model x vectors."""
     out = []
@@ -342,11 +354,11 @@ def results_table(rows, with_schedule):
     for g in sorted(by_group):
         out.append(f"### {g[0]} / {g[1]} / {g[2]}")
         out.append("")
-        head = "| method | size target | bytes (% of float32) | rank | rows | dev | test (mean ± std) | Δ test vs uncompressed | seeds |"
+        header = ["method", "size target", "bytes (% of float32)", "rank", "rows", "dev", "test (mean ± std)",
+                  "Δ test vs uncompressed", "seeds"]
         if with_schedule:
-            head = head.replace("| method |", "| method | schedule |")
-        out.append(head)
-        out.append("|" + "---|" * (head.count("|") - 1))
+            header.insert(1, "schedule")
+        body = []
         for r in by_group[g]:
             target = "—" if r["method"] in ("uncompressed", "float16", "int8", "int4") else size_label(r["size"])
             drop = "" if r["drop"] is None or r["method"] == "uncompressed" else f"{r['drop']:+.2f}"
@@ -363,7 +375,8 @@ def results_table(rows, with_schedule):
                 drop,
                 str(r["n"]),
             ]
-            out.append("| " + " | ".join(cells) + " |")
+            body.append(cells)
+        out += _table(header, body, "l" * len(header))
         out.append("")
     return out
 
@@ -390,9 +403,8 @@ def schedule_study(rows):
         "Each family is represented by its setting with the best mean dev accuracy (chosen on dev, never on test); "
         "cells show mean test accuracy (%) and, in brackets, the chosen setting.",
         "",
-        "| dataset | model | vectors | method | size | " + " | ".join(families) + " | best on test |",
-        "|" + "---|" * (6 + len(families)),
     ]
+    body = []
     wins = collections.Counter()
     deltas = collections.defaultdict(list)
     for key in sorted(cells):
@@ -410,9 +422,9 @@ def schedule_study(rows):
                 vals.append(f"{100 * c[f]['test_mean']:.2f} ({setting})")
             else:
                 vals.append("")
-        lines.append(
-            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {size_label(key[4])} | " + " | ".join(vals) + f" | {best_f} |"
-        )
+        body.append([key[0], key[1], key[2], key[3], size_label(key[4])] + vals + [best_f])
+    header = ["dataset", "model", "vectors", "method", "size"] + families + ["best on test"]
+    lines += _table(header, body, "l" * len(header))
     lines.append("")
     lines.append(
         "Best family on test per cell: " + ", ".join(f"{f} x{n}" for f, n in wins.most_common()) + "."
@@ -428,16 +440,19 @@ def schedule_study(rows):
         "",
         "Every setting, averaged over the cells above (a setting missing from a cell is left out):",
         "",
-        "| setting | cells | mean dev | mean test | mean Δ test vs uncompressed |",
-        "|---|---:|---:|---:|---:|",
     ]
+    body = []
     for spec, rs in sorted(per_setting.items(), key=lambda kv: -np.mean([r["dev_mean"] for r in kv[1]])):
         drops = [r["drop"] for r in rs if r["drop"] is not None]
-        lines.append(
-            f"| {spec} | {len(rs)}/{n_cells} | {100 * np.mean([r['dev_mean'] for r in rs]):.2f} | "
-            f"{100 * np.mean([r['test_mean'] for r in rs]):.2f} | {np.mean(drops):+.2f} |"
-        )
-    return lines
+        body.append([
+            spec,
+            f"{len(rs)}/{n_cells}",
+            f"{100 * np.mean([r['dev_mean'] for r in rs]):.2f}",
+            f"{100 * np.mean([r['test_mean'] for r in rs]):.2f}",
+            f"{np.mean(drops):+.2f}" if drops else "",
+        ])
+    header = ["setting", "cells", "mean dev", "mean test", "mean Δ test vs uncompressed"]
+    return lines + _table(header, body, "lrrrr")
 
 
 # ------------------------------------------------------------------- plots
@@ -595,6 +610,34 @@ def render(output, records=None, *, doc=None, doc_block="results", plots=True):
     return {"results_md": md_path, "plots": plot_paths, "lr_plot": lr_path}
 
 
+def subset_note(records):
+    """Says plainly when `records` were trained on a subsample of the training split.
+
+    A subsample (`--quick`, `--max-train`) makes a smoke test of the
+    pipeline, not a measurement: its numbers must not be read as results.
+
+    Returns:
+        `(title, text)`, or `None` when every model saw its whole training split.
+    """
+    subsampled = [r for r in _ok(records) if r.get("max_train")]
+    if not subsampled:
+        return None
+    examples = sorted({r["train_examples"] for r in subsampled if r.get("train_examples")})
+    seeds = sorted({r["seed"] for r in subsampled})
+    epochs = sorted({r["base_epochs"] for r in subsampled if r.get("base_epochs")})
+    title = "A quick subset, not the published results."
+    text = (
+        f"These models were trained on a seeded subsample of "
+        f"{' or '.join(f'{n:,}' for n in examples)} training examples"
+        + (f" ({' or '.join(str(e) for e in epochs)} epochs)" if epochs else "")
+        + f" with {'one seed' if len(seeds) == 1 else f'{len(seeds)} seeds'}: a check that every method runs end to end. Accuracies are "
+        "lower than with the whole training split, and differences of a few points between methods "
+        "are within the noise of one small run. The measured results are in docs/reproduction.md; "
+        "run without `--quick` and `--max-train` for the full grid."
+    )
+    return title, text
+
+
 def _markdown(records, rows, with_schedule, output, plot_paths, lr_path, *, relative_to, headline_only=False):
     ok = _ok(records)
     other = collections.Counter(r.get("status") for r in records if r.get("status", "ok") != "ok")
@@ -608,6 +651,9 @@ def _markdown(records, rows, with_schedule, output, plot_paths, lr_path, *, rela
             "(the source of truth); do not edit by hand.",
             "",
         ]
+    note = subset_note(records)
+    if note:
+        lines += [f"**{note[0]}** {note[1]}", ""]
     lines += [
         f"{len(ok)} successful runs; seeds {seeds}; "
         + (", ".join(f"{n} {s}" for s, n in other.items()) + " (not counted)" if other else "no failed runs")

@@ -274,20 +274,32 @@ def _progress_line(i, n, elapsed, r):
 
 def print_summary(records, out=sys.stdout):
     """Prints mean test accuracy per dataset/model/method/size (the end table)."""
-    from keras_lowrank.benchmarks.reproduce.report import summary_rows  # the report never imports the runner
+    # The report never imports the runner.
+    from keras_lowrank.benchmarks.reproduce.report import subset_note
+    from keras_lowrank.benchmarks.reproduce.report import summary_rows
 
     rows = summary_rows(records)
     if not rows:
         print("(no successful runs)", file=out)
         return
-    header = f"{'dataset':<10} {'model':<5} {'vectors':<10} {'method':<26} {'size':>7} {'bytes':>7} {'test':>14} {'drop':>6} n"
+    # Text columns as wide as their longest entry, so that a long method
+    # name or a vectors path never shifts the columns after it.
+    width = {
+        name: max([len(name)] + [len(str(row[name])) for row in rows])
+        for name in ("dataset", "model", "vectors", "method")
+    }
+    text = " ".join(f"{{:<{width[name]}}}" for name in width)
+    header = text.format(*width) + f" {'size':>7} {'bytes':>7} {'test':>14} {'drop':>6} n"
     print(header, file=out)
     print("-" * len(header), file=out)
     for row in rows:
         drop = "" if row["drop"] is None else f"{row['drop']:+.2f}"
         print(
-            f"{row['dataset']:<10} {row['model']:<5} {row['vectors']:<10} {row['method']:<26} "
-            f"{size_label(row['size']):>7} {100 * row['fraction']:>6.2f}% "
+            text.format(*(row[name] for name in width))
+            + f" {size_label(row['size']):>7} {100 * row['fraction']:>6.2f}% "
             f"{100 * row['test_mean']:>6.2f}+/-{100 * row['test_std']:<5.2f} {drop:>6} {row['n']}",
             file=out,
         )
+    note = subset_note(records)
+    if note:
+        print("\n" + " ".join(note), file=out)

@@ -53,6 +53,7 @@ CONFIG_FIELDS = {"compression": "compressions", "schedule": "schedules"}
 def add_arguments(parser):
     from keras_lowrank.benchmarks.reproduce.config import DEFAULT_COMPRESSIONS
     from keras_lowrank.benchmarks.reproduce.config import METHODS
+    from keras_lowrank.benchmarks.reproduce.config import QUICK_EPOCHS
 
     grid = parser.add_argument_group("grid")
     grid.add_argument(
@@ -122,8 +123,9 @@ def add_arguments(parser):
         "--quick",
         action="store_true",
         help="CI-sized subset: TREC, DAN, GloVe 50-d, every method at 90%%, one seed, "
-        "a 1,500-example subsample (about a minute). Grid and training flags given "
-        "explicitly (e.g. --datasets) replace the subset's values.",
+        f"a 1,500-example subsample trained for {QUICK_EPOCHS} epochs, 1 fine-tune epoch (about a "
+        "minute); a smoke test, not the published results. Grid and training flags "
+        "given explicitly (e.g. --datasets) replace the subset's values.",
     )
     out.add_argument(
         "--render-only",
