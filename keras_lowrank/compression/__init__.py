@@ -4,6 +4,9 @@
   `table_bytes`, the one byte counter.
 - `pruning`: `prune_vocabulary`, keep the most frequent rows.
 - `planner`: budget -> candidate layouts (rows kept, rank, storage).
+- `options`: the argument checks of `compress()`.
+- `data`: the data checks of `compress()`, the ids reaching a table (token
+  counts), the arguments that feed data to `fit`.
 - `compress`: `compress()`, the measured best recipe as one call, and its
   `CompressionReport`.
 """

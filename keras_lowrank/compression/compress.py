@@ -11,15 +11,15 @@ This module orchestrates: it must not decompose tables, count bytes or walk
 models itself (decomposition, `table`, surgery), and test data never enters.
 """
 
-import contextlib
 import math
-import numbers
 import time
 
 import keras
 import numpy as np
 
 from keras_lowrank._keras_private import flatten_layers
+from keras_lowrank.compression import data as data_lib
+from keras_lowrank.compression import options as options_lib
 from keras_lowrank.compression import planner
 from keras_lowrank.compression.pruning import kept_ids
 from keras_lowrank.compression.pruning import lookup_of
@@ -27,7 +27,6 @@ from keras_lowrank.compression.pruning import prune_vocabulary
 from keras_lowrank.compression.pruning import vocabulary_layers
 from keras_lowrank.compression.report import CandidateResult
 from keras_lowrank.compression.report import CompressionReport
-from keras_lowrank.compression.table import STORAGES
 from keras_lowrank.compression.table import TableLayout
 from keras_lowrank.compression.table import table_bytes
 from keras_lowrank.layers import PrunedEmbedding
@@ -37,23 +36,6 @@ from keras_lowrank.surgery import factorize_embeddings
 from keras_lowrank.surgery import find_embeddings
 from keras_lowrank.surgery.factorize_embeddings import not_a_vocabulary_reason
 from keras_lowrank.surgery.replace import select_layers
-
-_DEFAULT_OPTIONS = {
-    "epochs": 5,
-    "candidates": 4,
-    "batch_size": 64,
-    "learning_rate": None,
-    "temperature": 2.0,
-    "alpha": 0.5,
-    "loss": None,
-    "metrics": None,
-    "monitor": None,
-    "storages": STORAGES,
-    "prune": True,
-    "oov_id": None,
-    "seed": None,
-    "verbose": 1,
-}
 
 # Cosine decay with warm restarts, one period per epoch, from 1e-2 down to
 # 1e-4: the fine-tune schedule with the best mean dev accuracy in the
@@ -65,6 +47,8 @@ _FLOOR_LEARNING_RATE = 1e-4
 # schedule, a hundred times lower.
 _ATTENTION_PEAK_LEARNING_RATE = 1e-4
 _ATTENTION_FLOOR_LEARNING_RATE = 1e-6
+
+_DIVERGED = "the fine-tune diverged (try a lower `learning_rate`)"
 
 
 def compress(
@@ -110,11 +94,17 @@ def compress(
     `.keras`, and exports with `keras_lowrank.export_tflite`.
 
     Args:
-        model: A trained, built `keras.Model` with at least one
-            `keras.layers.Embedding`. Compiled, or pass `loss=`.
-        train_data: What `model.fit` accepts: `(x, y)` or `(x, y,
-            sample_weight)` arrays, a `tf.data.Dataset` or a
-            `keras.utils.PyDataset` (batched).
+        model: A trained, built, single-output `keras.Model` with at least
+            one uncompressed `keras.layers.Embedding`. Compiled, or pass
+            `loss=`.
+        train_data: What `model.fit` accepts and can be read several times:
+            `(x, y)` or `(x, y, sample_weight)` arrays (dense; finite sample
+            weights), a finite `tf.data.Dataset` or a
+            `keras.utils.PyDataset` (batched), with at least one example.
+            Python generators and iterators are refused (they are used up by
+            one reading); datasets are read to their end, so a repeated one
+            must be cut (`dataset.repeat().take(n)`). Labels must be finite,
+            and class ids in `[0, classes)` for a sparse categorical loss.
         validation_data: The same kinds; the only data used to choose.
         size: Budget as a fraction in (0, 1) of the float32 bytes of the
             selected tables. Exactly one of `size` and `max_bytes`.
@@ -137,15 +127,20 @@ def compress(
             computes logits, such as a language model's tied head: said in
             `report.notes`); `oov_id` (the row pruned ids share; default:
             the unknown token of a KerasHub task's tokenizer, else 1);
-            `seed`; `verbose` (1: a line per candidate, 0: silent).
+            `seed` (a non-negative integer); `verbose` (1: a line per
+            candidate, 0: silent). Each is checked for type and range.
 
     Returns:
         The compressed model, or `(model, CompressionReport)`.
 
     Raises:
-        ValueError: for bad arguments, a model without `loss` and no `loss=`,
-            or a budget below the smallest recipe (the message gives the
-            smallest feasible `size`).
+        ValueError: for bad arguments or data (empty, infinite, ragged, an
+            iterator, non-finite sample weights, labels or ids out of
+            range), a model without `loss` and no `loss=`, a multi-output
+            or already compressed model, a budget below the smallest recipe
+            (the message gives the smallest feasible `size`), or when every
+            candidate failed (each one's reason; a candidate whose fine-tune
+            leaves non-finite weights or a non-finite score fails).
 
     Example:
 
@@ -164,24 +159,17 @@ def compress(
           Network](https://arxiv.org/abs/1503.02531)
     """
     start = time.perf_counter()
-    opts = _check_options(options)
-    _check_model(model, opts)
-    _check_data(train_data, "train_data")
-    _check_data(validation_data, "validation_data")
-    if (size is None) == (max_bytes is None):
-        raise ValueError(
-            "Expected exactly one of `size` and `max_bytes`, received: "
-            f"size={size!r}, max_bytes={max_bytes!r}"
-        )
-    if size is not None and (
-        isinstance(size, bool) or not isinstance(size, numbers.Real) or not 0 < size < 1
-    ):
-        raise ValueError(f"Expected `size` to be a fraction in (0, 1), received: size={size!r}")
-    if max_bytes is not None and (
-        isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1
-    ):
-        raise ValueError(f"Expected `max_bytes` to be a positive integer, received: max_bytes={max_bytes!r}")
-    _check_bool(return_report, "return_report")
+    opts = options_lib.check_options(options)
+    options_lib.check_model(model, opts["loss"])
+    options_lib.check_budget(size, max_bytes)
+    options_lib.check_layer_names(layer_names)
+    options_lib.check_bool(return_report, "return_report")
+    loss, metrics = _loss_and_metrics(model, opts)
+    classes, ignore_class = data_lib.class_count(model, loss)
+    # A model's own preprocessor may take ragged inputs; the model proper does not.
+    has_preprocessor = callable(getattr(model, "preprocessor", None))
+    for name, value in (("train_data", train_data), ("validation_data", validation_data)):
+        data_lib.check_data(value, name, classes=classes, ignore_class=ignore_class, allow_ragged=has_preprocessor)
 
     notes = []
     tables = _selected_tables(model, layer_names, notes)
@@ -190,7 +178,7 @@ def compress(
     # A KerasHub task applies its preprocessor in fit/evaluate/predict, not
     # when called: the distillation calls both models, so it trains on
     # preprocessed inputs, while scores go through `evaluate` on `validation_data`.
-    train_data = _preprocessed(model, train_data, opts["batch_size"], notes)
+    train_data = data_lib.preprocessed(model, train_data, opts["batch_size"], notes)
     # An untied reversible table stores a second table for its logits: both count.
     float32_bytes = sum(TableLayout.of(layer).float32_bytes() for _, layer in tables)
     budget = int(math.floor(size * float32_bytes)) if size is not None else int(max_bytes)
@@ -203,19 +191,31 @@ def compress(
     plans = {}
     for path, layer in tables:
         share = int(budget * TableLayout.of(layer).float32_bytes() / float32_bytes)
-        counts = _token_counts(model, path, layer, train_data, notes)
+        counts = data_lib.token_counts(model, path, layer, train_data, notes)
+        if not has_preprocessor:
+            # A preprocessor's tokenizer numbers ids within its own vocabulary.
+            data_lib.check_ids(model, path, layer, validation_data, "validation_data")
         plans[path] = _plan_table(layer, share, counts, lookup_of(lookups, layer), opts, prunable[path])
         if not plans[path]["ranked"]:
-            smallest = sum(
-                planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
-                                              prune=prunable[p], untied_reverse=_untied(l))
+            smallest = {
+                p: planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
+                                                 prune=prunable[p], untied_reverse=_untied(l))
                 for p, l in tables
-            )
+            }
+            received = f"size={size!r}" if size is not None else f"max_bytes={max_bytes!r}"
+            too_small = [(p, l) for p, l in tables if smallest[p] is None]
+            if too_small:
+                listing = "; ".join(f"'{p}' ({l.input_dim}x{l.output_dim})" for p, l in too_small)
+                raise ValueError(
+                    f"Embedding table(s) {listing} too small to compress: no low-rank layout stores fewer bytes "
+                    f"and pruning needs more than {planner.MIN_ROWS} rows. Leave them out with `layer_names`. "
+                    f"Received: {received}"
+                )
+            total = sum(smallest.values())
             raise ValueError(
                 f"No recipe fits the budget of {budget:,} bytes for the embedding tables "
-                f"({float32_bytes:,} bytes as float32): the smallest feasible is {smallest:,} bytes, "
-                f"size={smallest / float32_bytes:.6f}. Received: "
-                + (f"size={size!r}" if size is not None else f"max_bytes={max_bytes!r}")
+                f"({float32_bytes:,} bytes as float32): the smallest feasible is {total:,} bytes, "
+                f"size={total / float32_bytes:.6f}. Received: {received}"
             )
     count = opts["candidates"]
     chosen = [planner.choose_candidates(plans[path]["ranked"], count) for path, _ in tables]
@@ -224,7 +224,6 @@ def compress(
         for i in range(max(len(picks) for picks in chosen))
     ]
 
-    loss, metrics = _loss_and_metrics(model, opts)
     if opts["learning_rate"] is None:
         peak, floor = _default_learning_rates(model)
         notes.append(f"fine-tune learning rate: cosine restarts {peak:g} -> {floor:g}, one period per epoch"
@@ -335,37 +334,23 @@ def _may_prune(model, path, layer, train_data, oov_id, notes):
     if not isinstance(layer, keras.layers.ReversibleEmbedding):
         return True
     try:
-        reverse = _calls_in_reverse(model, layer, train_data)
-    except Exception as error:  # noqa: BLE001 - any failure: not pruned, said in the report
-        notes.append(f"'{path}' not pruned: running the model on one batch of `train_data` to see whether "
-                     f"it computes logits with this reversible table failed ({type(error).__name__})")
+        calls = data_lib.forward_calls(model, layer, train_data)
+    except Exception:  # noqa: BLE001 - any failure: not pruned, said in the report
+        calls = None
+    if not calls:
+        notes.append(f"'{path}' not pruned: running the model on one batch of `train_data` did not show whether "
+                     "it computes logits with this reversible table")
         return False
+    reverse = any(calls)
     if reverse:
         notes.append(f"'{path}' not pruned: the model computes logits over its vocabulary with it (reverse=True)")
         return False
     return True
 
 
-def _calls_in_reverse(model, layer, data):
-    """Whether `model`, run eagerly on one batch of `data`, calls `layer` with `reverse=True`."""
-    flags = []
-
-    def watching_call(original, inputs, *args, **kwargs):
-        flags.append(bool(kwargs.get("reverse", args[0] if args else False)))
-        return original(inputs, *args, **kwargs)
-
-    with _call_replaced(layer, watching_call):
-        model(next(iter(_batches_of_inputs(data, 8))), training=False)
-    if not flags:
-        raise ValueError(f"layer '{layer.name}' was not called when the model ran")
-    return any(flags)
-
-
 def _oov_id(model, requested, notes):
     """`requested`, else the unknown token of a KerasHub task's tokenizer, else 1."""
     if requested is not None:
-        if isinstance(requested, bool) or not isinstance(requested, numbers.Integral) or requested < 0:
-            raise ValueError(f"Expected `oov_id` to be a non-negative integer, received: oov_id={requested!r}")
         return int(requested)
     tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
     token = getattr(tokenizer, "oov_token", None)
@@ -394,6 +379,10 @@ def _run_candidate(model, combo, plans, train_data, validation_data, loss, metri
         if _quantize(student, combo):
             student.compile(loss=loss, metrics=metrics)  # its variables changed
         score = _score(student, validation_data, monitor, opts)
+        if not math.isfinite(score):
+            raise RuntimeError(f"non-finite validation {monitor} or loss: {_DIVERGED}")
+        if not _finite_weights(student):
+            raise RuntimeError(f"non-finite weights after the fine-tune: {_DIVERGED}")
         stored = sum(table_bytes(_table(student, path)) for path in combo)
         for path, r in combo.items():
             # The planner's prediction and the built layer must agree: one
@@ -443,7 +432,7 @@ def _fine_tune(student, teacher, train_data, validation_data, monitor, mode, opt
 
     learning_rate = opts["learning_rate"]
     if learning_rate is None:
-        steps = _steps_per_epoch(train_data, opts["batch_size"])
+        steps = data_lib.steps_per_epoch(train_data, opts["batch_size"])
         peak, floor = _default_learning_rates(teacher)
         learning_rate = keras.optimizers.schedules.CosineDecayRestarts(
             peak, first_decay_steps=steps, alpha=floor / peak
@@ -451,8 +440,10 @@ def _fine_tune(student, teacher, train_data, validation_data, monitor, mode, opt
     distiller = Distiller(student, teacher, temperature=opts["temperature"], alpha=opts["alpha"])
     distiller.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=student.loss)
     selection = _BestEpoch(student, validation_data, monitor, mode, opts)
-    distiller.fit(**_fit_arguments(train_data, opts["batch_size"], shuffle=True), epochs=opts["epochs"],
+    distiller.fit(**data_lib.fit_arguments(train_data, opts["batch_size"], shuffle=True), epochs=opts["epochs"],
                   verbose=0, callbacks=[selection])
+    if selection.best_weights is None:
+        raise RuntimeError(f"every epoch ended with non-finite weights or validation {monitor}: {_DIVERGED}")
     student.set_weights(selection.best_weights)
     return selection.best_epoch
 
@@ -469,9 +460,19 @@ class _BestEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         student = self._args[0]
         score = _score(*self._args)
+        # A diverged epoch is never the best.
+        if not math.isfinite(score) or not _finite_weights(student):
+            return
         if self.best_score is None or (score > self.best_score if self._mode == "max" else score < self.best_score):
             self.best_score, self.best_epoch = score, epoch + 1
             self.best_weights = [np.array(w) for w in student.get_weights()]
+
+
+def _finite_weights(model):
+    """Whether every floating-point weight of `model` is finite."""
+    return all(
+        np.all(np.isfinite(w)) for w in model.get_weights() if np.issubdtype(np.asarray(w).dtype, np.floating)
+    )
 
 
 def _quantize(student, combo):
@@ -489,9 +490,12 @@ def _quantize(student, combo):
 
 def _score(model, data, monitor, opts):
     """`monitor` on `data` of a model compiled with the loss and metrics (see `_evaluator`)."""
-    logs = model.evaluate(**_fit_arguments(data, opts["batch_size"]), verbose=0, return_dict=True)
+    logs = model.evaluate(**data_lib.fit_arguments(data, opts["batch_size"]), verbose=0, return_dict=True)
     if monitor not in logs:
         raise ValueError(f"Expected `monitor` to be one of the validation logs {sorted(logs)}, received: monitor={monitor!r}")
+    # Non-finite outputs can still score a finite accuracy; the loss tells.
+    if not all(math.isfinite(float(value)) for value in logs.values()):
+        return math.nan
     return float(logs[monitor])
 
 
@@ -503,7 +507,7 @@ def _input_score(model, loss, metrics, validation_data, opts):
     """
     evaluator = copy_model(model)
     evaluator.compile(loss=loss, metrics=metrics)
-    logs = evaluator.evaluate(**_fit_arguments(validation_data, opts["batch_size"]), verbose=0, return_dict=True)
+    logs = evaluator.evaluate(**data_lib.fit_arguments(validation_data, opts["batch_size"]), verbose=0, return_dict=True)
     monitor = opts["monitor"]
     if monitor is None:
         names = [name for name in logs if name != "loss"]
@@ -531,62 +535,6 @@ def _loss_and_metrics(model, opts):
     return loss, metrics
 
 
-def _token_counts(model, path, layer, train_data, notes):
-    """Per-id counts of the ids that reach `layer` over `train_data`, or None."""
-    V = int(layer.input_dim)
-    probe = None
-    from keras_lowrank.surgery.replace import is_graph_model
-
-    if is_graph_model(model) and "/" not in path:
-        try:
-            probe = keras.Model(model.inputs, layer.input)
-        except (ValueError, AttributeError):
-            probe = None
-    if probe is None and len(getattr(model, "inputs", None) or []) <= 1 and "/" not in path:
-        probe = keras.Sequential([keras.layers.Identity()])
-    try:
-        if probe is None:
-            ids = _recorded_ids(model, layer, train_data)
-        else:
-            ids = np.asarray(probe.predict(_fit_arguments(train_data, 1024)["x"], verbose=0))
-    except Exception as error:  # noqa: BLE001 - any failure: no counts, said in the report
-        notes.append(f"token counts of '{path}' unavailable ({type(error).__name__}): "
-                     "pruning keeps the first ids, no frequency weighting")
-        return None
-    if not np.issubdtype(ids.dtype, np.integer) and not np.all(np.mod(ids, 1) == 0):
-        notes.append(f"token counts of '{path}' unavailable (its inputs are not integer ids)")
-        return None
-    ids = ids.astype(np.int64).ravel()
-    if ids.size and (ids.min() < 0 or ids.max() >= V):
-        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
-        raise ValueError(
-            f"`train_data` holds id {bad} for embedding '{path}', whose ids must be in [0, {V})"
-        )
-    return np.bincount(ids, minlength=V).astype(np.float64)
-
-
-def _preprocessed(model, data, batch_size, notes):
-    """`data` with `model.preprocessor` applied to its inputs, if it has one."""
-    preprocessor = getattr(model, "preprocessor", None)
-    if preprocessor is None or not callable(preprocessor):
-        return data
-    notes.append(f"training inputs preprocessed once by the model's {type(preprocessor).__name__}")
-    if isinstance(data, (tuple, list)):
-        x = data[0]
-        parts = [preprocessor(x[i : i + 1024]) for i in range(0, _num_examples(x), 1024)]
-        x = keras.tree.map_structure(
-            lambda *arrays: np.concatenate([keras.ops.convert_to_numpy(a) for a in arrays]), *parts
-        )
-        return (x,) + tuple(data[1:])
-    if isinstance(data, keras.utils.PyDataset):
-        raise ValueError(
-            "Expected `train_data` as arrays or a tf.data.Dataset for a model with a preprocessor, "
-            f"received a keras.utils.PyDataset: {data!r}. Pass preprocessed inputs instead."
-        )
-    # A tf.data.Dataset of (x, y[, w]) batches: KerasHub preprocessors map those.
-    return data.map(preprocessor)
-
-
 def _default_learning_rates(model):
     """(peak, floor) of the default schedule: lower for attention models."""
     if any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in flatten_layers(model)):
@@ -594,100 +542,27 @@ def _default_learning_rates(model):
     return _PEAK_LEARNING_RATE, _FLOOR_LEARNING_RATE
 
 
-class _IdsRecorded(Exception):
-    """Stops a forward pass once the embedding's ids are recorded."""
-
-
-def _recorded_ids(model, layer, data):
-    """The ids `layer` receives when `model` runs on `data`, batch by batch.
-
-    For tables whose ids are no model input of a graph model (a backbone
-    nested in a task model, a subclassed model): each batch runs eagerly
-    until `layer` is called, its ids are kept and the pass stops there.
-    """
-    seen = []
-
-    def recording_call(original, inputs, *args, **kwargs):
-        if kwargs.get("reverse"):
-            return original(inputs, *args, **kwargs)
-        seen.append(keras.ops.convert_to_numpy(inputs))
-        raise _IdsRecorded()
-
-    with _call_replaced(layer, recording_call):
-        for x in _batches_of_inputs(data, 256):
-            try:
-                model(x, training=False)
-            except _IdsRecorded:
-                continue
-            raise ValueError(f"layer '{layer.name}' was not called when the model ran")
-    return np.concatenate([ids.ravel() for ids in seen]) if seen else np.zeros((0,), np.int64)
-
-
-@contextlib.contextmanager
-def _call_replaced(layer, hook):
-    """Inside the block, `layer`'s calls go to `hook(original_call, inputs, ...)`."""
-    original = layer.call
-    layer.call = lambda inputs, *args, **kwargs: hook(original, inputs, *args, **kwargs)
-    try:
-        yield
-    finally:
-        del layer.call  # the instance attribute; the class's `call` is back
-
-
-def _batches_of_inputs(data, batch_size):
-    if isinstance(data, (tuple, list)):
-        x = data[0]
-        for start in range(0, _num_examples(x), batch_size):
-            yield keras.tree.map_structure(lambda a: a[start : start + batch_size], x)
-        return
-    iterator = data if isinstance(data, keras.utils.PyDataset) else data.as_numpy_iterator()
-    for index, batch in enumerate(iterator):
-        if isinstance(data, keras.utils.PyDataset) and index >= len(data):
-            break
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def _fit_arguments(data, batch_size, shuffle=None):
-    if isinstance(data, (tuple, list)):
-        args = {"x": data[0], "y": data[1], "batch_size": batch_size}
-        if len(data) == 3:
-            args["sample_weight"] = data[2]
-        if shuffle is not None:
-            args["shuffle"] = shuffle
-        return args
-    # Datasets and PyDatasets shuffle themselves (Keras warns otherwise).
-    return {"x": data, "shuffle": False} if shuffle is not None else {"x": data}
-
-
-def _num_examples(x):
-    # x may be a dict or list of arrays (several model inputs).
-    return len(keras.tree.flatten(x)[0])
-
-
-def _steps_per_epoch(data, batch_size):
-    if isinstance(data, (tuple, list)):
-        return max(1, math.ceil(_num_examples(data[0]) / batch_size))
-    try:
-        steps = len(data)
-    except TypeError:
-        steps = None
-    if steps is None or steps <= 0:
-        try:
-            steps = int(data.cardinality())
-        except (AttributeError, TypeError):
-            steps = 0
-    return steps if steps > 0 else 100
-
-
 def _selected_tables(model, layer_names, notes):
     found = find_embeddings(model)
-    if not found:
+    compressed = _compressed_tables(model)
+
+    def within(path, tables):
+        return [c for c in tables if path == c or path.startswith(c + "/")]
+
+    if not [path for path, _ in found if not within(path, compressed)]:
+        if compressed:
+            raise _already_compressed(model, compressed)
         raise ValueError(
             f"Expected `model` to contain a keras.layers.Embedding to compress, found none in model '{model.name}'"
         )
     selected = select_layers(found, layer_names)
     if layer_names is not None:
+        named = {c: compressed[c] for path, _ in selected for c in within(path, compressed)}
+        if named:
+            raise _already_compressed(model, named)
         return selected
+    notes.extend(f"'{path}' not compressed: already compressed ({kind})" for path, kind in compressed.items())
+    selected = [(path, layer) for path, layer in selected if not within(path, compressed)]
     # Segment/type and position tables are not vocabularies: not compressed
     # (and out of the budget's denominator) unless named.
     kept, skipped = [], []
@@ -708,6 +583,24 @@ def _selected_tables(model, layer_names, notes):
     return [(path, layer) for path, layer, _ in kept]
 
 
+def _compressed_tables(model):
+    """`{path: description}` of the tables that are already low rank, pruned or quantized."""
+    out = {}
+    for path, layer in find_embeddings(model, include_factorized=True):
+        layout = TableLayout.of(layer)
+        if layout.low_rank or layout.pruned or layout.storage != "float32":
+            out[path] = f"{type(layer).__name__}, {layout.describe()}"
+    return out
+
+
+def _already_compressed(model, compressed):
+    listing = "; ".join(f"'{path}' ({kind})" for path, kind in compressed.items())
+    return ValueError(
+        f"The embedding tables of model '{model.name}' are already compressed: {listing}. "
+        "Compress the original model instead"
+    )
+
+
 def _table(model, path):
     found = dict(find_embeddings(model, include_factorized=True))
     return found[path]
@@ -716,51 +609,6 @@ def _table(model, path):
 def _inner_path(model, path):
     paths = [p for p, _ in find_embeddings(model) if p == path or p.startswith(path + "/")]
     return paths[0] if paths else path
-
-
-def _check_options(options):
-    unknown = sorted(set(options) - set(_DEFAULT_OPTIONS))
-    if unknown:
-        raise ValueError(f"Unknown option(s) {unknown}; expected some of {sorted(_DEFAULT_OPTIONS)}")
-    opts = dict(_DEFAULT_OPTIONS, **options)
-    for name in ("epochs", "candidates", "batch_size"):
-        value = opts[name]
-        low = 0 if name == "epochs" else 1
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"Expected `{name}` to be an integer >= {low}, received: {name}={value!r}")
-    storages = opts["storages"]
-    if isinstance(storages, str) or not storages or any(s not in STORAGES for s in storages):
-        raise ValueError(f"Expected `storages` to be a non-empty list of {STORAGES}, received: storages={storages!r}")
-    opts["storages"] = tuple(storages)
-    if opts["verbose"] not in (0, 1, 2, True, False):
-        raise ValueError(f"Expected `verbose` to be 0, 1 or 2, received: verbose={opts['verbose']!r}")
-    return opts
-
-
-def _check_model(model, opts):
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"Expected `model` to be a keras.Model, received: model={model!r}")
-    if not model.built:
-        raise ValueError(f"Expected `model` to be built (trained), received the unbuilt model '{model.name}'")
-    if opts["loss"] is None and getattr(model, "loss", None) is None:
-        raise ValueError(
-            f"Model '{model.name}' is not compiled with a loss: compile it, or pass `loss=` "
-            "(for example loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))."
-        )
-
-
-def _check_data(data, name):
-    if data is None:
-        raise ValueError(f"Expected `{name}` (what `model.fit` accepts), received: {name}=None")
-    if isinstance(data, (tuple, list)) and len(data) not in (2, 3):
-        raise ValueError(
-            f"Expected `{name}` as (x, y) or (x, y, sample_weight), received a sequence of {len(data)} items"
-        )
-
-
-def _check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Expected `{name}` to be a boolean, received: {name}={value!r}")
 
 
 def _say(opts, message):

@@ -157,13 +157,20 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
 
 
 def smallest_recipe_bytes(input_dim, output_dim, *, storages=STORAGES, prune=True, untied_reverse=False):
-    """Bytes of the smallest recipe any family can build (for error messages)."""
+    """Bytes of the smallest recipe any family can build (for error messages).
+
+    Returns:
+        An integer, or `None` when no family can build any recipe for the
+        table (too small for a useful rank, and to keep `MIN_ROWS` rows of
+        fewer than its own).
+    """
     V, d = int(input_dim), int(output_dim)
-    sizes = [TableLayout(V, d, rank=1, storage=s, untied_reverse=untied_reverse).stored_bytes() for s in storages]
-    if prune:
-        sizes += [TableLayout(V, d, rows=MIN_ROWS, storage=s, untied_reverse=untied_reverse).stored_bytes()
-                  for s in storages]
-    return min(sizes)
+    layouts = [TableLayout(V, d, rank=1, storage=s, untied_reverse=untied_reverse) for s in storages]
+    # Pruning keeps at least MIN_ROWS rows and fewer than the table has (plan_recipes).
+    if prune and V > MIN_ROWS:
+        layouts += [TableLayout(V, d, rows=MIN_ROWS, storage=s, untied_reverse=untied_reverse) for s in storages]
+    sizes = [layout.stored_bytes() for layout in layouts if layout.useful]
+    return min(sizes) if sizes else None
 
 
 def rank_recipes(recipes, table, kept_rows, weights, oov_id=1):

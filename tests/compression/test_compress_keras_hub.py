@@ -79,7 +79,7 @@ def test_ids_of_a_nested_table_are_counted():
     model = _classifier()
     x, y = _data(40, 2)
     notes = []
-    counts = compress_module._token_counts(
+    counts = importlib.import_module("keras_lowrank.compression.data").token_counts(
         model, "bert_backbone/token_embedding", model.backbone.token_embedding, (x, y), notes
     )
     assert notes == []

@@ -1,0 +1,164 @@
+"""The argument checks of `compress()`: every option, the budget and the model.
+
+Each check raises a one-line `ValueError` naming the argument and echoing
+the received value, before anything is planned or trained. This module must
+not read data (`compression.data`) or plan (`compression.planner`).
+"""
+
+import math
+import numbers
+
+import keras
+import numpy as np
+
+from keras_lowrank.compression.table import STORAGES
+from keras_lowrank.surgery.replace import normalize_layer_names
+
+DEFAULT_OPTIONS = {
+    "epochs": 5,
+    "candidates": 4,
+    "batch_size": 64,
+    "learning_rate": None,
+    "temperature": 2.0,
+    "alpha": 0.5,
+    "loss": None,
+    "metrics": None,
+    "monitor": None,
+    "storages": STORAGES,
+    "prune": True,
+    "oov_id": None,
+    "seed": None,
+    "verbose": 1,
+}
+
+
+def check_options(options):
+    """`options` merged over `DEFAULT_OPTIONS`, every value checked.
+
+    Args:
+        options: the `**options` of `compress()`.
+
+    Returns:
+        A new dict with every option (`storages` as a tuple).
+
+    Raises:
+        ValueError: for an unknown option or a value of the wrong type or
+            out of range.
+    """
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown}; expected some of {sorted(DEFAULT_OPTIONS)}")
+    opts = dict(DEFAULT_OPTIONS, **options)
+    for name, low in (("epochs", 0), ("candidates", 1), ("batch_size", 1)):
+        if not _is_int(opts[name]) or opts[name] < low:
+            raise ValueError(f"Expected `{name}` to be an integer >= {low}, received: {name}={opts[name]!r}")
+    learning_rate = opts["learning_rate"]
+    if learning_rate is not None and not isinstance(
+        learning_rate, keras.optimizers.schedules.LearningRateSchedule
+    ):
+        _check_positive_float(learning_rate, "learning_rate", "None, a positive finite float or a "
+                              "keras.optimizers.schedules.LearningRateSchedule")
+    _check_positive_float(opts["temperature"], "temperature", "a positive finite float")
+    alpha = opts["alpha"]
+    if not _is_real(alpha) or not 0 <= alpha <= 1:
+        raise ValueError(f"Expected `alpha` to be a float in [0, 1], received: alpha={alpha!r}")
+    loss = opts["loss"]
+    if loss is not None and not (callable(loss) or (isinstance(loss, str) and _is_loss_name(loss))):
+        raise ValueError(f"Expected `loss` to be None, a Keras loss name or a callable loss, received: loss={loss!r}")
+    metrics = opts["metrics"]
+    if metrics is not None and (
+        not isinstance(metrics, (list, tuple)) or not all(isinstance(m, str) or callable(m) for m in metrics)
+    ):
+        raise ValueError(
+            f"Expected `metrics` to be None or a list of metric names or objects, received: metrics={metrics!r}"
+        )
+    monitor = opts["monitor"]
+    if monitor is not None and (not isinstance(monitor, str) or not monitor):
+        raise ValueError(f"Expected `monitor` to be None or a validation log name, received: monitor={monitor!r}")
+    storages = opts["storages"]
+    if (
+        isinstance(storages, str)
+        or not isinstance(storages, (list, tuple))
+        or not storages
+        or any(not isinstance(s, str) or s not in STORAGES for s in storages)
+    ):
+        raise ValueError(f"Expected `storages` to be a non-empty list of {STORAGES}, received: storages={storages!r}")
+    opts["storages"] = tuple(storages)
+    check_bool(opts["prune"], "prune")
+    for name in ("oov_id", "seed"):
+        value = opts[name]
+        if value is not None and (not _is_int(value) or value < 0):
+            raise ValueError(f"Expected `{name}` to be None or a non-negative integer, received: {name}={value!r}")
+    verbose = opts["verbose"]
+    if not isinstance(verbose, (bool, np.bool_)) and (not _is_int(verbose) or verbose not in (0, 1, 2)):
+        raise ValueError(f"Expected `verbose` to be 0, 1 or 2, received: verbose={verbose!r}")
+    return opts
+
+
+def check_budget(size, max_bytes):
+    """Checks that exactly one of `size` (in (0, 1)) and `max_bytes` (>= 1) is given."""
+    if (size is None) == (max_bytes is None):
+        raise ValueError(
+            "Expected exactly one of `size` and `max_bytes`, received: "
+            f"size={size!r}, max_bytes={max_bytes!r}"
+        )
+    if size is not None and (not _is_real(size) or not 0 < size < 1):
+        raise ValueError(f"Expected `size` to be a fraction in (0, 1), received: size={size!r}")
+    if max_bytes is not None and (not _is_int(max_bytes) or max_bytes < 1):
+        raise ValueError(f"Expected `max_bytes` to be a positive integer, received: max_bytes={max_bytes!r}")
+
+
+def check_layer_names(layer_names):
+    """Checks `layer_names` (None, a name or a list of names)."""
+    normalize_layer_names(layer_names)
+
+
+def check_model(model, loss):
+    """Checks that `model` is a built, single-output `keras.Model` with a loss.
+
+    Args:
+        model: the model given to `compress()`.
+        loss: the `loss` option (`None`: the model's compiled loss).
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"Expected `model` to be a keras.Model, received: model={model!r}")
+    if not model.built:
+        raise ValueError(f"Expected `model` to be built (trained), received the unbuilt model '{model.name}'")
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) > 1:
+        # The distillation matches one output's logits with the teacher's.
+        raise ValueError(
+            f"Expected `model` to have a single output, received model '{model.name}' with {len(outputs)} outputs: "
+            "compress() fine-tunes single-output models only"
+        )
+    if loss is None and getattr(model, "loss", None) is None:
+        raise ValueError(
+            f"Model '{model.name}' is not compiled with a loss: compile it, or pass `loss=` "
+            "(for example loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))."
+        )
+
+
+def check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"Expected `{name}` to be a boolean, received: {name}={value!r}")
+
+
+def _check_positive_float(value, name, expected):
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"Expected `{name}` to be {expected}, received: {name}={value!r}")
+
+
+def _is_loss_name(name):
+    try:
+        keras.losses.get(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
