@@ -14,7 +14,6 @@ import numbers
 
 import numpy as np
 from keras import KerasTensor
-from keras import backend
 from keras import initializers
 from keras import layers
 from keras import ops
@@ -24,8 +23,7 @@ from keras_lowrank import decomposition
 from keras_lowrank.decomposition import kmeans
 from keras_lowrank.layers.low_rank_embedding import _array_initializer
 from keras_lowrank.layers.low_rank_embedding import _check_positive_int
-from keras_lowrank.layers.low_rank_embedding import _is_ragged
-from keras_lowrank.layers.low_rank_embedding import _is_sparse
+from keras_lowrank.layers.low_rank_embedding import embed_ids
 from keras_lowrank.layers.low_rank_embedding import _to_numpy
 
 CODEBOOK_DTYPES = ("float32", "int8")
@@ -269,16 +267,9 @@ class CodebookEmbedding(layers.Layer):
         return -(-self.groups * self.bits_per_code // 8)
 
     def call(self, inputs):
-        if _is_ragged(inputs):
-            # Embed the flat ids and keep the ragged row structure, as
-            # `Embedding` (via `tf.nn.embedding_lookup`) does.
-            return inputs.with_flat_values(self.call(inputs.flat_values))
-        if _is_sparse(inputs):
-            # `Embedding` embeds the positions absent from sparse ids as id 0
-            # and returns a dense tensor: densifying with 0 is the same lookup.
-            inputs = ops.convert_to_tensor(inputs, sparse=False)
-        if backend.standardize_dtype(inputs.dtype) not in ("int32", "int64"):
-            inputs = ops.cast(inputs, "int32")
+        return embed_ids(inputs, self._embed_dense_ids)
+
+    def _embed_dense_ids(self, inputs):
         ids = ops.reshape(inputs, (-1,))
         codebooks = self.dequantized_codebooks()
         if self.codes_frozen:

@@ -715,18 +715,9 @@ class LowRankEmbedding(layers.Layer):
 
     def _embed(self, inputs):
         """Shared forward pass of `call`, `_int8_call` and `_int4_call`."""
-        if _is_ragged(inputs):
-            # Embed the flat ids and keep the ragged row structure, as
-            # `Embedding` (via `tf.nn.embedding_lookup`) does.
-            return inputs.with_flat_values(self._embed(inputs.flat_values))
-        if _is_sparse(inputs):
-            # `Embedding` embeds the positions absent from sparse ids as id 0
-            # (TensorFlow's `safe_embedding_lookup_sparse` with
-            # `default_id=0`) and returns a dense tensor: densifying with 0 is
-            # the same lookup, for every quantization mode.
-            inputs = ops.convert_to_tensor(inputs, sparse=False)
-        if backend.standardize_dtype(inputs.dtype) not in ("int32", "int64"):
-            inputs = ops.cast(inputs, "int32")
+        return embed_ids(inputs, self._embed_dense_ids)
+
+    def _embed_dense_ids(self, inputs):
         compute_dtype = self.compute_dtype
         mode = self.quantization_mode
         if mode is None:
@@ -793,6 +784,32 @@ def _check_positive_int(name, value):
             f"Expected `{name}` to be a positive integer, received: "
             f"{name}={value!r} (of type {type(value).__name__})"
         )
+
+
+def embed_ids(inputs, embed):
+    """Applies `embed` to ids taken the way `keras.layers.Embedding` takes them.
+
+    Ragged ids keep their row structure (the flat ids are embedded, as
+    `tf.nn.embedding_lookup` does). Sparse ids are densified with id 0:
+    `Embedding` embeds their absent positions as id 0 (TensorFlow's
+    `safe_embedding_lookup_sparse` with `default_id=0`) and returns a dense
+    tensor, so this is the same lookup for every table and storage. Ids of
+    any other dtype are cast to int32.
+
+    Args:
+        inputs: Dense, ragged or sparse ids.
+        embed: A function of dense int32/int64 ids returning their rows.
+
+    Returns:
+        The rows, ragged when `inputs` is.
+    """
+    if _is_ragged(inputs):
+        return inputs.with_flat_values(embed_ids(inputs.flat_values, embed))
+    if _is_sparse(inputs):
+        inputs = ops.convert_to_tensor(inputs, sparse=False)
+    if backend.standardize_dtype(inputs.dtype) not in ("int32", "int64"):
+        inputs = ops.cast(inputs, "int32")
+    return embed(inputs)
 
 
 def _is_ragged(x):

@@ -15,7 +15,7 @@ from keras_lowrank.decomposition import kmeans
 pytestmark = pytest.mark.backend_agnostic
 
 
-def _brute_force_codes(table, codebooks):
+def brute_force_codes(table, codebooks):
     groups, codes, sub_dim = codebooks.shape
     out = np.empty((len(table), groups), np.int64)
     for i, row in enumerate(np.asarray(table, np.float64)):
@@ -34,7 +34,7 @@ def test_assign_codes_matches_brute_force():
     rng = np.random.default_rng(0)
     table = rng.normal(size=(40, 6))
     codebooks = rng.normal(size=(3, 5, 2))
-    np.testing.assert_array_equal(kmeans.assign_codes(table, codebooks), _brute_force_codes(table, codebooks))
+    np.testing.assert_array_equal(kmeans.assign_codes(table, codebooks), brute_force_codes(table, codebooks))
 
 
 def test_result_is_a_lloyd_fixed_point():
@@ -44,7 +44,7 @@ def test_result_is_a_lloyd_fixed_point():
     result = kmeans.product_quantize(table, 2, 4, row_weights=weights, iterations=200, seed=3)
     codes = result.codes
     # Every code is the nearest codeword of the returned codebooks.
-    np.testing.assert_array_equal(codes, _brute_force_codes(table, result.codebooks))
+    np.testing.assert_array_equal(codes, brute_force_codes(table, result.codebooks))
     # Every used codeword is the weighted mean of its members.
     for g in range(2):
         piece = table[:, 2 * g : 2 * g + 2]

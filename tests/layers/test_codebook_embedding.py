@@ -22,6 +22,7 @@ from keras.src.testing import test_case
 
 from keras_lowrank.compression import table_bytes
 from keras_lowrank.layers import CodebookEmbedding
+from tests.decomposition.test_kmeans import brute_force_codes
 
 pytestmark = pytest.mark.backend_agnostic
 
@@ -37,14 +38,6 @@ def _gather(codebooks, codes):
     return np.concatenate([codebooks[g][codes[:, g]] for g in range(codebooks.shape[0])], axis=1)
 
 
-def _brute_force_codes(table, codebooks):
-    groups, codes, sub_dim = codebooks.shape
-    out = np.empty((len(table), groups), np.int64)
-    for i, row in enumerate(np.asarray(table, np.float64)):
-        for g in range(groups):
-            piece = row[g * sub_dim : (g + 1) * sub_dim]
-            out[i, g] = np.argmin([np.sum((piece - c) ** 2) for c in codebooks[g]])
-    return out
 
 
 def _unpack_nibbles(packed, groups):
@@ -117,7 +110,7 @@ class CodebookEmbeddingTest(test_case.TestCase, parameterized.TestCase):
         layer.build()
         layer.embeddings.assign(_table(30, 6, seed=2))
         layer.codebooks.assign(np.random.default_rng(3).normal(size=(3, 5, 2)).astype("float32"))
-        expected = _brute_force_codes(_numpy(layer.embeddings), _numpy(layer.codebooks))
+        expected = brute_force_codes(_numpy(layer.embeddings), _numpy(layer.codebooks))
         self.assertAllEqual(layer.get_codes(), expected)
         # The training-form call outputs exactly those codewords.
         ids = np.arange(30).reshape(5, 6)
@@ -197,7 +190,7 @@ class CodebookEmbeddingTest(test_case.TestCase, parameterized.TestCase):
         self.assertEqual(packed.shape, (50, width))
         self.assertEqual(packed.dtype, np.uint8)
         unpacked = _unpack_nibbles(packed, groups) if codes <= 16 else packed
-        expected = _brute_force_codes(table, _numpy(layer.codebooks))
+        expected = brute_force_codes(table, _numpy(layer.codebooks))
         self.assertAllEqual(unpacked, expected)
         self.assertAllEqual(layer.get_codes(), expected)
 
