@@ -400,6 +400,65 @@ def _integer(label):
     return value if -(2**63) <= value < 2**63 else None
 
 
+def text_input(model):
+    """The model's single string input (a `KerasTensor`), or `None`.
+
+    A model that holds its own `TextVectorization` (or `StringLookup`) takes
+    raw text: `keras.Input(shape=(), dtype="string")` or `shape=(1,)`.
+    """
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) == 1 and str(getattr(inputs[0], "dtype", "")) == "string":
+        return inputs[0]
+    return None
+
+
+def model_texts(model, texts, source):
+    """Texts as the model's string input takes them in `fit`/`evaluate`/`predict`.
+
+    On the TensorFlow backend Keras 3 refuses numpy arrays of `str` (`<U`)
+    or `bytes` (`S`) (e.g. "Invalid dtype: str832"), and a 2-D object array as
+    "Invalid dtype: object"; a `tf.string` tensor is accepted whatever its
+    shape. The texts are shaped to the input: `(n,)` for `shape=()`,
+    `(n, 1)` for `shape=(1,)`.
+
+    Args:
+        model: The loaded `keras.Model`, taking raw text (see `text_input`).
+        texts: A sequence or array of `n` texts (`str` or `bytes`), of
+            shape `(n,)` or `(n, 1)`.
+        source: Where the texts come from (e.g. `"--train data.csv"`), for
+            messages.
+
+    Returns:
+        A `tf.string` tensor of shape `(n,)` or `(n, 1)`.
+
+    Raises:
+        CLIError: When the model's string input takes another shape, or
+            TensorFlow (which holds the string ops) is not installed.
+    """
+    import numpy as np
+
+    spec = text_input(model)
+    shape = tuple(spec.shape[1:])
+    if shape not in ((), (1,)):
+        raise CLIError(
+            f"{source}: the model takes raw text of shape {shape} per example; "
+            "only inputs of shape () or (1,) (one text per example) can be fed from a file"
+        )
+    array = np.asarray(texts, dtype=object)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise CLIError(f"{source}: expected one text per example, received an array of shape {array.shape}")
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise CLIError(
+            f"{source}: the model takes raw text, which needs TensorFlow: pip install keras-lowrank[cpu]"
+        ) from error
+    tensor = tf.constant([t if isinstance(t, bytes) else str(t) for t in array], dtype=tf.string)
+    return tensor[:, None] if shape == (1,) else tensor
+
+
 def check_fine_tune_data(model, x, y, validation=None, *, source="--fine-tune"):
     """Checks fine-tune arrays against `model` before any training starts.
 
@@ -410,7 +469,9 @@ def check_fine_tune_data(model, x, y, validation=None, *, source="--fine-tune"):
     whose width matches the output are accepted as they are. Ids must be in
     `[0, input_dim)` of the model's first embedding table, and the sequence
     length must match a fixed input length. A model that takes raw strings
-    gets its texts as they are; only its labels are checked.
+    gets its texts as they are (see `model_texts`); only its labels are
+    checked. Texts for a model that takes ids, and ids for a model that
+    takes raw text, are refused.
 
     Args:
         model: The loaded `keras.Model`.
@@ -430,13 +491,24 @@ def check_fine_tune_data(model, x, y, validation=None, *, source="--fine-tune"):
     vocab = int(embeddings[0][1].input_dim) if embeddings else None
     inputs = getattr(model, "inputs", None) or []
     length = inputs[0].shape[1] if len(inputs) == 1 and len(inputs[0].shape) > 1 else None
-    takes_text = len(inputs) == 1 and str(getattr(inputs[0], "dtype", "")) == "string"
+    takes_text = text_input(model) is not None
     outputs = getattr(model, "outputs", None) or []
     width = outputs[0].shape[-1] if len(outputs) == 1 and len(outputs[0].shape) > 1 else None
 
     for x_name, y_name, ids, labels in splits:
         ids, labels = np.asarray(ids), np.asarray(labels)
         text = takes_text and ids.dtype.kind in "OUS"
+        if takes_text and not text:
+            raise CLIError(
+                f"{source}: {x_name} holds {ids.dtype} values, but the model takes raw text "
+                "(a string input): pass texts, a .csv/.tsv with text and label columns "
+                "(--train/--validation) or a .npz whose x holds strings"
+            )
+        if not takes_text and ids.dtype.kind in "OUS":
+            raise CLIError(
+                f"{source}: {x_name} holds texts, but the model takes integer token ids "
+                f"(n, sequence_length), not raw text: pass a .npz with arrays x (ids) and y"
+            )
         if not text and (ids.ndim < 2 or not np.issubdtype(ids.dtype, np.integer)):
             raise CLIError(
                 f"{source}: {x_name} must be an integer array of token ids "

@@ -1,7 +1,8 @@
 """Compression of a model's embedding tables to a byte budget.
 
-- `table`: `TableLayout`, the one description of a (compressed) table, and
-  `table_bytes`, the one byte counter.
+- `TableLayout` and `table_bytes` (the one description of a table and the
+  one byte counter) live in `keras_lowrank.layers.table_layout`; they are
+  re-exported here, where the planner and reports use them.
 - `pruning`: `prune_vocabulary`, keep the most frequent rows.
 - `planner`: budget -> candidate layouts (rows kept, rank, storage).
 - `options`: the argument checks of `compress()`.
@@ -13,8 +14,8 @@
 
 from keras_lowrank.compression.pruning import kept_ids
 from keras_lowrank.compression.pruning import prune_vocabulary
-from keras_lowrank.compression.table import TableLayout
-from keras_lowrank.compression.table import table_bytes
+from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.layers.table_layout import table_bytes
 from keras_lowrank.compression.compress import compress
 from keras_lowrank.compression.compress import embedding_bytes
 from keras_lowrank.compression.planner import Recipe

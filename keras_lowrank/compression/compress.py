@@ -1,16 +1,20 @@
 """`compress()`: the measured best recipe as one call, to a byte budget.
 
 Given a trained model, training and validation data and a byte budget for its
-embedding tables, `compress` plans the candidate recipes that fit (vocabulary
-pruning, low rank with plain or frequency-weighted SVD, int8/int4 storage and
-their stacks, `planner`), fine-tunes the most promising few with distillation
-from the untouched input model, quantizes them, scores them on validation data
-only and returns the best one with a `CompressionReport`.
+embedding tables, `compress` plans the candidate recipes that fit (every
+table kind: vocabulary pruning, low rank with plain or frequency-weighted
+SVD, codebooks, int8/int4 storage and their stacks; `planner`), compares them
+by distilled fine-tunes from the untouched input model in a successive-halving
+search (`search`), puts the finalists in their stored form, scores them on
+validation data only and returns the best one with a `CompressionReport`.
 
-This module orchestrates: it must not decompose tables, count bytes or walk
-models itself (decomposition, `table`, surgery), and test data never enters.
+This module conducts: option checks (`options`), data plumbing and id probes
+(`data`), planning (`planner`) and the search (`search`) each live in their
+own module; it must not decompose tables, count bytes or walk models itself
+(decomposition, `layers.table_layout`, surgery), and test data never enters.
 """
 
+import dataclasses
 import math
 import time
 
@@ -21,23 +25,25 @@ from keras_lowrank._keras_private import flatten_layers
 from keras_lowrank.compression import data as data_lib
 from keras_lowrank.compression import options as options_lib
 from keras_lowrank.compression import planner
+from keras_lowrank.compression import search
 from keras_lowrank.compression.pruning import kept_ids
 from keras_lowrank.compression.pruning import lookup_of
 from keras_lowrank.compression.pruning import prune_vocabulary
 from keras_lowrank.compression.pruning import vocabulary_layers
 from keras_lowrank.compression.report import CandidateResult
 from keras_lowrank.compression.report import CompressionReport
-from keras_lowrank.compression.table import TableLayout
-from keras_lowrank.compression.table import table_bytes
-from keras_lowrank.layers import PrunedEmbedding
+from keras_lowrank.layers import table_kinds
+from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.layers.table_layout import table_bytes
 from keras_lowrank.surgery import compile_like
 from keras_lowrank.surgery import copy_model
-from keras_lowrank.surgery import factorize_embeddings
 from keras_lowrank.surgery import find_embeddings
+from keras_lowrank.surgery import replace_layers
 from keras_lowrank.surgery.factorize_embeddings import not_a_vocabulary_reason
 from keras_lowrank.surgery.replace import select_layers
 
-# Cosine decay with warm restarts, one period per epoch, from 1e-2 down to
+# Cosine decay with warm restarts, one period per epoch (`t_mul=1`: Keras'
+# default of 2 would make periods of 1, 2, 4 ... epochs), from 1e-2 down to
 # 1e-4: the fine-tune schedule with the best mean dev accuracy in the
 # reproduction's schedule study (docs/reproduction.md), ahead of CALR.
 _PEAK_LEARNING_RATE = 1e-2
@@ -48,7 +54,7 @@ _FLOOR_LEARNING_RATE = 1e-4
 _ATTENTION_PEAK_LEARNING_RATE = 1e-4
 _ATTENTION_FLOOR_LEARNING_RATE = 1e-6
 
-_DIVERGED = "the fine-tune diverged (try a lower `learning_rate`)"
+_DIVERGED = search.DIVERGED
 
 
 def compress(
@@ -73,15 +79,23 @@ def compress(
       token counts taken from `train_data`), factors in float32/int8/int4;
     - vocabulary pruning to the most frequent ids + low rank, at several
       ranks, factors in float32/int8/int4;
-    - vocabulary pruning alone, rows in float32 or Keras' int8/int4.
+    - vocabulary pruning alone, rows in float32 or Keras' int8/int4;
+    - codebook tables (`keras_lowrank.CodebookEmbedding`: product
+      quantization, codes learned during the fine-tune) over the whole
+      vocabulary or its most frequent ids, codebooks in float32 or int8.
 
-    They are ranked by a cheap proxy (the token-weighted reconstruction error
-    of the stored table); the best `candidates` (at least the best of each
-    family) are built, fine-tuned for `epochs` epochs with distillation from
-    the input model (Keras' cosine decay with warm restarts, one period per
-    epoch, the schedule found best in the reproduction's study), the epoch
-    with the best validation score kept, quantized to their storage, and
-    scored on `validation_data`. The best score wins (ties: fewer bytes).
+    A cheap proxy orders the recipes within each family; `candidates`
+    recipes, the families taking turns, enter a successive-halving search:
+    each is built and fine-tuned with distillation from the input model
+    (Keras' cosine decay with warm restarts, one period per epoch, the
+    schedule found best in the reproduction's study) for a fraction of an
+    epoch and scored on `validation_data`; the better half trains on for
+    twice as long, and so on until two finalists have trained `epochs`
+    epochs (`keras_lowrank.compression.search.rung_plan`: 12 recipes and 5
+    epochs train 12 to 0.625 epochs, 6 to 1.25, 3 to 2.5 and 2 to 5, 20
+    epochs in all, what 4 full fine-tunes used to cost). The finalists keep
+    their best-scoring weights, are put in their stored form (quantized,
+    codes frozen) and scored again; the best score wins (ties: fewer bytes).
 
     Bytes are the stored bytes of the returned tables (codes, scales, zero
     points, id remap tables; `keras_lowrank.compression.table_bytes`).
@@ -114,7 +128,8 @@ def compress(
             name or a list of names.
         return_report: If `True`, return `(model, report)`.
         **options: Budget and training options:
-            `epochs` (5) and `candidates` (4): the fine-tune budget;
+            `epochs` (5: what the finalists train) and `candidates` (12:
+            recipes entering the search): the fine-tune budget;
             `batch_size` (64, for arrays); `learning_rate` (a float or a
             `LearningRateSchedule`; default: cosine restarts 1e-2 -> 1e-4
             per epoch, or 1e-4 -> 1e-6 for models holding attention layers
@@ -122,7 +137,10 @@ def compress(
             distillation; `loss` and `metrics` when the model is not
             compiled (or to override); `monitor` (the validation metric
             compared; default: the first compiled metric, else `"loss"`);
-            `storages` (`("float32", "int8", "int4")`); `prune` (`True`:
+            `storages` (`("float32", "int8", "int4")`; codebooks use the
+            float32 and int8 ones); `kinds` (`("dense", "low-rank",
+            "codebook")`: the table kinds recipes may use, `"dense"` being
+            pruned rows stored whole); `prune` (`True`:
             allow vocabulary pruning; never of a reversible table that
             computes logits, such as a language model's tied head: said in
             `report.notes`); `oov_id` (the row pruned ids share; default:
@@ -199,7 +217,7 @@ def compress(
         if not plans[path]["ranked"]:
             smallest = {
                 p: planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
-                                                 prune=prunable[p], untied_reverse=_untied(l))
+                                                 prune=prunable[p], untied_reverse=_untied(l), kinds=opts["kinds"])
                 for p, l in tables
             }
             received = f"size={size!r}" if size is not None else f"max_bytes={max_bytes!r}"
@@ -230,25 +248,15 @@ def compress(
                      + (" (attention layers found: a pretrained transformer's rates)"
                         if peak == _ATTENTION_PEAK_LEARNING_RATE else ""))
     monitor, mode, input_score = _input_score(model, loss, metrics, validation_data, opts)
-    _say(opts, f"compress: {len(combos)} candidate(s) for {budget:,} B ({budget / float32_bytes:.2%} of "
-               f"{float32_bytes:,} B float32); input model val {monitor} {input_score:.4f}")
+    rungs = search.rung_plan(len(combos), opts["epochs"]) if opts["epochs"] > 0 else []
+    _say(opts, f"compress: {len(combos)} recipe(s) for {budget:,} B ({budget / float32_bytes:.2%} of "
+               f"{float32_bytes:,} B float32); input model val {monitor} {input_score:.4f}"
+               + (f"; search: {_describe_rungs(rungs)}" if len(rungs) > 1 else ""))
 
-    results, best, best_model = [], None, None
     was_trainable = model.trainable
     try:
-        for index, combo in enumerate(combos, 1):
-            result, student = _run_candidate(model, combo, plans, train_data, validation_data,
-                                             loss, metrics, monitor, mode, opts)
-            results.append(result)
-            _say(opts, f"candidate {index}/{len(combos)}: {result.description} ({result.embedding_bytes:,} B): "
-                       + (f"val {monitor} {result.score:.4f}, epoch {result.best_epoch}"
-                          if result.error is None else f"failed: {result.error}")
-                       + f" ({result.seconds:.1f} s)")
-            if result.error is None and result.embedding_bytes <= budget and (
-                best is None or _better(result, best, mode)
-            ):
-                best, best_model = result, student
-            model.trainable = was_trainable
+        results, best, best_model = _search(model, combos, plans, rungs, train_data, validation_data,
+                                            loss, metrics, monitor, mode, opts)
     finally:
         model.trainable = was_trainable
     if best is None:
@@ -260,6 +268,7 @@ def compress(
     else:
         best_model.compile(optimizer="adam", loss=loss, metrics=metrics)
     report = CompressionReport(
+        rungs=[dataclasses.asdict(rung) for rung in rungs],
         embedding_bytes=best.embedding_bytes,
         float32_embedding_bytes=float32_bytes,
         budget_bytes=budget,
@@ -305,9 +314,16 @@ def _plan_table(layer, budget, counts, lookup, opts, prune):
         V, d, budget, storages=opts["storages"], prune=prune, needs_remap=needs_remap,
         selections=("first", "counts") if counts is not None else ("first",),
         untied_reverse=_untied(layer),
+        # The codebook kind has no reversible twin (a tied head's logits).
+        codebooks=not table_kinds.is_reversible(layer),
+        kinds=opts["kinds"],
     )
     if counts is None:
-        recipes = [r for r in recipes if r.weighting != "frequency"]
+        # No token counts: plain SVD, and unweighted k-means for codebooks.
+        recipes = [
+            dataclasses.replace(r, weighting="none") if r.layout.kind == "codebook" else r
+            for r in recipes if r.weighting != "frequency" or r.layout.kind == "codebook"
+        ]
     weights = (counts if counts is not None else np.zeros(V)) + 1.0
     table = keras.ops.convert_to_numpy(layer.embeddings)
     ranked = planner.rank_recipes(recipes, table, kept_rows, weights, oov_id=oov_id)
@@ -331,7 +347,7 @@ def _may_prune(model, path, layer, train_data, oov_id, notes):
     if oov_id >= layer.input_dim:
         notes.append(f"'{path}' not pruned: oov_id={oov_id} is no id of its {layer.input_dim} rows")
         return False
-    if not isinstance(layer, keras.layers.ReversibleEmbedding):
+    if not table_kinds.is_reversible(layer):
         return True
     try:
         calls = data_lib.forward_calls(model, layer, train_data)
@@ -364,40 +380,121 @@ def _oov_id(model, requested, notes):
     return 1
 
 
-def _run_candidate(model, combo, plans, train_data, validation_data, loss, metrics, monitor, mode, opts):
-    start = time.perf_counter()
-    description = "; ".join(
+def _search(model, combos, plans, rungs, train_data, validation_data, loss, metrics, monitor, mode, opts):
+    """Builds every recipe, runs the successive-halving search, finalizes the finalists.
+
+    Returns:
+        `(results, best result, best model)`; the best is `None` when every
+        candidate failed.
+    """
+    trials, results, build_seconds = {}, {}, {}
+    learning_rate = _learning_rate(model, train_data, opts)
+    steps = data_lib.steps_per_epoch(train_data, opts["batch_size"])
+    for index, combo in enumerate(combos):
+        started = time.perf_counter()
+        if opts["seed"] is not None:
+            keras.utils.set_random_seed(opts["seed"])
+        try:
+            student = _build(model, combo, plans, opts)
+            student.compile(loss=loss, metrics=metrics)  # the evaluator of every rung
+            trials[index] = search.Trial(student, model, train_data, validation_data, monitor, mode, opts,
+                                         learning_rate, steps)
+        except (ValueError, RuntimeError, TypeError) as error:  # one bad recipe must not end the search
+            results[index] = _failed(combo, search.first_line(error), time.perf_counter() - started)
+            continue
+        trials[index].seconds += time.perf_counter() - started
+
+    def progress(rung_index, index, trial):
+        score = "n/a" if trial.best_score is None else f"{trial.best_score:.4f}"
+        _say(opts, f"rung {rung_index + 1}/{len(rungs)}, recipe {index + 1}/{len(combos)}: "
+                   f"{_description(combos[index])}: val {monitor} {score} after {trial.epochs:g} epoch(s)")
+
+    if rungs:
+        finalists, errors = search.successive_halving(trials, rungs, mode, on_rung=progress)
+    else:
+        finalists, errors = list(trials), {}
+    for index, error in errors.items():
+        results[index] = _failed(combos[index], error, trials[index].seconds, trials[index])
+    for index, trial in trials.items():
+        if index not in finalists and index not in errors:
+            # Stopped by the search: its last rung's score, before storage.
+            results[index] = _result(combos[index], trial, trial.best_score, None, final=False)
+
+    best, best_model = None, None
+    for index in finalists:
+        trial = trials[index]
+        combo = combos[index]
+        started = time.perf_counter()
+        try:
+            score, stored = _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned=bool(rungs))
+        except (ValueError, RuntimeError, TypeError) as error:
+            trial.seconds += time.perf_counter() - started
+            results[index] = _failed(combo, search.first_line(error), trial.seconds, trial)
+            continue
+        trial.seconds += time.perf_counter() - started
+        results[index] = _result(combo, trial, score, stored, final=True)
+        result = results[index]
+        _say(opts, f"final: {result.description} ({stored:,} B): val {monitor} {score:.4f} "
+                   f"({result.seconds:.1f} s)")
+        if best is None or _better(result, best, mode):
+            best, best_model = result, trial.student
+        trial.release()
+    return [results[i] for i in sorted(results)], best, best_model
+
+
+def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned):
+    """The best weights, the stored form of every table, the final score and bytes."""
+    student = trial.student
+    if fine_tuned:
+        trial.restore_best()
+    for path, recipe in combo.items():
+        layer = _table(student, path)
+        table_kinds.kind_of(layer).finalize(layer, recipe.layout)
+    student.compile(loss=loss, metrics=metrics)  # its variables changed
+    score = search.score_model(student, trial._data[1], monitor, opts)
+    if not math.isfinite(score):
+        raise RuntimeError(f"non-finite validation {monitor} or loss: {_DIVERGED}")
+    if not search.finite_weights(student):
+        raise RuntimeError(f"non-finite weights after the fine-tune: {_DIVERGED}")
+    for path, r in combo.items():
+        # The planner's prediction and the built layer must agree: one
+        # description, one byte count.
+        built = TableLayout.of(_table(student, path))
+        if built.stored_bytes() != r.layout.stored_bytes() or table_bytes(_table(student, path)) != (
+            r.layout.stored_bytes()
+        ):
+            raise RuntimeError(f"table '{path}' stores {built.describe()}, planned {r.layout.describe()}")
+    stored = sum(table_bytes(_table(student, path)) for path in combo)
+    return score, stored
+
+
+def _description(combo):
+    return "; ".join(
         (f"{path}: " if len(combo) > 1 else "") + recipe.describe() for path, recipe in combo.items()
     )
-    recipe = {path: r.to_dict() for path, r in combo.items()}
-    if opts["seed"] is not None:
-        keras.utils.set_random_seed(opts["seed"])
-    try:
-        student = _build(model, combo, plans, opts)
-        student.compile(loss=loss, metrics=metrics)  # the evaluator of every epoch
-        best_epoch = _fine_tune(student, model, train_data, validation_data, monitor, mode, opts)
-        if _quantize(student, combo):
-            student.compile(loss=loss, metrics=metrics)  # its variables changed
-        score = _score(student, validation_data, monitor, opts)
-        if not math.isfinite(score):
-            raise RuntimeError(f"non-finite validation {monitor} or loss: {_DIVERGED}")
-        if not _finite_weights(student):
-            raise RuntimeError(f"non-finite weights after the fine-tune: {_DIVERGED}")
-        stored = sum(table_bytes(_table(student, path)) for path in combo)
-        for path, r in combo.items():
-            # The planner's prediction and the built layer must agree: one
-            # description, one byte count.
-            built = TableLayout.of(_table(student, path))
-            if built.stored_bytes() != r.layout.stored_bytes():
-                raise RuntimeError(f"table '{path}' stores {built.describe()}, planned {r.layout.describe()}")
-        return CandidateResult(recipe, description, stored, score, best_epoch, time.perf_counter() - start), student
-    except (ValueError, RuntimeError, TypeError) as error:  # one bad candidate must not end the search
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        planned = sum(r.layout.stored_bytes() for r in combo.values())
-        return CandidateResult(recipe, description, planned, None, 0, time.perf_counter() - start, message), None
+
+
+def _result(combo, trial, score, stored, final):
+    planned = sum(r.layout.stored_bytes() for r in combo.values())
+    return CandidateResult(
+        {path: r.to_dict() for path, r in combo.items()}, _description(combo),
+        planned if stored is None else stored, score, trial.best_epochs, trial.seconds,
+        rung_scores=list(trial.scores), epochs=trial.epochs, final=final,
+    )
+
+
+def _failed(combo, message, seconds, trial=None):
+    planned = sum(r.layout.stored_bytes() for r in combo.values())
+    return CandidateResult(
+        {path: r.to_dict() for path, r in combo.items()}, _description(combo), planned, None, 0,
+        seconds, message,
+        rung_scores=list(trial.scores) if trial is not None else [],
+        epochs=trial.epochs if trial is not None else 0.0,
+    )
 
 
 def _build(model, combo, plans, opts):
+    """The student of one recipe: pruned, then each table rebuilt in its kind."""
     student = None
     for path, recipe in combo.items():
         layout = recipe.layout
@@ -409,94 +506,44 @@ def _build(model, combo, plans, opts):
     student = student or copy_model(model)
     # The teacher is frozen while distilling; its copies must not be.
     student.trainable = True
+    replacements = {}
     for path, recipe in combo.items():
         layout = recipe.layout
-        if not layout.low_rank:
+        kind = table_kinds.TABLE_KINDS[layout.kind]
+        if kind.build is None:
             continue
         row_weights = None
-        if recipe.weighting == "frequency":
+        if recipe.weighting == "frequency" and plans[path]["counts"] is not None:
             counts = plans[path]["counts"]
             kept = plans[path]["kept_rows"](layout.rows, recipe.selection) if layout.pruned else slice(None)
             row_weights = counts[kept] + 1.0
-        inner = _inner_path(student, path)
-        student = factorize_embeddings(
-            student, rank=layout.rank, layer_names=[inner], row_weights=row_weights, share_layers=True
-        )
+        dense = table_kinds.stored_table(_table(student, path))
+        try:
+            new = kind.build(dense, layout, row_weights=row_weights, seed=opts["seed"] or 0)
+        except ValueError as error:
+            raise ValueError(f"Cannot build the {layout.kind} table of '{path}': {search.first_line(error)}") from error
+        replacements[id(dense)] = new
+    if replacements:
+        # The student is a fresh copy: its tables are replaced in place.
+        student = replace_layers(student, replacements)
     return student
 
 
-def _fine_tune(student, teacher, train_data, validation_data, monitor, mode, opts):
-    if opts["epochs"] == 0:
-        return 0
-    from keras_lowrank.training import Distiller
-
+def _learning_rate(teacher, train_data, opts):
     learning_rate = opts["learning_rate"]
     if learning_rate is None:
         steps = data_lib.steps_per_epoch(train_data, opts["batch_size"])
         peak, floor = _default_learning_rates(teacher)
         learning_rate = keras.optimizers.schedules.CosineDecayRestarts(
-            peak, first_decay_steps=steps, alpha=floor / peak
+            peak, first_decay_steps=steps, t_mul=1.0, alpha=floor / peak
         )
-    distiller = Distiller(student, teacher, temperature=opts["temperature"], alpha=opts["alpha"])
-    distiller.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=student.loss)
-    selection = _BestEpoch(student, validation_data, monitor, mode, opts)
-    distiller.fit(**data_lib.fit_arguments(train_data, opts["batch_size"], shuffle=True), epochs=opts["epochs"],
-                  verbose=0, callbacks=[selection])
-    if selection.best_weights is None:
-        raise RuntimeError(f"every epoch ended with non-finite weights or validation {monitor}: {_DIVERGED}")
-    student.set_weights(selection.best_weights)
-    return selection.best_epoch
+    return learning_rate
 
 
-class _BestEpoch(keras.callbacks.Callback):
-    """Keeps the student's weights of the epoch with the best validation score."""
-
-    def __init__(self, student, validation_data, monitor, mode, opts):
-        super().__init__()
-        self._args = (student, validation_data, monitor, opts)
-        self._mode = mode
-        self.best_score, self.best_epoch, self.best_weights = None, 0, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        student = self._args[0]
-        score = _score(*self._args)
-        # A diverged epoch is never the best.
-        if not math.isfinite(score) or not _finite_weights(student):
-            return
-        if self.best_score is None or (score > self.best_score if self._mode == "max" else score < self.best_score):
-            self.best_score, self.best_epoch = score, epoch + 1
-            self.best_weights = [np.array(w) for w in student.get_weights()]
-
-
-def _finite_weights(model):
-    """Whether every floating-point weight of `model` is finite."""
-    return all(
-        np.all(np.isfinite(w)) for w in model.get_weights() if np.issubdtype(np.asarray(w).dtype, np.floating)
+def _describe_rungs(rungs):
+    return ", ".join(f"{rung.trials} to {rung.epochs:g} epoch(s)" for rung in rungs) + (
+        f" ({search.epoch_units(rungs):g} epochs in all)"
     )
-
-
-def _quantize(student, combo):
-    """Quantizes the tables whose recipe says so; returns whether any was."""
-    quantized = False
-    for path, recipe in combo.items():
-        if recipe.layout.storage == "float32":
-            continue
-        layer = _table(student, path)
-        layer = layer.embedding if isinstance(layer, PrunedEmbedding) else layer
-        layer.quantize(recipe.layout.storage)
-        quantized = True
-    return quantized
-
-
-def _score(model, data, monitor, opts):
-    """`monitor` on `data` of a model compiled with the loss and metrics (see `_evaluator`)."""
-    logs = model.evaluate(**data_lib.fit_arguments(data, opts["batch_size"]), verbose=0, return_dict=True)
-    if monitor not in logs:
-        raise ValueError(f"Expected `monitor` to be one of the validation logs {sorted(logs)}, received: monitor={monitor!r}")
-    # Non-finite outputs can still score a finite accuracy; the loss tells.
-    if not all(math.isfinite(float(value)) for value in logs.values()):
-        return math.nan
-    return float(logs[monitor])
 
 
 def _input_score(model, loss, metrics, validation_data, opts):

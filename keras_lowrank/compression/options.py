@@ -11,12 +11,13 @@ import numbers
 import keras
 import numpy as np
 
-from keras_lowrank.compression.table import STORAGES
+from keras_lowrank.layers.table_layout import KINDS
+from keras_lowrank.layers.table_layout import STORAGES
 from keras_lowrank.surgery.replace import normalize_layer_names
 
 DEFAULT_OPTIONS = {
     "epochs": 5,
-    "candidates": 4,
+    "candidates": 12,
     "batch_size": 64,
     "learning_rate": None,
     "temperature": 2.0,
@@ -25,6 +26,7 @@ DEFAULT_OPTIONS = {
     "metrics": None,
     "monitor": None,
     "storages": STORAGES,
+    "kinds": KINDS,
     "prune": True,
     "oov_id": None,
     "seed": None,
@@ -84,6 +86,15 @@ def check_options(options):
     ):
         raise ValueError(f"Expected `storages` to be a non-empty list of {STORAGES}, received: storages={storages!r}")
     opts["storages"] = tuple(storages)
+    kinds = opts["kinds"]
+    if (
+        isinstance(kinds, str)
+        or not isinstance(kinds, (list, tuple))
+        or not kinds
+        or any(not isinstance(k, str) or k not in KINDS for k in kinds)
+    ):
+        raise ValueError(f"Expected `kinds` to be a non-empty list of {KINDS}, received: kinds={kinds!r}")
+    opts["kinds"] = tuple(kinds)
     check_bool(opts["prune"], "prune")
     for name in ("oov_id", "seed"):
         value = opts[name]

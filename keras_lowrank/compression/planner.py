@@ -2,18 +2,25 @@
 
 How a budget is split between vocabulary rows, rank and stored precision
 matters more than any single trick (docs/reproduction.md), so the planner
-does not pick one split: it lists every family the reproduction measured,
-each sized to the budget at several splits, and ranks them by a cheap proxy
-computed without training, the token-weighted reconstruction error of the
-stored table (pruned ids answered by the OOV row, quantized factors
-dequantized). `compress()` fine-tunes the best few and lets validation data
-choose.
+does not pick one split: it lists every family of every table kind
+(`keras_lowrank.layers.table_kinds`), each sized to the budget at several
+splits, and orders the recipes within a family by a cheap proxy computed
+without training (low rank and dense: the token-weighted reconstruction
+error of the stored table, pruned ids answered by the OOV row, quantized
+factors dequantized; codebooks: bits stored per row, most first). The proxy
+never decides between families: `compress()`'s search compares them by
+short fine-tunes on validation data (`compression.search`).
 
 Families:
 - low rank over all rows, factors in float32, int8 or int4;
 - vocabulary pruning + low rank, at several ranks (each with the most rows
   its rank leaves room for), factors in float32, int8 or int4;
-- vocabulary pruning alone, the kept rows in float32, or Keras' int8/int4.
+- vocabulary pruning alone, the kept rows in float32, or Keras' int8/int4;
+- codebooks over all rows (product quantization: `groups` codes per row
+  into codebooks of 16 or 256 codewords, 2, 4 or 8 dimensions a group),
+  codebooks in float32 or int8;
+- vocabulary pruning + codebooks, the most rows each codebook shape leaves
+  room for.
 
 This module is numpy plus the table description: it must not train, touch a
 model or print.
@@ -24,10 +31,13 @@ import dataclasses
 import numpy as np
 
 from keras_lowrank import decomposition
-from keras_lowrank.compression.table import STORAGES
-from keras_lowrank.compression.table import TableLayout
-from keras_lowrank.compression.table import max_rank_for_bytes
-from keras_lowrank.compression.table import max_rows_for_bytes
+from keras_lowrank.layers import storage as storage_lib
+from keras_lowrank.layers.table_layout import CODEBOOK_STORAGES
+from keras_lowrank.layers.table_layout import KINDS
+from keras_lowrank.layers.table_layout import STORAGES
+from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.layers.table_layout import max_rank_for_bytes
+from keras_lowrank.layers.table_layout import max_rows_for_bytes
 
 # Pruned tables keep at least the padding and OOV rows and a few words.
 MIN_ROWS = 8
@@ -36,7 +46,12 @@ MIN_ROWS = 8
 # vocabulary affords: from "few rows dropped" to "a quarter of the rows".
 _PRUNED_RANK_FACTORS = (1.5, 2.0, 3.0, 4.0, 6.0)
 
-FAMILIES = ("low-rank", "pruned+low-rank", "pruned")
+# Codebook shapes: dimensions per group, and codewords per codebook (4-bit
+# and 8-bit codes).
+_CODEBOOK_SUB_DIMS = (2, 4, 8)
+_CODEBOOK_CODES = (16, 256)
+
+FAMILIES = ("low-rank", "pruned+low-rank", "pruned", "codebook", "pruned+codebook")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +60,9 @@ class Recipe:
 
     Args:
         layout: the `TableLayout` the candidate stores.
-        weighting: `"frequency"` (factors fitted with token counts as row
-            weights) or `"none"` (plain truncated SVD); `None` for dense.
+        weighting: `"frequency"` (factors or codebooks fitted with token
+            counts as row weights) or `"none"` (plain truncated SVD,
+            unweighted k-means); `None` for dense.
         selection: which rows a pruned table keeps: `"first"` (the first
             ids: frequency-ordered vocabularies, no remap table) or
             `"counts"` (the most frequent ids by token counts); `None` when
@@ -62,9 +78,10 @@ class Recipe:
 
     @property
     def family(self):
-        if self.layout.low_rank:
-            return "pruned+low-rank" if self.layout.pruned else "low-rank"
-        return "pruned"
+        kind = self.layout.kind
+        if kind == "dense":
+            return "pruned"
+        return f"pruned+{kind}" if self.layout.pruned else kind
 
     def describe(self):
         text = self.layout.describe()
@@ -85,7 +102,7 @@ class Recipe:
 
 
 def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prune=True, needs_remap=None,
-                 selections=("first",), untied_reverse=False):
+                 selections=("first",), untied_reverse=False, codebooks=True, kinds=KINDS):
     """Every recipe of every family that fits `budget_bytes` (no proxy yet).
 
     Args:
@@ -102,6 +119,11 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
         untied_reverse: whether the table has an untied reverse table of
             the same layout (an untied reversible embedding): two tables
             share the budget.
+        codebooks: whether codebook recipes may be planned (not for a
+            table that computes logits: the codebook kind has no reversible
+            twin).
+        kinds: the table kinds recipes may use (`"dense"`: kept rows
+            stored whole, i.e. pruning alone; `"low-rank"`; `"codebook"`).
 
     Returns:
         A list of `Recipe`, possibly empty.
@@ -112,7 +134,9 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
     seen = set()
 
     def add(layout, weighting, selection=None):
-        if weighting == "frequency" and layout.rows < d:
+        if layout.kind not in kinds:
+            return
+        if weighting == "frequency" and layout.low_rank and layout.rows < d:
             return  # a weighted fit needs at least as many rows as columns
         key = (layout, weighting, selection)
         if layout.useful and layout.stored_bytes() <= budget_bytes and key not in seen:
@@ -153,10 +177,40 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
             rows = pruned_rows(storage, None, selection)
             if rows >= MIN_ROWS and (selection == "first" or needs_remap(rows, selection)):
                 add(layout(rows=rows, storage=storage, remap=needs_remap(rows, selection)), None, selection)
+    if codebooks and not untied_reverse:
+        for storage in (s for s in storages if s in CODEBOOK_STORAGES):
+            for groups, codes in codebook_shapes(d):
+                shape = dict(groups=groups, codes=codes, storage=storage)
+                whole = layout(**shape)
+                if codes <= V and whole.stored_bytes() <= budget_bytes:
+                    add(whole, "frequency")
+                    continue  # every row fits: pruning would only lose rows
+                if not prune:
+                    continue
+                for selection in selections:
+                    rows = min(V - 1, max_rows_for_bytes(d, budget_bytes, storage, groups=groups, codes=codes))
+                    remap = rows >= MIN_ROWS and needs_remap(rows, selection)
+                    if remap:
+                        rows = min(V - 1, max_rows_for_bytes(d, budget_bytes, storage, groups=groups, codes=codes,
+                                                             input_dim=V))
+                        remap = rows >= MIN_ROWS and needs_remap(rows, selection)
+                    if rows < max(MIN_ROWS, codes) or (selection == "counts" and not remap):
+                        continue
+                    add(layout(rows=rows, remap=remap, **shape), "frequency", selection)
     return recipes
 
 
-def smallest_recipe_bytes(input_dim, output_dim, *, storages=STORAGES, prune=True, untied_reverse=False):
+def codebook_shapes(output_dim):
+    """`(groups, codes)` of the codebook recipes planned for `output_dim` columns."""
+    return [
+        (output_dim // sub_dim, codes)
+        for sub_dim in _CODEBOOK_SUB_DIMS if output_dim % sub_dim == 0 and output_dim // sub_dim >= 1
+        for codes in _CODEBOOK_CODES
+    ]
+
+
+def smallest_recipe_bytes(input_dim, output_dim, *, storages=STORAGES, prune=True, untied_reverse=False,
+                          kinds=KINDS):
     """Bytes of the smallest recipe any family can build (for error messages).
 
     Returns:
@@ -169,7 +223,13 @@ def smallest_recipe_bytes(input_dim, output_dim, *, storages=STORAGES, prune=Tru
     # Pruning keeps at least MIN_ROWS rows and fewer than the table has (plan_recipes).
     if prune and V > MIN_ROWS:
         layouts += [TableLayout(V, d, rows=MIN_ROWS, storage=s, untied_reverse=untied_reverse) for s in storages]
-    sizes = [layout.stored_bytes() for layout in layouts if layout.useful]
+    if not untied_reverse:
+        for storage in (s for s in storages if s in CODEBOOK_STORAGES):
+            for groups, codes in codebook_shapes(d):
+                rows = codes if prune and codes < V else V
+                if codes <= rows and (rows == V or rows >= MIN_ROWS):
+                    layouts.append(TableLayout(V, d, rows=rows, groups=groups, codes=codes, storage=storage))
+    sizes = [layout.stored_bytes() for layout in layouts if layout.useful and layout.kind in kinds]
     return min(sizes) if sizes else None
 
 
@@ -190,27 +250,44 @@ def rank_recipes(recipes, table, kept_rows, weights, oov_id=1):
     norm = float(np.sum(weights * np.sum(table**2, axis=1))) or 1.0
     ranked = []
     for recipe in recipes:
+        if recipe.layout.kind == "codebook":
+            # k-means per recipe would cost more than it tells: within the
+            # family, more bits per row first (no reconstruction error).
+            ranked.append(recipe)
+            continue
         approx = _stored_table(recipe, table, kept_rows, weights, oov_id)
         error = float(np.sum(weights * np.sum((table - approx) ** 2, axis=1))) / norm
         ranked.append(dataclasses.replace(recipe, proxy_error=error))
-    ranked.sort(key=lambda r: (r.proxy_error, r.layout.stored_bytes()))
+    ranked.sort(key=_proxy_order)
     return ranked
 
 
+def _proxy_order(recipe):
+    layout = recipe.layout
+    if layout.kind == "codebook":
+        bits = layout.groups * storage_lib.bits_per_code(layout.codes)
+        return (1, -bits * layout.rows, -layout.stored_bytes())
+    return (0, recipe.proxy_error, layout.stored_bytes())
+
+
 def choose_candidates(ranked, count):
-    """The `count` recipes to fine-tune: the best of each family, then the best overall."""
-    chosen = []
-    for family in FAMILIES:
-        best = next((r for r in ranked if r.family == family), None)
-        if best is not None:
-            chosen.append(best)
-    chosen.sort(key=lambda r: r.proxy_error)
-    chosen = chosen[:count]
+    """The `count` recipes the search starts from: families taken in turn.
+
+    The proxy orders recipes within a family only, so the families take
+    turns: the best of each (families ordered by their best proxy), then the
+    second of each, and so on, until `count` recipes are chosen.
+    """
+    by_family = {}
     for recipe in ranked:
-        if len(chosen) >= count:
-            break
-        if recipe not in chosen:
-            chosen.append(recipe)
+        by_family.setdefault(recipe.family, []).append(recipe)
+    queues = [by_family[f] for f in FAMILIES if f in by_family]
+    chosen = []
+    depth = 0
+    while len(chosen) < count and any(depth < len(q) for q in queues):
+        for queue in queues:
+            if depth < len(queue) and len(chosen) < count:
+                chosen.append(queue[depth])
+        depth += 1
     return chosen
 
 
@@ -224,11 +301,11 @@ def _stored_table(recipe, table, kept_rows, weights, oov_id):
         factors = decomposition.factorize_table(rows, layout.rank, row_weights=row_weights)
         lookup, projection = np.asarray(factors.lookup, np.float64), np.asarray(factors.projection, np.float64)
         if layout.storage != "float32":
-            lookup = _fake_quantize(lookup, 7 if layout.storage == "int4" else 127, axis=1)
-            projection = _fake_quantize(projection, 127, axis=0)
+            lookup = storage_lib.fake_quantize(lookup, layout.storage, axis=1)
+            projection = storage_lib.fake_quantize(projection, "int8", axis=0)
         rows = lookup @ projection
-    elif layout.storage != "float32":
-        rows = _fake_quantize(rows, 7 if layout.storage == "int4" else 127, axis=1)
+    else:
+        rows = storage_lib.fake_quantize(rows, layout.storage, axis=1)
     if not layout.pruned:
         return rows
     answer = np.empty_like(table)
@@ -236,9 +313,3 @@ def _stored_table(recipe, table, kept_rows, weights, oov_id):
     answer[kept] = rows
     return answer
 
-
-def _fake_quantize(values, levels, axis):
-    """Symmetric abs-max quantization per row (axis=1) or column (axis=0)."""
-    scale = np.max(np.abs(values), axis=axis, keepdims=True)
-    scale = np.where(scale > 0, scale / levels, 1.0)
-    return np.round(values / scale) * scale

@@ -23,9 +23,8 @@ import numpy as np
 
 from keras_lowrank import _keras_private
 from keras_lowrank import decomposition
-from keras_lowrank.layers import LowRankEmbedding
-from keras_lowrank.layers import LowRankReversibleEmbedding
 from keras_lowrank.layers import PrunedEmbedding
+from keras_lowrank.layers import table_kinds
 from keras_lowrank.surgery import copy_model
 from keras_lowrank.surgery import find_embeddings
 from keras_lowrank.surgery import replace_layers
@@ -264,7 +263,7 @@ def _per_id_counts(counts, input_dim):
 
 def _check_counts_keys(model, counts):
     """Every key of a `counts` dict names one of the model's tables."""
-    tables = _prunable_tables(model)
+    tables = _unpruned_tables(model)
     unknown = [
         key for key in counts if not any(key == path or key == layer.name for path, layer in tables)
     ]
@@ -284,18 +283,28 @@ def _short_repr(value):
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def _prunable_tables(model):
-    return [
-        (path, layer)
-        for path, layer in find_embeddings(model, include_factorized=True)
-        if dense_table_class(layer) is not None or type(layer) in (LowRankEmbedding, LowRankReversibleEmbedding)
-    ]
+def _unpruned_tables(model):
+    """Every table not already pruned whose layer is of its kind's own class."""
+    found = []
+    for path, layer in find_embeddings(model, include_factorized=True):
+        kind = table_kinds.kind_of(layer)
+        if isinstance(layer, PrunedEmbedding):
+            continue
+        # A user's Embedding subclass may override what the subset relies
+        # on: only Keras' own tables (and renaming subclasses).
+        if kind.name == "dense" and dense_table_class(layer) is None:
+            continue
+        found.append((path, layer))
+    return found
 
 
 def _selected_tables(model, layer_names):
-    found = _prunable_tables(model)
+    found = _unpruned_tables(model)
     if layer_names is None:
-        found = [(path, layer) for path, layer in found if not_a_vocabulary_reason(path, layer) is None]
+        found = [
+            (path, layer) for path, layer in found
+            if not_a_vocabulary_reason(path, layer) is None and table_kinds.kind_of(layer).prunable
+        ]
     if not found:
         raise ValueError(
             "Expected `model` to contain a vocabulary table to prune (keras.layers.Embedding, "
@@ -305,11 +314,17 @@ def _selected_tables(model, layer_names):
 
 
 def _check_prunable(path, layer, kept):
+    kind = table_kinds.kind_of(layer)
+    if not kind.prunable:
+        raise ValueError(
+            f"Table '{path}' is a {kind.name} table, whose rows cannot be subset: prune the float model, "
+            f"then build the {kind.name} table."
+        )
     if getattr(layer, "quantization_mode", None):
         raise ValueError(
             f"Table '{path}' is quantized ({layer.quantization_mode}): prune the float model, then quantize."
         )
-    if isinstance(layer, LowRankEmbedding):
+    if kind.name == "low-rank":
         cap = decomposition.max_useful_rank(len(kept), layer.output_dim)
         if layer.rank > cap:
             raise ValueError(
@@ -350,7 +365,7 @@ def lookup_of(lookups, layer):
     call must keep answering every original id, which the `PrunedEmbedding`
     route does.
     """
-    if isinstance(layer, (keras.layers.ReversibleEmbedding, LowRankReversibleEmbedding)):
+    if table_kinds.is_reversible(layer):
         return None
     return lookups.get(int(layer.input_dim))
 

@@ -15,10 +15,17 @@ class CandidateResult:
         recipe: `{table path: Recipe.to_dict()}`.
         description: a short human description of the recipe.
         embedding_bytes: bytes its tables store (measured on the built model).
-        score: its validation score (`monitor`), after quantization.
-        best_epoch: fine-tune epoch chosen on validation data (0: none run).
+        score: its validation score (`monitor`): for a finalist, of its
+            stored form (quantized, codes frozen); for a recipe the search
+            stopped, its best score before storage.
+        best_epoch: epochs of fine-tune (possibly fractional) at its best
+            validation score (0: none run).
         seconds: wall time to build, fine-tune and score it.
         error: why the candidate failed, or `None`.
+        rung_scores: its best validation score at the end of each rung it
+            ran (the search compares these).
+        epochs: epochs of fine-tune it ran in all.
+        final: whether it reached the last rung and was scored stored.
     """
 
     recipe: dict
@@ -28,6 +35,9 @@ class CandidateResult:
     best_epoch: int = 0
     seconds: float = 0.0
     error: str = None
+    rung_scores: list = dataclasses.field(default_factory=list)
+    epochs: float = 0.0
+    final: bool = False
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -54,6 +64,8 @@ class CompressionReport:
         score: the returned model's validation score.
         seconds: wall time of the whole call.
         notes: anything the caller should know (token counts missing ...).
+        rungs: the search's rungs, `[{"trials": n, "epochs": e}]` (empty
+            when nothing was fine-tuned).
     """
 
     embedding_bytes: int
@@ -67,6 +79,7 @@ class CompressionReport:
     score: float
     seconds: float
     notes: list = dataclasses.field(default_factory=list)
+    rungs: list = dataclasses.field(default_factory=list)
 
     @property
     def size(self):
@@ -85,14 +98,25 @@ class CompressionReport:
             f"({self.size:.2%}; budget {self.budget_bytes:,} B), {self.seconds:.1f} s",
             f"validation {self.monitor}: input {_fmt(self.input_score)} -> compressed {_fmt(self.score)}",
         ]
-        header = ("", "candidate", "bytes", f"val {self.monitor}", "epoch", "seconds")
+        if len(self.rungs) > 1:
+            lines.append("search: " + ", ".join(
+                f"rung {i + 1}: {rung['trials']} to {rung['epochs']:g} epoch(s)" for i, rung in enumerate(self.rungs)
+            ))
+        rung_headers = tuple(f"rung {i + 1}" for i in range(len(self.rungs))) if len(self.rungs) > 1 else ()
+        header = ("", "candidate", "bytes", *rung_headers, f"val {self.monitor}", "epoch", "seconds")
         rows = []
         for result in self.candidates:
             chosen = "*" if result.recipe == self.recipe and result.error is None else ""
-            score = _fmt(result.score) if result.error is None else f"failed: {result.error}"
+            if result.error is not None:
+                score = f"failed: {result.error}"
+            else:
+                score = _fmt(result.score) + ("" if result.final or not rung_headers else " (stopped)")
+            rungs = tuple(
+                _fmt(result.rung_scores[i]) if i < len(result.rung_scores) else "" for i in range(len(rung_headers))
+            )
             rows.append(
-                (chosen, result.description, f"{result.embedding_bytes:,}", score,
-                 str(result.best_epoch), f"{result.seconds:.1f}")
+                (chosen, result.description, f"{result.embedding_bytes:,}", *rungs, score,
+                 f"{result.best_epoch:g}", f"{result.seconds:.1f}")
             )
         widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:

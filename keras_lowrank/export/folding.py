@@ -32,6 +32,7 @@ import numpy as np
 from keras import ops
 
 from keras_lowrank import _keras_private
+from keras_lowrank.layers import table_kinds
 
 # Layers whose output equals their input at inference, so that the projection
 # commutes with them.
@@ -211,13 +212,17 @@ class FoldReport:
 
 
 def is_low_rank_embedding(layer):
-    """Whether `layer` is a `LowRankEmbedding` (factors `lookup`, `projection`)."""
-    # Checked by structure rather than by class so that this module depends
-    # only on the documented attributes of the layer.
-    return all(
-        hasattr(layer, attr)
-        for attr in ("lookup", "projection", "rank", "input_dim", "output_dim")
-    ) and not isinstance(layer, FoldedLookup)
+    """Whether `layer` stores a table whose kind folds (low rank: `A[ids] @ B`).
+
+    The registry of table kinds (`keras_lowrank.layers.table_kinds`) says
+    which kinds fold; a `PrunedEmbedding` is not one itself (its wrapped
+    table is).
+    """
+    kind = table_kinds.kind_of(layer)
+    return (
+        kind is not None and kind.foldable and table_kinds.stored_table(layer) is layer
+        and not isinstance(layer, FoldedLookup)
+    )
 
 
 def weight_bytes(model):

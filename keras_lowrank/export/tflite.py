@@ -30,6 +30,7 @@ import numpy as np
 
 from keras_lowrank import _compat
 from keras_lowrank import _keras_private
+from keras_lowrank.layers import table_kinds
 from keras_lowrank.utils.atomic_write import atomic_path
 
 SIGNATURE_KEY = "serving_default"
@@ -421,8 +422,8 @@ def _check_quantized_layers(model, folding):
         layer.name
         for layer in _keras_private.flatten_layers(model, include_self=False)
         if getattr(layer, "quantization_mode", None) is not None
-        and not folding.is_low_rank_embedding(layer)
-        and not _is_embedding(layer)
+        # Every table kind exports its own stored form (builtin gathers).
+        and not table_kinds.is_table(layer)
     ]
     if quantized:
         raise ValueError(
@@ -431,12 +432,6 @@ def _check_quantized_layers(model, folding):
             "embedding (`model.get_layer(name).quantize('int8')`) and let the "
             "export quantize the rest (`quantize='dynamic'`)."
         )
-
-
-def _is_embedding(layer):
-    import keras
-
-    return isinstance(layer, keras.layers.Embedding)
 
 
 def _as_float32(model, folding):

@@ -21,16 +21,11 @@ from keras.saving import register_keras_serializable
 
 from keras_lowrank import decomposition
 from keras_lowrank.decomposition import kmeans
-from keras_lowrank.layers.low_rank_embedding import _array_initializer
-from keras_lowrank.layers.low_rank_embedding import _check_positive_int
+from keras_lowrank.layers import storage as storage_lib
 from keras_lowrank.layers.low_rank_embedding import embed_ids
-from keras_lowrank.layers.low_rank_embedding import _to_numpy
-
-CODEBOOK_DTYPES = ("float32", "int8")
-MAX_CODES = 256
-
-# Codebooks of at most this many codewords store two codes per byte.
-_NIBBLE_CODES = 16
+from keras_lowrank.layers.table_layout import CODEBOOK_STORAGES as CODEBOOK_DTYPES
+from keras_lowrank.layers.table_layout import MAX_CODES
+from keras_lowrank.layers.table_layout import TableLayout
 
 
 @register_keras_serializable(package="keras_lowrank")
@@ -150,9 +145,9 @@ class CodebookEmbedding(layers.Layer):
         codes_frozen=False,
         **kwargs,
     ):
-        _check_positive_int("input_dim", input_dim)
-        _check_positive_int("output_dim", output_dim)
-        _check_positive_int("groups", groups)
+        storage_lib.check_positive_int("input_dim", input_dim)
+        storage_lib.check_positive_int("output_dim", output_dim)
+        storage_lib.check_positive_int("groups", groups)
         if output_dim % groups:
             raise ValueError(
                 f"Expected `groups` to divide output_dim={output_dim}, "
@@ -259,7 +254,7 @@ class CodebookEmbedding(layers.Layer):
     @property
     def bits_per_code(self):
         """4 when `codes <= 16` (two codes per byte), else 8."""
-        return 4 if self.codes <= _NIBBLE_CODES else 8
+        return storage_lib.bits_per_code(self.codes)
 
     @property
     def packed_width(self):
@@ -273,7 +268,7 @@ class CodebookEmbedding(layers.Layer):
         ids = ops.reshape(inputs, (-1,))
         codebooks = self.dequantized_codebooks()
         if self.codes_frozen:
-            labels = _unpack_codes(
+            labels = storage_lib.unpack_codes(
                 ops.take(self.packed_codes, ids, axis=0), self.groups, self.bits_per_code
             )
             quantized = self._codewords(codebooks, labels)
@@ -335,11 +330,11 @@ class CodebookEmbedding(layers.Layer):
         """
         self._check_built("read the codes of")
         if self.codes_frozen:
-            return _to_numpy(
-                _unpack_codes(self.packed_codes, self.groups, self.bits_per_code)
+            return storage_lib.to_numpy(
+                storage_lib.unpack_codes(self.packed_codes, self.groups, self.bits_per_code)
             ).astype(np.int32)
         return kmeans.assign_codes(
-            _to_numpy(self.embeddings), _to_numpy(self.codebooks)
+            storage_lib.to_numpy(self.embeddings), storage_lib.to_numpy(self.codebooks)
         )
 
     def decoded_table(self):
@@ -347,7 +342,7 @@ class CodebookEmbedding(layers.Layer):
 
         For inspection and export only: `call` never builds it.
         """
-        codebooks = _to_numpy(self.dequantized_codebooks())
+        codebooks = storage_lib.to_numpy(self.dequantized_codebooks())
         codes = self.get_codes()
         rows = codebooks[np.arange(self.groups), codes]  # (V, groups, sub_dim)
         return rows.reshape(self.input_dim, self.output_dim)
@@ -368,10 +363,17 @@ class CodebookEmbedding(layers.Layer):
         Returns:
             The number of bytes (int).
         """
-        total = self.input_dim * self.packed_width
-        if self.codebook_dtype == "int8":
-            return total + self.codes * self.output_dim + 4 * self.groups
-        return total + 4 * self.codes * self.output_dim
+        return self.table_layout().stored_bytes()
+
+    def table_layout(self):
+        """The `keras_lowrank.TableLayout` of the frozen form (codebook kind)."""
+        return TableLayout(
+            input_dim=self.input_dim,
+            output_dim=self.output_dim,
+            groups=self.groups,
+            codes=self.codes,
+            storage=self.codebook_dtype,
+        )
 
     def freeze_codes(self):
         """Fixes every row to its nearest codewords and drops the full table.
@@ -387,12 +389,12 @@ class CodebookEmbedding(layers.Layer):
         self._check_built("freeze the codes of")
         if self.codes_frozen:
             return
-        codebooks = _to_numpy(self.codebooks).astype(np.float32)
+        codebooks = storage_lib.to_numpy(self.codebooks).astype(np.float32)
         self.packed_codes.assign(
-            _pack_codes(self.get_codes(), self.bits_per_code)
+            storage_lib.pack_codes(self.get_codes(), self.bits_per_code)
         )
         if self.codebook_dtype == "int8":
-            quantized, scale = _quantize_codebooks(codebooks)
+            quantized, scale = storage_lib.quantize_int8(codebooks, axis=(1, 2))
             self.quantized_codebooks.assign(quantized)
             self.codebook_scale.assign(scale)
             del self.codebooks
@@ -469,7 +471,7 @@ class CodebookEmbedding(layers.Layer):
             if source.activity_regularizer is not None:
                 kwargs.setdefault("activity_regularizer", source.activity_regularizer)
             name = source.name if name is None else name
-            values = _to_numpy(ops.cast(source.embeddings, "float32"))
+            values = storage_lib.to_numpy(ops.cast(source.embeddings, "float32"))
         elif isinstance(table, layers.Layer):
             raise ValueError(
                 "Expected `table` to be a `keras.layers.Embedding` or a 2-D "
@@ -492,12 +494,12 @@ class CodebookEmbedding(layers.Layer):
         # initial values are broadcast from the chief.
         initial = {
             "codebooks": result.codebooks,
-            "packed_codes": _pack_codes(result.codes, layer.bits_per_code),
+            "packed_codes": storage_lib.pack_codes(result.codes, layer.bits_per_code),
         }
         if not freeze:
             initial["embeddings"] = np.asarray(values, np.float32)
         elif layer.codebook_dtype == "int8":
-            quantized, scale = _quantize_codebooks(result.codebooks)
+            quantized, scale = storage_lib.quantize_int8(result.codebooks, axis=(1, 2))
             initial.update(quantized_codebooks=quantized, codebook_scale=scale)
         layer._initial_values = initial
         try:
@@ -574,7 +576,7 @@ class CodebookEmbedding(layers.Layer):
 
     def _initializer(self, name, default):
         values = self._initial_values.get(name)
-        return default if values is None else _array_initializer(values)
+        return default if values is None else storage_lib.array_initializer(values)
 
     def _codewords(self, codebooks, labels):
         """`codebooks[g, labels[n, g]]` for every n and g: `(n, groups, sub_dim)`."""
@@ -588,36 +590,3 @@ class CodebookEmbedding(layers.Layer):
                 f"Cannot {action} a layer that isn't built. "
                 f"Layer '{self.name}' is not built yet."
             )
-
-
-def _pack_codes(codes, bits):
-    """Codes `(V, groups)` as uint8 bytes: with 4 bits, group 2j in the low
-    nibble of byte j and group 2j+1 in its high nibble (0 for an odd count)."""
-    codes = np.asarray(codes, np.uint8)
-    if bits == 8:
-        return codes
-    if codes.shape[1] % 2:
-        codes = np.concatenate([codes, np.zeros((codes.shape[0], 1), np.uint8)], axis=1)
-    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
-
-
-def _unpack_codes(packed, groups, bits):
-    """Inverse of `_pack_codes` in `keras.ops`: int32 codes `(..., groups)`.
-
-    Arithmetic rather than bitwise unpacking keeps the graph in TFLite's
-    builtin ops.
-    """
-    packed = ops.cast(packed, "int32")
-    if bits == 8:
-        return packed
-    nibbles = ops.stack([ops.mod(packed, 16), ops.floor_divide(packed, 16)], axis=-1)
-    width = ops.shape(packed)[-1]
-    return ops.reshape(nibbles, (*ops.shape(packed)[:-1], 2 * width))[..., :groups]
-
-
-def _quantize_codebooks(codebooks):
-    """Symmetric abs-max int8 per codebook: `(codes, scale)`, value = code / scale."""
-    peak = np.max(np.abs(codebooks), axis=(1, 2))
-    scale = np.where(peak > 0, 127.0 / np.where(peak > 0, peak, 1.0), 1.0)
-    quantized = np.clip(np.round(codebooks * scale[:, None, None]), -127, 127)
-    return quantized.astype(np.int8), scale.astype(np.float32)

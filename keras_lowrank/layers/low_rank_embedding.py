@@ -25,6 +25,9 @@ from keras.quantizers import QuantizationConfig
 from keras.saving import register_keras_serializable
 
 from keras_lowrank import decomposition
+from keras_lowrank.layers import storage as storage_lib
+from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.layers.table_layout import table_bytes
 
 # Variance of one entry of `keras.layers.Embedding`'s default table,
 # `RandomUniform(-0.05, 0.05)`: limit**2 / 3.
@@ -136,9 +139,9 @@ class LowRankEmbedding(layers.Layer):
         quantization_config=None,
         **kwargs,
     ):
-        _check_positive_int("input_dim", input_dim)
-        _check_positive_int("output_dim", output_dim)
-        _check_positive_int("rank", rank)
+        storage_lib.check_positive_int("input_dim", input_dim)
+        storage_lib.check_positive_int("output_dim", output_dim)
+        storage_lib.check_positive_int("rank", rank)
         useful = decomposition.max_useful_rank(int(input_dim), int(output_dim))
         if rank > useful:
             raise ValueError(
@@ -310,8 +313,6 @@ class LowRankEmbedding(layers.Layer):
                 f"Layer '{self.name}' is not built yet."
             )
         if not breakdown:
-            from keras_lowrank.compression.table import table_bytes
-
             return table_bytes(self)
         sizes = {}
         for variable in self.weights:
@@ -320,6 +321,16 @@ class LowRankEmbedding(layers.Layer):
                 np.prod(variable.shape, dtype=np.int64) * itemsize.itemsize
             )
         return sizes
+
+    def table_layout(self):
+        """The `keras_lowrank.TableLayout` this layer stores (low rank)."""
+        return TableLayout(
+            input_dim=int(self.input_dim),
+            output_dim=int(self.output_dim),
+            rank=int(self.rank),
+            storage=self.quantization_mode or "float32",
+            untied_reverse=getattr(self, "tie_weights", True) is False,
+        )
 
     @classmethod
     def from_embedding(
@@ -445,8 +456,8 @@ class LowRankEmbedding(layers.Layer):
         # from the chief's SVD even where BLAS builds differ. The configured
         # initializers are restored so `get_config()` is unchanged.
         configured = (layer.lookup_initializer, layer.projection_initializer)
-        layer.lookup_initializer = _array_initializer(factors.lookup)
-        layer.projection_initializer = _array_initializer(factors.projection)
+        layer.lookup_initializer = storage_lib.array_initializer(factors.lookup)
+        layer.projection_initializer = storage_lib.array_initializer(factors.projection)
         try:
             layer.build()
         finally:
@@ -552,13 +563,13 @@ class LowRankEmbedding(layers.Layer):
             ),
         )
         lookup_codes, lookup_scale = weight_quantizer(
-            _to_numpy(self.lookup), to_numpy=True
+            storage_lib.to_numpy(self.lookup), to_numpy=True
         )
         lookup_scale = ops.reshape(lookup_scale, (self.input_dim,))
         if mode == "int4":
             lookup_codes, _, _ = quantizers.pack_int4(lookup_codes, axis=-1)
         projection_codes, projection_scale = quantizers.abs_max_quantize(
-            _to_numpy(self.projection),
+            storage_lib.to_numpy(self.projection),
             axis=0,
             value_range=(-127, 127),
             dtype="int8",
@@ -737,7 +748,7 @@ class LowRankEmbedding(layers.Layer):
             # nibble): multiply each nibble plane by the matching rows of B
             # instead of interleaving them, with arithmetic rather than
             # bitwise unpacking, so the graph stays in TFLite's builtin ops.
-            low, high = _int4_nibbles(codes)
+            low, high = storage_lib.int4_nibbles(codes)
             even = ops.take(projection, np.arange(0, self.rank, 2), axis=0)
             odd = ops.take(projection, np.arange(1, self.rank, 2), axis=0)
             outputs = ops.matmul(ops.divide(ops.cast(low, compute_dtype), row_scale), even)
@@ -760,30 +771,10 @@ class LowRankEmbedding(layers.Layer):
         return stored
 
 
-def _int4_nibbles(packed):
-    """Signed low and high nibbles (int32 in [-8, 7]) of int8-packed int4 codes."""
-    unsigned = ops.mod(ops.cast(packed, "int32") + 256, 256)
-    low = ops.mod(unsigned, 16)
-    high = ops.floor_divide(unsigned, 16)
-    return ops.mod(low + 8, 16) - 8, ops.mod(high + 8, 16) - 8
-
-
 def _default_factor_initializer(rank):
     # rank * (limit**2 / 3)**2 == 0.05**2 / 3: see the class docstring.
     limit = float((9.0 * _EMBEDDING_INIT_VARIANCE / rank) ** 0.25)
     return initializers.RandomUniform(minval=-limit, maxval=limit)
-
-
-def _check_positive_int(name, value):
-    if (
-        not isinstance(value, (int, np.integer))
-        or isinstance(value, (bool, np.bool_))
-        or value <= 0
-    ):
-        raise ValueError(
-            f"Expected `{name}` to be a positive integer, received: "
-            f"{name}={value!r} (of type {type(value).__name__})"
-        )
 
 
 def embed_ids(inputs, embed):
@@ -826,28 +817,6 @@ def _is_sparse(x):
     import tensorflow as tf
 
     return isinstance(x, tf.SparseTensor)
-
-
-def _to_numpy(variable):
-    # numpy 2 warns when converting a TensorFlow variable (its `__array__`
-    # lacks the `copy` keyword), and `Variable.numpy()` warns on JAX.
-    if backend.backend() == "tensorflow":
-        return variable.numpy()
-    return ops.convert_to_numpy(variable)
-
-
-def _array_initializer(values):
-    """An initializer returning `values` (a numpy array of the right shape)."""
-
-    def initializer(shape, dtype=None):
-        if tuple(shape) != values.shape:
-            raise ValueError(
-                f"Expected initial values of shape {tuple(shape)}, "
-                f"received: {values.shape}"
-            )
-        return ops.convert_to_tensor(values, dtype=dtype)
-
-    return initializer
 
 
 def _check_int4_block_size(config, rank):

@@ -21,8 +21,8 @@ from keras import quantizers
 from keras.saving import register_keras_serializable
 
 from keras_lowrank import decomposition
+from keras_lowrank.layers import storage as storage_lib
 from keras_lowrank.layers.low_rank_embedding import LowRankEmbedding
-from keras_lowrank.layers.low_rank_embedding import _array_initializer
 from keras_lowrank.layers.low_rank_embedding import _check_int4_block_size
 from keras_lowrank.layers.low_rank_embedding import _is_ragged
 from keras_lowrank.layers.low_rank_embedding import _is_sparse
@@ -341,10 +341,10 @@ class LowRankReversibleEmbedding(LowRankEmbedding):
                 kwargs.pop("reverse_lookup_initializer", None),
                 kwargs.pop("reverse_projection_initializer", None),
             )
-            kwargs["reverse_lookup_initializer"] = _array_initializer(
+            kwargs["reverse_lookup_initializer"] = storage_lib.array_initializer(
                 np.asarray(reverse.lookup, "float32")
             )
-            kwargs["reverse_projection_initializer"] = _array_initializer(
+            kwargs["reverse_projection_initializer"] = storage_lib.array_initializer(
                 np.asarray(reverse.projection, "float32")
             )
         layer = super().from_embedding(

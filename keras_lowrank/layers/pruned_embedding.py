@@ -17,6 +17,9 @@ from keras import ops
 from keras import saving
 from keras.saving import register_keras_serializable
 
+from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.layers.table_layout import remap_dtype
+
 # Largest vocabulary: ids and rows are int32 indices.
 _MAX_INPUT_DIM = 2**31 - 1
 
@@ -133,8 +136,6 @@ class PrunedEmbedding(layers.Layer):
         if not self.embedding.built:
             self.embedding.build(input_shape)
         if self.remap:
-            from keras_lowrank.compression.table import remap_dtype
-
             self.id_map = self.add_weight(
                 name="id_map",
                 shape=(self.input_dim,),
@@ -163,6 +164,13 @@ class PrunedEmbedding(layers.Layer):
         return self.embedding.embeddings if not self.pruned else ops.take(
             ops.cast(self.embedding.embeddings, "float32"), self._map_ids(ops.arange(self.input_dim)), axis=0
         )
+
+    def table_layout(self):
+        """The `keras_lowrank.TableLayout`: the wrapped table's, over `input_dim` ids."""
+        import dataclasses
+
+        inner = TableLayout.of(self.embedding)
+        return dataclasses.replace(inner, input_dim=int(self.input_dim), remap=bool(self.remap))
 
     @property
     def pruned(self):

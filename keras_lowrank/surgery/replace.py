@@ -30,8 +30,8 @@ import keras
 import numpy as np
 
 from keras_lowrank import _keras_private
-from keras_lowrank.layers import LowRankEmbedding
 from keras_lowrank.layers import PrunedEmbedding
+from keras_lowrank.layers import table_kinds
 
 # Attributes of a layer that hold Keras or TensorFlow bookkeeping, never a
 # user's sublayer: scanning them would find every layer a second time.
@@ -595,17 +595,18 @@ def find_embeddings(model, *, include_factorized=False):
         include_factorized: By default only the dense tables that
             `factorize_embeddings` converts (see `dense_table_class`:
             `Embedding`, `ReversibleEmbedding` and renaming subclasses), also
-            inside a `PrunedEmbedding`. If `True`, any `keras.layers.Embedding`
-            (subclasses included), every `LowRankEmbedding` and every
-            `PrunedEmbedding` (as one table) are listed (what inspection and
-            byte counting need).
+            inside a `PrunedEmbedding`. If `True`, every table of a kind in
+            `keras_lowrank.layers.table_kinds` (any `keras.layers.Embedding`,
+            subclasses included, `LowRankEmbedding`, `CodebookEmbedding`)
+            and every `PrunedEmbedding` (as one table) are listed (what
+            inspection and byte counting need).
 
     Returns:
         A list of `(path, layer)` pairs.
     """
     if include_factorized:
         def wanted(layer):
-            return isinstance(layer, (keras.layers.Embedding, LowRankEmbedding, PrunedEmbedding))
+            return table_kinds.is_table(layer)
     else:
         def wanted(layer):
             return dense_table_class(layer) is not None

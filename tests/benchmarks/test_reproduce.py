@@ -187,10 +187,15 @@ def test_quick_run_writes_results_with_honest_bytes(tmp_path):
             assert r["compression"] == pytest.approx(1 - r["size"])
         rows = r["vocab_rows"] or V
         rank = r["rank"]
-        if r["method"] == "compress":
-            layout = TableLayout(**{k: v for k, v in r["recipe"]["layout"].items() if k != "stored_bytes"})
+        if r["method"] in ("compress", "codebook", "prune+codebook"):
+            layout = TableLayout.from_dict(r["recipe"]["layout"])
             assert r["embedding_bytes"] == layout.stored_bytes() == r["recipe"]["layout"]["stored_bytes"]
             assert (layout.rows, layout.rank) == (rows, rank)
+            if r["method"] != "compress":
+                assert layout.kind == "codebook"
+                assert r["embedding_params"] == layout.params()
+            if r["method"] == "codebook":
+                assert layout.rows == V
             continue
         expected = {
             "uncompressed": 4 * V * d,

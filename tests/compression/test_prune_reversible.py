@@ -179,10 +179,12 @@ def test_planner_sizes_an_untied_table_for_both_of_its_tables():
     recipes = planner.plan_recipes(V, d, budget, untied_reverse=True)
     assert all(r.layout.untied_reverse for r in recipes)
     assert all(r.layout.stored_bytes() <= budget for r in recipes)
-    # Every family in every storage, dense int4 rows included (Keras' untied
-    # int4 table costs more than two forward tables per row).
+    # Every family of a kind with a reversible twin in every storage, dense
+    # int4 rows included (Keras' untied int4 table costs more than two
+    # forward tables per row); no codebook table (it has no reversible twin).
     assert {(r.family, r.layout.storage) for r in recipes} == {
-        (family, storage) for family in planner.FAMILIES for storage in ("float32", "int8", "int4")}
+        (family, storage) for family in ("low-rank", "pruned+low-rank", "pruned")
+        for storage in ("float32", "int8", "int4")}
     # Each size is the largest that fits: one more row or rank does not.
     for r in recipes:
         if r.family == "low-rank":

@@ -22,8 +22,8 @@ from keras.quantizers import Int8QuantizationConfig
 from keras.src.testing import test_case
 from keras.src.testing.test_utils import named_product
 
-from keras_lowrank.compression.table import TableLayout
-from keras_lowrank.compression.table import table_bytes
+from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.layers.table_layout import table_bytes
 from keras_lowrank.layers import LowRankReversibleEmbedding
 
 

@@ -161,10 +161,9 @@ def _recipes(runs):
 
 
 def _describe(recipe):
-    from keras_lowrank.compression.table import TableLayout
+    from keras_lowrank.layers.table_layout import TableLayout
 
-    fields = {k: v for k, v in recipe["layout"].items() if k != "stored_bytes"}
-    text = TableLayout(**fields).describe()
+    text = TableLayout.from_dict(recipe["layout"]).describe()
     return text + (", frequency-weighted" if recipe.get("weighting") == "frequency" else "")
 
 

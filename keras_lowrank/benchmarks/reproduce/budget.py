@@ -11,9 +11,9 @@ at import time.
 
 import numpy as np
 
-from keras_lowrank.compression.table import TableLayout
-from keras_lowrank.compression.table import max_rank_for_bytes  # noqa: F401 - the recipes' rank rule
-from keras_lowrank.compression.table import max_rows_for_bytes  # noqa: F401 - the recipes' row rule
+from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.layers.table_layout import max_rank_for_bytes  # noqa: F401 - the recipes' rank rule
+from keras_lowrank.layers.table_layout import max_rows_for_bytes  # noqa: F401 - the recipes' row rule
 
 
 def float32_table_bytes(rows, dim):

@@ -36,7 +36,13 @@ import math
 #                        schedule and teacher), so every drop is measured
 #                        against equal training
 #   compress             `keras_lowrank.compress(size=...)`: the recipe searched
-#                        on dev (pruning x rank x storage x weighting)
+#                        on dev over every table kind (pruning x rank x
+#                        codebooks x storage x weighting)
+#   codebook             compress() restricted to codebook tables of every
+#                        row (`kinds=("codebook",), prune=False`): learned
+#                        product-quantization codes alone
+#   prune+codebook       compress() restricted to codebook tables, pruning
+#                        allowed (`kinds=("codebook",)`)
 FIXED_SIZE_METHODS = ("uncompressed", "uncompressed+finetune", "float16", "int8", "int4")
 SIZED_METHODS = (
     "prune+int4",
@@ -52,6 +58,8 @@ SIZED_METHODS = (
     "prune+online+distill+int4",
     "prune+online+freq+distill+int4",
     "compress",
+    "codebook",
+    "prune+codebook",
 )
 METHODS = FIXED_SIZE_METHODS + SIZED_METHODS
 # Methods that fine-tune a factorized model: the schedule applies to them.

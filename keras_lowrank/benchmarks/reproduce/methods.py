@@ -103,7 +103,7 @@ def plan(method, vocab_size, dim, size):
     V, d = vocab_size, dim
     budget = int(math.floor(size * B.float32_table_bytes(V, d)))
     p = Plan(method, size, budget)
-    if method == "compress":
+    if method in COMPRESS_METHODS:
         p.storage = "searched"  # compress() chooses rows, rank and storage on dev
         return p
     if method not in RECIPES:
@@ -317,6 +317,13 @@ def run_fixed(cell, method, base_fit=None):
 
 COMPRESS_SCHEDULE = "cosine-restarts:max=0.01"  # compress()'s default fine-tune schedule
 
+# Methods that are `compress()` calls, with the options that make them.
+COMPRESS_METHODS = {
+    "compress": {},
+    "codebook": {"kinds": ("codebook",), "prune": False},
+    "prune+codebook": {"kinds": ("codebook",)},
+}
+
 
 def _run_uncompressed_finetune(cell):
     """The uncompressed model fine-tuned like `compress` fine-tunes its candidates."""
@@ -348,7 +355,7 @@ def run_compress(cell, p):
         cell.base, task.train, task.dev, size=p.size, return_report=True,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
         epochs=config.finetune_epochs, batch_size=config.batch_size, temperature=config.temperature,
-        alpha=config.alpha, seed=cell.seed, verbose=0,
+        alpha=config.alpha, seed=cell.seed, verbose=0, **COMPRESS_METHODS[p.method],
     )
     (recipe,) = report.recipe.values()
     layout = recipe["layout"]
@@ -357,7 +364,11 @@ def run_compress(cell, p):
                    recipe=recipe, candidates=[c.to_dict() for c in report.candidates],
                    compress_seconds=round(report.seconds, 2))
     out["vocab_rows"] = layout["rows"] if layout["rows"] < cell.vocab_size else None
-    out["embedding_params"] = embedding_params(layout["rows"], cell.dim, layout["rank"])
+    out["embedding_params"] = (
+        layout["rows"] * layout["groups"] + layout["codes"] * cell.dim if layout.get("groups")
+        else embedding_params(layout["rows"], cell.dim, layout["rank"])
+    )
+    out["search_rungs"] = report.rungs
     return out
 
 
@@ -365,7 +376,7 @@ def run_sized(cell, p, schedule):
     """Carries out a `Plan` of a sized method; returns the measured outcome."""
     import keras
 
-    if p.method == "compress":
+    if p.method in COMPRESS_METHODS:
         return run_compress(cell, p)
 
     from keras_lowrank.surgery import factorize_embeddings

@@ -48,7 +48,7 @@ def add_arguments(parser):
         "label columns (integer class ids) for models that take raw text.",
     )
     parser.add_argument("--validation", metavar="DATA", help="Budget mode: validation data (same formats); the only data used to choose.")
-    parser.add_argument("--candidates", type=int, default=None, help="Budget mode: recipes fine-tuned (default 4).")
+    parser.add_argument("--candidates", type=int, default=None, help="Budget mode: recipes entering the search (default 12).")
     parser.add_argument("--json", metavar="REPORT.json", default=None, help="Budget mode: also write the report as JSON.")
     parser.add_argument(
         "--fine-tune", metavar="DATA.npz",
@@ -128,7 +128,9 @@ def _load_labelled(path, flag):
 
         texts, labels, lines = read_table(path, return_lines=True)
         y = integer_labels(labels, f"{flag}: {path}", lines=lines)
-        return np.asarray(texts, dtype=object)[:, None], y
+        # One text per example; shaped and typed for the model's string
+        # input once the model is loaded (`_as_model_inputs`).
+        return np.asarray(texts, dtype=object), y
     data = load_arrays(path, flag, required=("x", "y"), optional=())
     x, y = data["x"], data["y"]
     if len(x) != len(y) or len(x) == 0:
@@ -168,6 +170,8 @@ def _run_budget(args):
     # only a "Graph execution error" without file, value or range.
     check_fine_tune_data(model, *train, source=f"--train {args.train}")
     check_fine_tune_data(model, *validation, source=f"--validation {args.validation}")
+    train = _as_model_inputs(model, *train, source=f"--train {args.train}")
+    validation = _as_model_inputs(model, *validation, source=f"--validation {args.validation}")
 
     import keras
 
@@ -194,6 +198,23 @@ def _run_budget(args):
             write_json(args.json, report.to_dict())
         print(f"wrote {args.json}")
     return 0
+
+
+def _as_model_inputs(model, x, y, source):
+    """`(x, y)` with texts for a raw-text model in the form Keras takes them.
+
+    Keras 3 on TensorFlow refuses numpy string arrays in `fit`, `evaluate`
+    and `predict` ("Invalid dtype: object" for texts of shape `(n, 1)`,
+    e.g. "Invalid dtype: str832" for a `<U` array): texts become a `tf.string`
+    tensor of the input's shape (`model_io.model_texts`). Ids pass unchanged.
+    """
+    import numpy as np
+
+    from keras_lowrank.cli.model_io import model_texts, text_input
+
+    if text_input(model) is not None and np.asarray(x).dtype.kind in "OUS":
+        x = model_texts(model, x, source)
+    return x, y
 
 
 def _inputs(args):
@@ -243,6 +264,11 @@ def run(args):
         from keras_lowrank.cli.model_io import check_fine_tune_data
 
         check_fine_tune_data(model, *fine_tune, source=args.fine_tune)
+        x, y, validation = fine_tune
+        x, y = _as_model_inputs(model, x, y, args.fine_tune)
+        if validation is not None:
+            validation = _as_model_inputs(model, *validation, f"{args.fine_tune} (x_val)")
+        fine_tune = x, y, validation
 
     import keras
     import tensorflow as tf

@@ -65,6 +65,41 @@ def load_ids(path, option="--representative"):
     return ids.astype("int32")
 
 
+def _refuse_raw_text(model, path):
+    """A one-line error for a model that takes raw text (holds its TextVectorization).
+
+    The export takes models of integer token ids (`export_tflite`): the
+    string ops of a `TextVectorization` or `StringLookup` are not builtin
+    TFLite ops, and the conversion would fail deep inside TensorFlow.
+    """
+    from keras_lowrank.cli.errors import CLIError
+    from keras_lowrank.cli.model_io import text_input
+
+    spec = text_input(model)
+    if spec is None:
+        return
+    lookups = [layer.name for layer in _string_layers(model)]
+    held = f" through {', '.join(lookups)}" if lookups else ""
+    raise CLIError(
+        f"{path} takes raw text (a string input{held}); export needs a model that takes integer "
+        "token ids: save the layers after the text vectorization as their own model "
+        "(keras.Model(ids_input, ...)) and export that"
+    )
+
+
+def _string_layers(model):
+    """The `TextVectorization`/`StringLookup` layers of `model` and its sub-models."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.TextVectorization, keras.layers.StringLookup)):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(_string_layers(layer))
+    return found
+
+
 def run(args):
     from keras_lowrank.cli.errors import CLIError
     from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model, writing
@@ -85,6 +120,7 @@ def run(args):
     representative = load_ids(args.representative) if args.representative else None
 
     model = load_model(args.model, custom_modules=args.custom_module)
+    _refuse_raw_text(model, args.model)
     if not embedding_layers(model):
         raise CLIError(f"{args.model} has no Embedding or LowRankEmbedding layer")
 

@@ -44,28 +44,32 @@ def describe(model):
         rank_for_compression,
         singular_values,
     )
-    from keras_lowrank.layers import LowRankEmbedding
+    from keras_lowrank.layers.table_layout import TableLayout
 
     records = []
     for path, layer in embedding_layers(model):
-        factorized = isinstance(layer, LowRankEmbedding)
+        layout = TableLayout.of(layer)
+        factorized = layout.kind == "low-rank"
         input_dim, output_dim = int(layer.input_dim), int(layer.output_dim)
         quantization = getattr(layer, "quantization_mode", None)
+        if layout.kind == "codebook":
+            quantization = f"codebook {layout.groups}x{layout.codes} {layout.storage}"
         params = (
-            layer.rank * (input_dim + output_dim) if factorized else input_dim * output_dim
+            layout.rank * (input_dim + output_dim) if factorized
+            else layout.params() if layout.kind == "codebook" else input_dim * output_dim
         )
         table = dense_table(layer)
         spectrum = singular_values(table)
         if factorized:
             # A @ B has rank r at most: the rest of its spectrum is round-off.
-            spectrum = spectrum[: int(layer.rank)]
+            spectrum = spectrum[: int(layout.rank)]
         options, note = [], None
         for compression in COMPRESSIONS:
             if factorized:
                 # A factorized table is compressed further by lowering its
                 # rank; ratios against the dense table would name ranks
                 # above the one it has.
-                rank = _further_rank(int(layer.rank), compression)
+                rank = _further_rank(int(layout.rank), compression)
                 if rank == 0:
                     continue
             else:
@@ -86,7 +90,7 @@ def describe(model):
                 }
             )
         if factorized and not options:
-            note = f"rank {int(layer.rank)} is too small to compress further"
+            note = f"rank {int(layout.rank)} is too small to compress further"
         stored_bytes = int(_stored_bytes(layer, params))
         dense_bytes = input_dim * output_dim * 4
         records.append(
@@ -95,7 +99,7 @@ def describe(model):
                 "type": type(layer).__name__,
                 "input_dim": input_dim,
                 "output_dim": output_dim,
-                "rank": int(layer.rank) if factorized else None,
+                "rank": int(layout.rank) if factorized else None,
                 "quantization": quantization,
                 "params": int(params),
                 "float32_bytes": int(params) * 4,
@@ -135,9 +139,12 @@ def dense_table(layer):
     """
     import numpy as np
 
-    from keras_lowrank.layers import LowRankEmbedding
+    from keras_lowrank.layers import table_kinds
 
-    if isinstance(layer, LowRankEmbedding) or getattr(layer, "quantization_mode", None) is None:
+    if table_kinds.stored_table(layer) is layer:
+        # Each kind decodes its own rows (dequantized, or from codes).
+        return table_kinds.kind_of(layer).decoded_table(layer)
+    if getattr(layer, "quantization_mode", None) is None and table_kinds.kind_of(layer).name != "codebook":
         return np.asarray(layer.embeddings, dtype=np.float32)
     import keras
 

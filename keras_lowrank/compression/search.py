@@ -1,0 +1,236 @@
+"""The search of `compress()`: successive halving over fine-tuned recipes.
+
+The planner's proxy orders recipes within a family but cannot compare
+families (a pruned int4 table and a codebook table of equal bytes err in
+ways no reconstruction error ranks), so families are compared by training:
+every recipe starts a distilled fine-tune, all are scored on validation data
+after a short fraction of the fine-tune, the better half continues for
+twice as long, and so on (Jamieson and Talwalkar, 2016; Li et al.,
+Hyperband, 2018) until the finalists have trained the full `epochs`. The
+finalists are then put in their stored form (quantized, codes frozen) and
+scored again; the best final score wins.
+
+`rung_plan` is the schedule (pure arithmetic). `Trial` is one recipe's
+fine-tune, carried on across rungs with its own optimizer and its best
+weights. `successive_halving` conducts. This module must not plan recipes,
+build tables or count bytes.
+
+References:
+    - [Jamieson and Talwalkar, 2016. Non-stochastic Best Arm Identification
+      and Hyperparameter Optimization](https://arxiv.org/abs/1502.07943)
+    - [Li et al., 2018. Hyperband: A Novel Bandit-Based Approach to
+      Hyperparameter Optimization](https://arxiv.org/abs/1603.06560)
+"""
+
+import dataclasses
+import math
+import time
+
+import keras
+import numpy as np
+
+from keras_lowrank.compression import data as data_lib
+
+# The finalists: enough to let the stored form (int4, frozen codes) decide
+# between two near-equal recipes, few enough to cost little.
+FINALISTS = 2
+
+DIVERGED = "the fine-tune diverged (try a lower `learning_rate`)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    """One rung of the search: how many recipes train, and until when.
+
+    Args:
+        trials: recipes trained in this rung.
+        epochs: cumulative epochs each has trained at the rung's end.
+    """
+
+    trials: int
+    epochs: float
+
+
+def rung_plan(count, epochs, finalists=FINALISTS):
+    """The rungs of a successive-halving search.
+
+    Halves the recipes from `count` until at most `finalists` remain; the
+    last rung ends at `epochs`, each earlier one at half its successor's
+    epochs. With `count <= finalists` there is one rung of `epochs` epochs.
+
+    Args:
+        count: recipes in the first rung (>= 1).
+        epochs: epochs the finalists train in all (> 0).
+        finalists: recipes of the last rung.
+
+    Returns:
+        A list of `Rung`, first to last.
+
+    Example:
+
+    ```python
+    rung_plan(12, 5)  # 12 trials to 0.625 epochs, 6 to 1.25, 3 to 2.5, 2 to 5
+    ```
+    """
+    counts = [int(count)]
+    while counts[-1] > finalists:
+        counts.append(max(finalists, counts[-1] // 2))
+    last = len(counts) - 1
+    return [Rung(n, epochs / 2 ** (last - i)) for i, n in enumerate(counts)]
+
+
+def epoch_units(rungs):
+    """Epochs trained in all by a plan (what its wall time grows with)."""
+    total, before = 0.0, 0.0
+    for rung in rungs:
+        total += rung.trials * (rung.epochs - before)
+        before = rung.epochs
+    return total
+
+
+class Trial:
+    """One recipe's distilled fine-tune, continued from rung to rung.
+
+    Args:
+        student: the built student model (compiled with the loss and
+            metrics that score it).
+        teacher: the untouched input model.
+        train_data, validation_data: as `compress()` takes them.
+        monitor, mode: the validation quantity and its direction.
+        opts: `compress()`'s checked options.
+        learning_rate: the fine-tune's rate or schedule.
+        steps_per_epoch: batches in one pass over `train_data`.
+    """
+
+    def __init__(self, student, teacher, train_data, validation_data, monitor, mode, opts, learning_rate,
+                 steps_per_epoch):
+        from keras_lowrank.training import Distiller
+
+        self.student = student
+        self._data = (train_data, validation_data)
+        self._monitor, self._mode, self._opts = monitor, mode, opts
+        self._steps = steps_per_epoch
+        self.epochs = 0.0
+        # Its own wall time (build, fine-tune, scoring): trials interleave.
+        self.seconds = 0.0
+        self.best_score, self.best_epochs, self.best_weights = None, 0.0, None
+        self.scores = []
+        self._distiller = Distiller(student, teacher, temperature=opts["temperature"], alpha=opts["alpha"])
+        self._distiller.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=student.loss)
+
+    def train_until(self, epochs):
+        """Trains on to `epochs` cumulative epochs (whole passes, then a part),
+        scoring on validation data after each pass and at the end."""
+        train_data = self._data[0]
+        start = time.perf_counter()
+        try:
+            self._train_until(train_data, epochs)
+        finally:
+            self.seconds += time.perf_counter() - start
+        self.scores.append(self.best_score)
+
+    def _train_until(self, train_data, epochs):
+        while self.epochs < epochs - 1e-9:
+            part = min(1.0, epochs - self.epochs)
+            steps = max(1, int(round(part * self._steps)))
+            arguments = data_lib.fit_arguments(train_data, self._opts["batch_size"], shuffle=True)
+            self._distiller.fit(**arguments, epochs=1, steps_per_epoch=steps if steps < self._steps else None,
+                                verbose=0)
+            self.epochs += part
+            self._record()
+
+    def restore_best(self):
+        """Puts the best-scoring weights back; raises if none was finite."""
+        if self.best_weights is None:
+            raise RuntimeError(f"every evaluation ended with non-finite weights or validation {self._monitor}: "
+                               f"{DIVERGED}")
+        self.student.set_weights(self.best_weights)
+
+    def release(self):
+        """Drops what the trial holds (eliminated: its memory goes back)."""
+        self._distiller = None
+        self.best_weights = None
+
+    def _record(self):
+        score = score_model(self.student, self._data[1], self._monitor, self._opts)
+        # A diverged evaluation is never the best.
+        if not math.isfinite(score) or not finite_weights(self.student):
+            return
+        if self.best_score is None or better_score(score, self.best_score, self._mode):
+            self.best_score, self.best_epochs = score, self.epochs
+            self.best_weights = [np.array(w) for w in self.student.get_weights()]
+
+
+def successive_halving(trials, rungs, mode, on_rung=None):
+    """Runs `rungs` over `trials` (`{key: Trial}`); returns the finalists' keys.
+
+    A trial whose fine-tune raises is dropped with its error (`errors`).
+
+    Args:
+        trials: `{key: Trial}` in the order they were planned (ties keep
+            the earlier one).
+        rungs: from `rung_plan`.
+        mode: `"max"` or `"min"`.
+        on_rung: optional `(rung_index, key, trial)` callback after each
+            trial's rung (progress lines).
+
+    Returns:
+        `(finalists, errors)`: the keys still running after the last rung,
+        and `{key: error message}` of the trials that failed.
+    """
+    alive = list(trials)
+    errors = {}
+    for index, rung in enumerate(rungs):
+        alive = alive[: rung.trials] if index == 0 else alive
+        for key in list(alive):
+            try:
+                trials[key].train_until(rung.epochs)
+            except (ValueError, RuntimeError, TypeError) as error:  # one bad trial must not end the search
+                errors[key] = first_line(error)
+                trials[key].release()
+                alive.remove(key)
+                continue
+            if on_rung is not None:
+                on_rung(index, key, trials[key])
+        if index + 1 < len(rungs):
+            keep = rungs[index + 1].trials
+            ranked = sorted(alive, key=lambda k: _sort_key(trials[k].best_score, mode))
+            survivors = set(ranked[:keep])
+            for key in alive:
+                if key not in survivors:
+                    trials[key].release()
+            alive = [key for key in alive if key in survivors]
+    return alive, errors
+
+
+def _sort_key(score, mode):
+    if score is None:
+        return math.inf
+    return -score if mode == "max" else score
+
+
+def better_score(score, best, mode):
+    return score > best if mode == "max" else score < best
+
+
+def score_model(model, data, monitor, opts):
+    """`monitor` on `data` of a compiled model; NaN when any log is non-finite."""
+    logs = model.evaluate(**data_lib.fit_arguments(data, opts["batch_size"]), verbose=0, return_dict=True)
+    if monitor not in logs:
+        raise ValueError(f"Expected `monitor` to be one of the validation logs {sorted(logs)}, received: monitor={monitor!r}")
+    # Non-finite outputs can still score a finite accuracy; the loss tells.
+    if not all(math.isfinite(float(value)) for value in logs.values()):
+        return math.nan
+    return float(logs[monitor])
+
+
+def finite_weights(model):
+    """Whether every floating-point weight of `model` is finite."""
+    return all(
+        np.all(np.isfinite(w)) for w in model.get_weights() if np.issubdtype(np.asarray(w).dtype, np.floating)
+    )
+
+
+def first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

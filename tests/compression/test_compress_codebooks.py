@@ -1,0 +1,117 @@
+"""`compress()` with codebook tables, and its search over every table kind.
+
+References: `table_bytes` of the returned layer and an independent sum of
+the arrays it gives back, the planned layout, outputs of the saved and
+reloaded model, the rung plan's arithmetic.
+"""
+
+import numpy as np
+import pytest
+
+import keras
+
+import keras_lowrank
+from keras_lowrank.compression import search
+from keras_lowrank.layers import CodebookEmbedding
+from keras_lowrank.layers import table_kinds
+from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.layers.table_layout import table_bytes
+
+pytestmark = pytest.mark.backend_agnostic
+
+VOCAB, DIM, LENGTH, CLASSES = 300, 16, 10, 3
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _data(n, seed):
+    rng = np.random.default_rng(seed)
+    ids = np.minimum(rng.zipf(1.3, size=(n, LENGTH)) + 1, VOCAB - 1).astype("int32")
+    labels = rng.integers(0, CLASSES, size=n)
+    ids[:, 0] = 2 + labels
+    ids[:, -2:] = 0
+    return ids, labels
+
+
+@pytest.fixture(scope="module")
+def task():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((LENGTH,), dtype="int32"),
+            keras.layers.Embedding(VOCAB, DIM, mask_zero=True, name="embedding"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(CLASSES, name="logits"),
+        ],
+        name="intent",
+    )
+    model.compile(keras.optimizers.Adam(1e-2), LOSS, metrics=["accuracy"])
+    train, val = _data(400, 1), _data(120, 2)
+    model.fit(*train, epochs=2, verbose=0)
+    return model, train, val
+
+
+def _table(model):
+    found = [layer for layer in model._flatten_layers(include_self=False) if table_kinds.is_table(layer)]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_codebook_only_search_returns_a_frozen_codebook_table_within_budget(task, tmp_path):
+    model, train, val = task
+    before = [keras.ops.convert_to_numpy(w).copy() for w in model.weights]
+    small, report = keras_lowrank.compress(
+        model, train, val, size=0.1, kinds=("codebook",), epochs=1, candidates=3, seed=0, verbose=0,
+        return_report=True,
+    )
+    table = _table(small)
+    inner = table_kinds.stored_table(table)
+    assert isinstance(inner, CodebookEmbedding) and inner.codes_frozen
+    assert not hasattr(inner, "embeddings")  # the V x d training table is gone
+    layout = TableLayout.of(table)
+    assert layout.kind == "codebook"
+    stored = int(sum(np.asarray(w).nbytes for w in table.get_weights()))
+    assert report.embedding_bytes == table_bytes(table) == stored == layout.stored_bytes()
+    assert report.embedding_bytes <= report.budget_bytes == int(0.1 * 4 * VOCAB * DIM)
+    assert all("codebook" in row["family"] for c in report.candidates for row in c.recipe.values())
+    # Three recipes: one rung of 3 to half an epoch, then 2 finalists to one.
+    assert report.rungs == [{"trials": 3, "epochs": 0.5}, {"trials": 2, "epochs": 1}]
+    assert sum(c.final for c in report.candidates) == 2
+    assert all(len(c.rung_scores) == (2 if c.final else 1) for c in report.candidates if c.error is None)
+    # The input model is untouched.
+    for old, now in zip(before, model.weights):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(now))
+    expected = keras.ops.convert_to_numpy(small(val[0]))
+    path = tmp_path / "small.keras"
+    small.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(val[0])), expected)
+    assert type(loaded) is type(model)
+
+
+def test_default_search_compares_every_family(task):
+    model, train, val = task
+    small, report = keras_lowrank.compress(
+        model, train, val, size=0.05, epochs=1, candidates=6, seed=0, verbose=0, return_report=True,
+    )
+    families = {row["family"] for c in report.candidates for row in c.recipe.values()}
+    kinds = {row["layout"]["kind"] for c in report.candidates for row in c.recipe.values()}
+    assert kinds == {"dense", "low-rank", "codebook"}
+    assert len(families) >= 4
+    assert len(report.candidates) == 6
+    assert report.rungs == [vars(r) for r in search.rung_plan(6, 1)]
+    chosen = [c for c in report.candidates if c.recipe == report.recipe]
+    assert len(chosen) == 1 and chosen[0].final
+    # The winner is the best final score (ties: fewer bytes).
+    finals = [c for c in report.candidates if c.final and c.error is None]
+    best = max(finals, key=lambda c: (c.score, -c.embedding_bytes))
+    assert chosen[0] is best
+    assert table_bytes(_table(small)) == report.embedding_bytes <= report.budget_bytes
+    assert "rung 1" in str(report)
+
+
+def test_bad_kinds_are_refused_by_name(task):
+    model, train, val = task
+    with pytest.raises(ValueError, match=r"`kinds`.*received: kinds=\('pq',\)"):
+        keras_lowrank.compress(model, train, val, size=0.05, kinds=("pq",))
+    with pytest.raises(ValueError, match="received: kinds='codebook'"):
+        keras_lowrank.compress(model, train, val, size=0.05, kinds="codebook")

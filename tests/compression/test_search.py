@@ -1,0 +1,66 @@
+"""The successive-halving search of `compress()`, on scripted trials.
+
+Scores are scripted per trial and rung, so which trials survive each rung is
+known in advance and written out by hand.
+"""
+
+import pytest
+
+from keras_lowrank.compression import search
+
+pytestmark = pytest.mark.backend_agnostic
+
+
+def test_rung_plan_halves_to_the_finalists_and_doubles_the_epochs():
+    rungs = search.rung_plan(12, 5)
+    assert [(r.trials, r.epochs) for r in rungs] == [(12, 0.625), (6, 1.25), (3, 2.5), (2, 5.0)]
+    # 12 x 0.625 + 6 x 0.625 + 3 x 1.25 + 2 x 2.5: what 4 full 5-epoch fine-tunes cost.
+    assert search.epoch_units(rungs) == pytest.approx(20.0)
+    assert [(r.trials, r.epochs) for r in search.rung_plan(2, 3)] == [(2, 3)]
+    assert [(r.trials, r.epochs) for r in search.rung_plan(1, 1)] == [(1, 1)]
+    assert [(r.trials, r.epochs) for r in search.rung_plan(5, 4)] == [(5, 2.0), (2, 4.0)]
+
+
+class _Scripted:
+    def __init__(self, scores, fail_at=None):
+        self._scores, self._fail_at = list(scores), fail_at
+        self.best_score, self.epochs, self.scores, self.trained_to, self.released = None, 0.0, [], [], False
+
+    def train_until(self, epochs):
+        if self._fail_at == len(self.trained_to):
+            raise RuntimeError("diverged\nsecond line")
+        self.trained_to.append(epochs)
+        self.epochs = epochs
+        score = self._scores[len(self.trained_to) - 1]
+        self.best_score = score if self.best_score is None else max(self.best_score, score)
+        self.scores.append(self.best_score)
+
+    def release(self):
+        self.released = True
+
+
+def test_the_better_half_goes_on_and_the_rest_is_released():
+    trials = {
+        "a": _Scripted([0.5, 0.9, 0.9]),
+        "b": _Scripted([0.8, 0.6, 0.6]),
+        "c": _Scripted([0.7, 0.7, 0.95]),
+        "d": _Scripted([0.6]),
+        "e": _Scripted([0.9, 0.95, 0.8]),
+    }
+    rungs = [search.Rung(5, 1.0), search.Rung(3, 2.0), search.Rung(2, 4.0)]
+    seen = []
+    finalists, errors = search.successive_halving(trials, rungs, "max", on_rung=lambda i, k, t: seen.append((i, k)))
+    # Rung 1: e 0.9, b 0.8, c 0.7 go on. Rung 2 (best so far): e 0.95, b 0.8, c 0.7 -> e, b.
+    assert finalists == ["b", "e"] and errors == {}
+    assert trials["e"].trained_to == [1.0, 2.0, 4.0] and trials["c"].trained_to == [1.0, 2.0]
+    assert trials["a"].trained_to == [1.0] and trials["a"].released and trials["d"].released
+    assert trials["c"].released and not trials["e"].released
+    assert seen[:5] == [(0, k) for k in "abcde"]
+
+
+def test_min_mode_keeps_the_lowest_and_a_failing_trial_is_dropped_with_its_reason():
+    trials = {"a": _Scripted([3.0, 1.0]), "b": _Scripted([1.0], fail_at=1), "c": _Scripted([2.0, 2.5])}
+    rungs = [search.Rung(3, 1.0), search.Rung(2, 2.0)]
+    finalists, errors = search.successive_halving(trials, rungs, "min")
+    assert errors == {"b": "diverged"}
+    assert finalists == ["c"] and trials["a"].released
