@@ -76,7 +76,9 @@ def run(args):
 
 
 def measure(args):
-    from keras_lowrank.benchmarks.environment import describe_environment
+    from keras_lowrank.benchmarks.environment import describe_machine
+    from keras_lowrank.benchmarks.environment import load_average
+    from keras_lowrank.benchmarks.environment import machine_summary
 
     work = tempfile.mkdtemp(prefix="compress_time_")
     model_path, data_path = _train(args.dataset, work)
@@ -84,6 +86,7 @@ def measure(args):
     versions = {"this checkout": here}
     if args.reference:
         versions["reference"] = os.path.abspath(args.reference)
+    machine = describe_machine(("numpy", "tensorflow", "keras"))
     runs = []
     for round_index in range(args.rounds):
         for label, root in versions.items():
@@ -102,8 +105,10 @@ def measure(args):
             print(f"round {round_index + 1}, {label}: {record['seconds']:.1f} s, {record['recipes']} recipes, "
                   f"chose {record['chosen']}", flush=True)
             runs.append(record)
+    machine["load_average_after"] = load_average()
     return {"dataset": args.dataset, "model": "dan", "vectors": "glove50", "size": args.size,
-            "threads": args.threads, "environment": describe_environment(), "runs": runs}
+            "threads": args.threads, "machine": machine, "machine_summary": machine_summary(machine),
+            "reference": args.reference, "runs": runs}
 
 
 def _train(dataset, work):
@@ -150,5 +155,5 @@ def render(results):
     if "reference" in medians:
         ratio = medians["this checkout"] / medians["reference"]
         lines += ["", f"Time ratio (this checkout / reference, medians): {ratio:.2f}."]
-    lines += ["", f"Machine: {results['environment']}."]
+    lines += ["", f"Machine: {results['machine_summary']}."]
     return "\n".join(lines)

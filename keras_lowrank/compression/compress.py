@@ -88,14 +88,14 @@ def compress(
     recipes, the families taking turns, enter a successive-halving search:
     each is built and fine-tuned with distillation from the input model
     (Keras' cosine decay with warm restarts, one period per epoch, the
-    schedule found best in the reproduction's study) for a fraction of an
+    schedule found best in the reproduction's study) for a short part of an
     epoch and scored on `validation_data`; the better half trains on for
-    twice as long, and so on until two finalists have trained `epochs`
-    epochs (`keras_lowrank.compression.search.rung_plan`: 12 recipes and 5
-    epochs train 12 to 0.625 epochs, 6 to 1.25, 3 to 2.5 and 2 to 5, 20
-    epochs in all, what 4 full fine-tunes used to cost). The finalists keep
-    their best-scoring weights, are put in their stored form (quantized,
-    codes frozen) and scored again; the best score wins (ties: fewer bytes).
+    three times as long, and so on until two finalists have trained
+    `epochs` epochs (`keras_lowrank.compression.search.rung_plan`: 12
+    recipes and 5 epochs train 12 to 5/27 epoch, 6 to 5/9, 3 to 5/3 and 2
+    to 5, 14.4 epochs in all). The finalists keep their best-scoring
+    weights, are put in their stored form (quantized, codes frozen) and
+    scored again; the best score wins (ties: fewer bytes).
 
     Bytes are the stored bytes of the returned tables (codes, scales, zero
     points, id remap tables; `keras_lowrank.compression.table_bytes`).
@@ -204,7 +204,8 @@ def compress(
     # Plan every table with its share of the budget (proportional to its
     # float32 bytes), before any training, so an infeasible budget fails fast.
     lookups = vocabulary_layers(model)
-    prunable = {path: opts["prune"] and _may_prune(model, path, layer, train_data, opts["oov_id"], notes)
+    logits = {path: _computes_logits(model, path, layer, train_data, notes) for path, layer in tables}
+    prunable = {path: opts["prune"] and _prunable(path, layer, opts["oov_id"], logits[path], notes)
                 for path, layer in tables}
     plans = {}
     for path, layer in tables:
@@ -213,11 +214,14 @@ def compress(
         if not has_preprocessor:
             # A preprocessor's tokenizer numbers ids within its own vocabulary.
             data_lib.check_ids(model, path, layer, validation_data, "validation_data")
-        plans[path] = _plan_table(layer, share, counts, lookup_of(lookups, layer), opts, prunable[path])
+        plans[path] = _plan_table(layer, share, counts, lookup_of(lookups, layer), opts, prunable[path],
+                                  codebooks=logits[path] is False)
         if not plans[path]["ranked"]:
             smallest = {
                 p: planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
-                                                 prune=prunable[p], untied_reverse=_untied(l), kinds=opts["kinds"])
+                                                 prune=prunable[p], untied_reverse=_untied(l),
+                                                 kinds=[k for k in opts["kinds"]
+                                                        if k != "codebook" or logits[p] is False])
                 for p, l in tables
             }
             received = f"size={size!r}" if size is not None else f"max_bytes={max_bytes!r}"
@@ -295,7 +299,7 @@ def embedding_bytes(model, layer_names=None):
     return sum(table_bytes(layer) for _, layer in found)
 
 
-def _plan_table(layer, budget, counts, lookup, opts, prune):
+def _plan_table(layer, budget, counts, lookup, opts, prune, codebooks):
     V, d = int(layer.input_dim), int(layer.output_dim)
     oov_id = opts["oov_id"]
 
@@ -315,7 +319,7 @@ def _plan_table(layer, budget, counts, lookup, opts, prune):
         selections=("first", "counts") if counts is not None else ("first",),
         untied_reverse=_untied(layer),
         # The codebook kind has no reversible twin (a tied head's logits).
-        codebooks=not table_kinds.is_reversible(layer),
+        codebooks=codebooks,
         kinds=opts["kinds"],
     )
     if counts is None:
@@ -335,33 +339,43 @@ def _untied(layer):
     return getattr(layer, "tie_weights", True) is False
 
 
-def _may_prune(model, path, layer, train_data, oov_id, notes):
-    """Whether pruning recipes may be planned for a table (else a note says why).
+def _computes_logits(model, path, layer, train_data, notes):
+    """Whether the model calls a table with `reverse=True` (True, False, or None: unknown).
 
-    A reversible table that computes logits (`reverse=True`: a language
-    model's tied head, called by the task graph or inside a head layer) would
-    make every pruned token as likely as the OOV token. Whether it does is
-    seen by running the model on one batch of `train_data`; a model that
-    cannot be run so is not pruned.
+    A reversible table that computes logits (a language model's tied head,
+    called by the task graph or inside a head layer) must keep every row and
+    a kind with a reversible twin. Whether it does is seen by running the
+    model on one batch of `train_data`; a model that cannot be run so is
+    taken to (the note says so).
     """
+    if not table_kinds.is_reversible(layer):
+        return False
+    try:
+        calls = data_lib.forward_calls(model, layer, train_data)
+    except Exception:  # noqa: BLE001 - any failure: unknown, said in the report
+        calls = None
+    if not calls:
+        notes.append(f"'{path}' kept whole, low rank or dense: running the model on one batch of `train_data` did "
+                     "not show whether it computes logits with this reversible table")
+        return None
+    reverse = any(calls)
+    if reverse:
+        notes.append(f"'{path}' not pruned and no codebook: the model computes logits over its vocabulary with "
+                     "it (reverse=True)")
+    return reverse
+
+
+def _may_prune(model, path, layer, train_data, oov_id, notes):
+    """Whether pruning recipes may be planned for a table (else a note says why)."""
+    return _prunable(path, layer, oov_id, _computes_logits(model, path, layer, train_data, notes), notes)
+
+
+def _prunable(path, layer, oov_id, computes_logits, notes):
+    """`_may_prune` once `_computes_logits` is known."""
     if oov_id >= layer.input_dim:
         notes.append(f"'{path}' not pruned: oov_id={oov_id} is no id of its {layer.input_dim} rows")
         return False
-    if not table_kinds.is_reversible(layer):
-        return True
-    try:
-        calls = data_lib.forward_calls(model, layer, train_data)
-    except Exception:  # noqa: BLE001 - any failure: not pruned, said in the report
-        calls = None
-    if not calls:
-        notes.append(f"'{path}' not pruned: running the model on one batch of `train_data` did not show whether "
-                     "it computes logits with this reversible table")
-        return False
-    reverse = any(calls)
-    if reverse:
-        notes.append(f"'{path}' not pruned: the model computes logits over its vocabulary with it (reverse=True)")
-        return False
-    return True
+    return computes_logits is False
 
 
 def _oov_id(model, requested, notes):
@@ -396,7 +410,9 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
             keras.utils.set_random_seed(opts["seed"])
         try:
             student = _build(model, combo, plans, opts)
-            student.compile(loss=loss, metrics=metrics)  # the evaluator of every rung
+            # The evaluator of every rung. Eager: tracing a graph for each of
+            # the search's students costs more than the few batches it scores.
+            student.compile(loss=loss, metrics=metrics, run_eagerly=True)
             trials[index] = search.Trial(student, model, train_data, validation_data, monitor, mode, opts,
                                          learning_rate, steps)
         except (ValueError, RuntimeError, TypeError) as error:  # one bad recipe must not end the search
@@ -407,7 +423,7 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
     def progress(rung_index, index, trial):
         score = "n/a" if trial.best_score is None else f"{trial.best_score:.4f}"
         _say(opts, f"rung {rung_index + 1}/{len(rungs)}, recipe {index + 1}/{len(combos)}: "
-                   f"{_description(combos[index])}: val {monitor} {score} after {trial.epochs:g} epoch(s)")
+                   f"{_description(combos[index])}: val {monitor} {score} after {trial.epochs:.3g} epoch(s)")
 
     if rungs:
         finalists, errors = search.successive_halving(trials, rungs, mode, on_rung=progress)
@@ -450,7 +466,7 @@ def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned):
     for path, recipe in combo.items():
         layer = _table(student, path)
         table_kinds.kind_of(layer).finalize(layer, recipe.layout)
-    student.compile(loss=loss, metrics=metrics)  # its variables changed
+    student.compile(loss=loss, metrics=metrics, run_eagerly=True)  # its variables changed
     score = search.score_model(student, trial._data[1], monitor, opts)
     if not math.isfinite(score):
         raise RuntimeError(f"non-finite validation {monitor} or loss: {_DIVERGED}")
@@ -541,8 +557,8 @@ def _learning_rate(teacher, train_data, opts):
 
 
 def _describe_rungs(rungs):
-    return ", ".join(f"{rung.trials} to {rung.epochs:g} epoch(s)" for rung in rungs) + (
-        f" ({search.epoch_units(rungs):g} epochs in all)"
+    return ", ".join(f"{rung.trials} to {rung.epochs:.3g} epoch(s)" for rung in rungs) + (
+        f" ({search.epoch_units(rungs):.3g} epochs in all)"
     )
 
 

@@ -77,24 +77,8 @@ def check_options(options):
     monitor = opts["monitor"]
     if monitor is not None and (not isinstance(monitor, str) or not monitor):
         raise ValueError(f"Expected `monitor` to be None or a validation log name, received: monitor={monitor!r}")
-    storages = opts["storages"]
-    if (
-        isinstance(storages, str)
-        or not isinstance(storages, (list, tuple))
-        or not storages
-        or any(not isinstance(s, str) or s not in STORAGES for s in storages)
-    ):
-        raise ValueError(f"Expected `storages` to be a non-empty list of {STORAGES}, received: storages={storages!r}")
-    opts["storages"] = tuple(storages)
-    kinds = opts["kinds"]
-    if (
-        isinstance(kinds, str)
-        or not isinstance(kinds, (list, tuple))
-        or not kinds
-        or any(not isinstance(k, str) or k not in KINDS for k in kinds)
-    ):
-        raise ValueError(f"Expected `kinds` to be a non-empty list of {KINDS}, received: kinds={kinds!r}")
-    opts["kinds"] = tuple(kinds)
+    opts["storages"] = _check_choices(opts["storages"], "storages", STORAGES)
+    opts["kinds"] = _check_choices(opts["kinds"], "kinds", KINDS)
     check_bool(opts["prune"], "prune")
     for name in ("oov_id", "seed"):
         value = opts[name]
@@ -104,6 +88,18 @@ def check_options(options):
     if not isinstance(verbose, (bool, np.bool_)) and (not _is_int(verbose) or verbose not in (0, 1, 2)):
         raise ValueError(f"Expected `verbose` to be 0, 1 or 2, received: verbose={verbose!r}")
     return opts
+
+
+def _check_choices(values, name, allowed):
+    """`values` as a tuple, if it is a non-empty list or tuple of names in `allowed`."""
+    if (
+        isinstance(values, str)
+        or not isinstance(values, (list, tuple))
+        or not values
+        or any(not isinstance(v, str) or v not in allowed for v in values)
+    ):
+        raise ValueError(f"Expected `{name}` to be a non-empty list of {allowed}, received: {name}={values!r}")
+    return tuple(values)
 
 
 def check_budget(size, max_bytes):

@@ -100,7 +100,7 @@ class CompressionReport:
         ]
         if len(self.rungs) > 1:
             lines.append("search: " + ", ".join(
-                f"rung {i + 1}: {rung['trials']} to {rung['epochs']:g} epoch(s)" for i, rung in enumerate(self.rungs)
+                f"rung {i + 1}: {rung['trials']} to {rung['epochs']:.3g} epoch(s)" for i, rung in enumerate(self.rungs)
             ))
         rung_headers = tuple(f"rung {i + 1}" for i in range(len(self.rungs))) if len(self.rungs) > 1 else ()
         header = ("", "candidate", "bytes", *rung_headers, f"val {self.monitor}", "epoch", "seconds")
@@ -116,7 +116,7 @@ class CompressionReport:
             )
             rows.append(
                 (chosen, result.description, f"{result.embedding_bytes:,}", *rungs, score,
-                 f"{result.best_epoch:g}", f"{result.seconds:.1f}")
+                 f"{result.best_epoch:.3g}", f"{result.seconds:.1f}")
             )
         widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:

@@ -16,44 +16,20 @@ from keras_lowrank.layers import CodebookEmbedding
 from keras_lowrank.layers import table_kinds
 from keras_lowrank.layers.table_layout import TableLayout
 from keras_lowrank.layers.table_layout import table_bytes
+from keras_lowrank.surgery import find_embeddings
 
 pytestmark = pytest.mark.backend_agnostic
 
-VOCAB, DIM, LENGTH, CLASSES = 300, 16, 10, 3
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def _data(n, seed):
-    rng = np.random.default_rng(seed)
-    ids = np.minimum(rng.zipf(1.3, size=(n, LENGTH)) + 1, VOCAB - 1).astype("int32")
-    labels = rng.integers(0, CLASSES, size=n)
-    ids[:, 0] = 2 + labels
-    ids[:, -2:] = 0
-    return ids, labels
-
-
-@pytest.fixture(scope="module")
-def task():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((LENGTH,), dtype="int32"),
-            keras.layers.Embedding(VOCAB, DIM, mask_zero=True, name="embedding"),
-            keras.layers.GlobalAveragePooling1D(),
-            keras.layers.Dense(CLASSES, name="logits"),
-        ],
-        name="intent",
-    )
-    model.compile(keras.optimizers.Adam(1e-2), LOSS, metrics=["accuracy"])
-    train, val = _data(400, 1), _data(120, 2)
-    model.fit(*train, epochs=2, verbose=0)
-    return model, train, val
+# The intent-classifier task of the compress() API tests: the same model and data.
+from tests.compression.test_compress_api import DIM  # noqa: E402
+from tests.compression.test_compress_api import VOCAB  # noqa: E402
+from tests.compression.test_compress_api import task  # noqa: E402,F401 - the fixture
 
 
 def _table(model):
-    found = [layer for layer in model._flatten_layers(include_self=False) if table_kinds.is_table(layer)]
+    found = find_embeddings(model, include_factorized=True)
     assert len(found) == 1
-    return found[0]
+    return found[0][1]
 
 
 def test_codebook_only_search_returns_a_frozen_codebook_table_within_budget(task, tmp_path):
@@ -73,8 +49,8 @@ def test_codebook_only_search_returns_a_frozen_codebook_table_within_budget(task
     assert report.embedding_bytes == table_bytes(table) == stored == layout.stored_bytes()
     assert report.embedding_bytes <= report.budget_bytes == int(0.1 * 4 * VOCAB * DIM)
     assert all("codebook" in row["family"] for c in report.candidates for row in c.recipe.values())
-    # Three recipes: one rung of 3 to half an epoch, then 2 finalists to one.
-    assert report.rungs == [{"trials": 3, "epochs": 0.5}, {"trials": 2, "epochs": 1}]
+    # Three recipes: one rung of 3 to a third of an epoch, then 2 finalists to one.
+    assert report.rungs == [{"trials": 3, "epochs": 1 / 3}, {"trials": 2, "epochs": 1}]
     assert sum(c.final for c in report.candidates) == 2
     assert all(len(c.rung_scores) == (2 if c.final else 1) for c in report.candidates if c.error is None)
     # The input model is untouched.

@@ -11,14 +11,14 @@ from keras_lowrank.compression import search
 pytestmark = pytest.mark.backend_agnostic
 
 
-def test_rung_plan_halves_to_the_finalists_and_doubles_the_epochs():
+def test_rung_plan_halves_to_the_finalists_and_triples_the_epochs():
     rungs = search.rung_plan(12, 5)
-    assert [(r.trials, r.epochs) for r in rungs] == [(12, 0.625), (6, 1.25), (3, 2.5), (2, 5.0)]
-    # 12 x 0.625 + 6 x 0.625 + 3 x 1.25 + 2 x 2.5: what 4 full 5-epoch fine-tunes cost.
-    assert search.epoch_units(rungs) == pytest.approx(20.0)
+    assert [(r.trials, r.epochs) for r in rungs] == [(12, 5 / 27), (6, 5 / 9), (3, 5 / 3), (2, 5.0)]
+    # 12 x 5/27 + 6 x (5/9 - 5/27) + 3 x (5/3 - 5/9) + 2 x (5 - 5/3).
+    assert search.epoch_units(rungs) == pytest.approx(20 / 9 + 20 / 9 + 10 / 3 + 20 / 3)
     assert [(r.trials, r.epochs) for r in search.rung_plan(2, 3)] == [(2, 3)]
     assert [(r.trials, r.epochs) for r in search.rung_plan(1, 1)] == [(1, 1)]
-    assert [(r.trials, r.epochs) for r in search.rung_plan(5, 4)] == [(5, 2.0), (2, 4.0)]
+    assert [(r.trials, r.epochs) for r in search.rung_plan(5, 4, growth=2)] == [(5, 2.0), (2, 4.0)]
 
 
 class _Scripted:
