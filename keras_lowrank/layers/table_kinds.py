@@ -118,12 +118,18 @@ def _build_low_rank(layer, layout, row_weights=None, seed=0):
     return factorized.from_embedding(layer, rank=layout.rank, row_weights=row_weights)
 
 
+# Lloyd iterations of the k-means that starts a codebook table: its codes
+# are learned during the fine-tune, so k-means only initializes them, and
+# its first iterations do most of the work.
+CODEBOOK_INIT_ITERATIONS = 8
+
+
 def _build_codebook(layer, layout, row_weights=None, seed=0):
     # The training form: codes are learned during the fine-tune (straight
     # through the nearest codeword), then frozen by `finalize`.
     return CodebookEmbedding.from_embedding(
         layer, layout.groups, layout.codes, row_weights=row_weights, seed=seed, freeze=False,
-        codebook_dtype=layout.storage,
+        codebook_dtype=layout.storage, iterations=CODEBOOK_INIT_ITERATIONS,
     )
 
 

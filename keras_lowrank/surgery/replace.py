@@ -330,7 +330,7 @@ def _copy_vocabularies(source, clone):
 
 
 def compile_like(target, source):
-    """Compiles `target` with `source`'s loss and metrics and a fresh optimizer.
+    """Compiles `target` with `source`'s loss and metrics and a fresh, unbuilt optimizer.
 
     The loss and metric *objects* are reused (a lambda or an unregistered
     function works, unlike `compile_from_config`); metric objects are
@@ -347,10 +347,10 @@ def compile_like(target, source):
         metrics=_fresh_metrics(metrics),
         weighted_metrics=_fresh_metrics(weighted_metrics),
     )
-    if target.built and target.trainable_variables:
-        # Built now so a `.keras` file saved before any training holds the
-        # optimizer's full (zero) state and loads without a mismatch warning.
-        target.optimizer.build(target.trainable_variables)
+    # The optimizer is left unbuilt: a `.keras` file saved before any
+    # training then holds the weights alone, not two zero Adam moments per
+    # weight (three times the file). Loading such a file, Keras builds the
+    # optimizer and says once that it skipped loading its (empty) state.
 
 
 def _fresh_metrics(metrics):

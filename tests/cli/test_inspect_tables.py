@@ -56,3 +56,27 @@ def test_table_too_small_to_compress_is_reported_not_fatal(capsys, tmp_path):
     assert records["tiny"]["options"] == []
     assert records["tiny"]["note"].startswith("not compressible")
     assert "not compressible" in out
+
+
+def test_codebook_table_is_inspected_through_its_decoded_rows(capsys, tmp_path):
+    import keras
+
+    import keras_lowrank
+
+    rng = np.random.default_rng(0)
+    layer = keras_lowrank.CodebookEmbedding.from_embedding(
+        rng.normal(size=(VOCAB, DIM)).astype("float32"), groups=DIM // 2, codes=16, codebook_dtype="int8",
+        iterations=3, name="embedding")
+    ids = keras.Input((LENGTH,), dtype="int32")
+    model = keras.Model(ids, keras.layers.Dense(CLASSES)(keras.layers.GlobalAveragePooling1D()(layer(ids))))
+    path = tmp_path / "codebook.keras"
+    model.save(path)
+    report = tmp_path / "codebook.json"
+    code, _, _ = run_cli(capsys, "inspect", path, "--json", report)
+    assert code == 0
+    (record,) = json.loads(report.read_text())
+    assert record["quantization"] == f"codebook {DIM // 2}x16 int8"
+    # Bytes: packed 4-bit codes, int8 codebooks and their float32 scales, by hand.
+    assert record["stored_bytes"] == VOCAB * (DIM // 4) + 16 * DIM + 4 * (DIM // 2)
+    reference = np.linalg.svd(layer.decoded_table().astype(np.float64), compute_uv=False)
+    np.testing.assert_allclose(record["singular_values"], reference, rtol=1e-4, atol=1e-5)

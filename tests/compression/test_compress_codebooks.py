@@ -91,3 +91,23 @@ def test_bad_kinds_are_refused_by_name(task):
         keras_lowrank.compress(model, train, val, size=0.05, kinds=("pq",))
     with pytest.raises(ValueError, match="received: kinds='codebook'"):
         keras_lowrank.compress(model, train, val, size=0.05, kinds="codebook")
+
+
+def test_the_saved_result_holds_no_optimizer_moments(task, tmp_path):
+    import io
+    import zipfile
+
+    import h5py
+
+    model, train, val = task
+    small = keras_lowrank.compress(model, train, val, size=0.3, epochs=1, candidates=2, seed=0, verbose=0)
+    path = tmp_path / "small.keras"
+    small.save(path)
+    with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as h5:
+        optimizer = h5["optimizer"]["vars"]
+        # Only the step count and the rate: no zero Adam moment per weight.
+        assert len(optimizer) <= 2
+        assert all(optimizer[name].size <= 1 for name in optimizer)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(val[0])),
+                                  keras.ops.convert_to_numpy(small(val[0])))

@@ -1,0 +1,42 @@
+"""A codebook table (frozen, packed codes) exports to LiteRT with builtin ops.
+
+Reference: the Keras model's own outputs on the same ids, run through the
+written file with `run_tflite` (independent of the export's own probe).
+"""
+
+import keras
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+
+from keras_lowrank.export import export_tflite  # noqa: E402
+from keras_lowrank.export import run_tflite  # noqa: E402
+from keras_lowrank.layers import CodebookEmbedding  # noqa: E402
+from keras_lowrank.layers import PrunedEmbedding  # noqa: E402
+
+
+@pytest.mark.parametrize("codes, codebook_dtype, pruned", [(16, "int8", False), (256, "float32", False),
+                                                           (16, "int8", True)])
+def test_codebook_table_exports_with_builtin_ops_and_parity(tmp_path, codes, codebook_dtype, pruned):
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(2_000, 24)).astype("float32")
+    layer = CodebookEmbedding.from_embedding(table, groups=6, codes=codes, codebook_dtype=codebook_dtype,
+                                             mask_zero=True, iterations=4)
+    if pruned:
+        layer = PrunedEmbedding(5_000, layer, remap=True)
+        layer.build()
+        layer.set_id_map(rng.integers(0, 2_000, size=5_000))
+    ids = keras.Input((9,), dtype="int32")
+    pooled = keras.layers.GlobalAveragePooling1D()(layer(ids))
+    model = keras.Model(ids, keras.layers.Dense(4)(pooled))
+    path = tmp_path / "codebook.tflite"
+    report = export_tflite(model, str(path))
+    assert report.flex_ops == []
+    assert "GATHER" in report.ops
+    probe = rng.integers(0, 5_000 if pruned else 2_000, size=(16, 9)).astype("int32")
+    probe[:, -3:] = 0  # padding, masked out of the average
+    expected = keras.ops.convert_to_numpy(model(probe))
+    np.testing.assert_allclose(run_tflite(str(path), probe), expected, atol=1e-5)
+    # The file holds codes and codebooks, not a decoded 2,000 x 24 float table.
+    assert path.stat().st_size < 2_000 * 24 * 4 / 2
