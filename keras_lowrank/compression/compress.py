@@ -273,6 +273,9 @@ def compress(
         best_model.compile(optimizer="adam", loss=loss, metrics=metrics)
     report = CompressionReport(
         rungs=[dataclasses.asdict(rung) for rung in rungs],
+        # One counter for every stored byte: `table_bytes` of the whole model.
+        model_bytes=table_bytes(best_model),
+        input_model_bytes=table_bytes(model),
         embedding_bytes=best.embedding_bytes,
         float32_embedding_bytes=float32_bytes,
         budget_bytes=budget,

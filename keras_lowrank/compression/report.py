@@ -66,6 +66,9 @@ class CompressionReport:
         notes: anything the caller should know (token counts missing ...).
         rungs: the search's rungs, `[{"trials": n, "epochs": e}]` (empty
             when nothing was fine-tuned).
+        model_bytes: bytes every weight of the returned model stores (its
+            tables and every other layer): what a user ships.
+        input_model_bytes: the same for the input model.
     """
 
     embedding_bytes: int
@@ -80,6 +83,8 @@ class CompressionReport:
     seconds: float
     notes: list = dataclasses.field(default_factory=list)
     rungs: list = dataclasses.field(default_factory=list)
+    model_bytes: int = None
+    input_model_bytes: int = None
 
     @property
     def size(self):
@@ -98,6 +103,12 @@ class CompressionReport:
             f"({self.size:.2%}; budget {self.budget_bytes:,} B), {self.seconds:.1f} s",
             f"validation {self.monitor}: input {_fmt(self.input_score)} -> compressed {_fmt(self.score)}",
         ]
+        if self.model_bytes is not None and self.input_model_bytes:
+            lines.append(
+                f"whole model: {self.input_model_bytes:,} B -> {self.model_bytes:,} B stored "
+                f"({self.model_bytes / self.input_model_bytes:.2%}; the tables are "
+                f"{self.embedding_bytes / self.model_bytes:.1%} of it)"
+            )
         if len(self.rungs) > 1:
             lines.append("search: " + ", ".join(
                 f"rung {i + 1}: {rung['trials']} to {rung['epochs']:.3g} epoch(s)" for i, rung in enumerate(self.rungs)

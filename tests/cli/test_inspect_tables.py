@@ -72,8 +72,10 @@ def test_codebook_table_is_inspected_through_its_decoded_rows(capsys, tmp_path):
     path = tmp_path / "codebook.keras"
     model.save(path)
     report = tmp_path / "codebook.json"
-    code, _, _ = run_cli(capsys, "inspect", path, "--json", report)
+    code, out, _ = run_cli(capsys, "inspect", path, "--json", report)
     assert code == 0
+    whole = sum(np.asarray(w).nbytes for w in model.get_weights())
+    assert f"whole model: {whole:,} bytes stored" in out
     (record,) = json.loads(report.read_text())
     assert record["quantization"] == f"codebook {DIM // 2}x16 int8"
     # Bytes: packed 4-bit codes, int8 codebooks and their float32 scales, by hand.

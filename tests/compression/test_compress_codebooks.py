@@ -111,3 +111,18 @@ def test_the_saved_result_holds_no_optimizer_moments(task, tmp_path):
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(val[0])),
                                   keras.ops.convert_to_numpy(small(val[0])))
+
+
+def test_the_report_gives_the_whole_model_bytes(task):
+    model, train, val = task
+    small, report = keras_lowrank.compress(
+        model, train, val, size=0.2, epochs=1, candidates=2, seed=0, verbose=0, return_report=True)
+
+    def by_hand(m):
+        return sum(np.asarray(w).nbytes for w in m.get_weights())
+
+    assert report.model_bytes == by_hand(small)
+    assert report.input_model_bytes == by_hand(model)
+    # Everything outside the table is unchanged.
+    assert report.input_model_bytes - 4 * VOCAB * DIM == report.model_bytes - report.embedding_bytes
+    assert "whole model:" in str(report)

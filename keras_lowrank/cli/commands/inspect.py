@@ -118,6 +118,16 @@ def describe(model):
     return records
 
 
+def _model_line(model, records):
+    """What the whole model stores, next to its tables: what a user ships."""
+    from keras_lowrank.layers.table_layout import table_bytes
+
+    total = table_bytes(model)
+    tables = sum(record["stored_bytes"] for record in records)
+    share = f" ({tables / total:.1%} of it in the tables above)" if total else ""
+    return f"whole model: {total:,} bytes stored{share}"
+
+
 def _further_rank(rank, compression):
     """The largest rank keeping at most `(1 - compression)` of `rank`'s parameters (0: none)."""
     import fractions
@@ -261,6 +271,7 @@ def run(args):
     if not records:
         raise CLIError(f"{args.model} has no Embedding or LowRankEmbedding layer")
     print(_format(records))
+    print(_model_line(model, records))
     if args.plot:
         with writing(args.plot, "--plot"):
             plot_spectra(records, args.plot)
