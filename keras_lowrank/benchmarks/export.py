@@ -42,7 +42,10 @@ VARIANTS = (
     ("lowrank_folded", "low-rank c={c}, folded", dict(low_rank=True, fold=True)),
     ("lowrank_unfolded", "low-rank c={c}, unfolded", dict(low_rank=True, fold=False)),
     ("lowrank_int8", "low-rank c={c} + int8 factors, folded", dict(low_rank=True, fold=True, int8=True)),
+    ("codebook", "codebook d/4 x 16 codes, int8 codebooks", dict(low_rank=False, codebook=True)),
 )
+# The codebook variant: 4 dimensions a group, 16 codewords (4-bit codes).
+CODEBOOK_SUB_DIM, CODEBOOK_CODES = 4, 16
 # The reference of every ratio: always measured.
 REFERENCE = "full_float32"
 MODELS = ("dan", "lstm")
@@ -235,6 +238,8 @@ def _one_config(model_name, vocab, args):
         keras_models["lowrank"] = _low_rank_copy(full, rank, quantize=False)
     if "lowrank_int8" in sources:
         keras_models["lowrank_int8"] = _low_rank_copy(full, rank, quantize=True)
+    if "codebook" in sources:
+        keras_models["codebook"] = _codebook_copy(full)
 
     rng = np.random.default_rng(args.seed)
     inputs = {b: _ids(rng, b, L, vocab) for b in args.batch_sizes}
@@ -328,6 +333,8 @@ def _one_config(model_name, vocab, args):
             "lowrank_int8": lr_embedding_int8,
             "smaller_x_float32": embedding_full / lr_embedding,
             "smaller_x_int8": embedding_full / lr_embedding_int8,
+            "codebook": TableLayout(vocab, d, groups=d // CODEBOOK_SUB_DIM, codes=CODEBOOK_CODES,
+                                    storage="int8").stored_bytes(),
         },
         "rows": rows,
     }
@@ -389,6 +396,8 @@ def _build(model_name, vocab, d, L):
 
 def _source(spec):
     """Which Keras model a variant is exported from."""
+    if spec.get("codebook"):
+        return "codebook"
     if not spec["low_rank"]:
         return "full"
     return "lowrank_int8" if spec.get("int8") else "lowrank"
@@ -424,6 +433,24 @@ def _low_rank_copy(model, rank, quantize):
     if quantize:
         layer.quantize("int8")
     return low
+
+
+def _codebook_copy(model):
+    """`model` with its embedding product-quantized (frozen codes, int8 codebooks)."""
+    import keras
+
+    from keras_lowrank.layers import CodebookEmbedding
+
+    embedding = model.get_layer("embedding")
+    d = embedding.output_dim
+    # Random weights: a few k-means iterations are as good as many for size and speed.
+    layer = CodebookEmbedding.from_embedding(
+        embedding, d // CODEBOOK_SUB_DIM, CODEBOOK_CODES, codebook_dtype="int8", iterations=2)
+
+    def swap(l):
+        return layer if l is embedding else l
+
+    return keras.models.clone_model(model, clone_function=swap)
 
 
 def _ids(rng, batch, L, vocab):
@@ -510,7 +537,9 @@ def render_markdown(results, link_base="", heading_level=2):
             f"Embedding bytes: full float32 {e['full_float32']:,}; low-rank "
             f"float32 {e['lowrank_float32']:,} ({e['smaller_x_float32']:.2f}x "
             f"smaller); low-rank int8 {e['lowrank_int8']:,} "
-            f"({e['smaller_x_int8']:.2f}x smaller).",
+            f"({e['smaller_x_int8']:.2f}x smaller)"
+            + (f"; codebook {e['codebook']:,} ({e['full_float32'] / e['codebook']:.2f}x smaller)"
+               if e.get("codebook") else "") + ".",
             "",
         ]
         header = ["variant", ".tflite bytes", "vs full"]

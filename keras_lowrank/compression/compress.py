@@ -42,10 +42,11 @@ from keras_lowrank.surgery import replace_layers
 from keras_lowrank.surgery.factorize_embeddings import not_a_vocabulary_reason
 from keras_lowrank.surgery.replace import select_layers
 
-# Cosine decay with warm restarts, one period per epoch (`t_mul=1`: Keras'
-# default of 2 would make periods of 1, 2, 4 ... epochs), from 1e-2 down to
-# 1e-4: the fine-tune schedule with the best mean dev accuracy in the
-# reproduction's schedule study (docs/reproduction.md), ahead of CALR.
+# Cosine decay with warm restarts from 1e-2 down to 1e-4, one period per
+# epoch (as the reproduction's schedule study ran it, `t_mul=1`: the best
+# mean dev accuracy there, ahead of CALR; docs/reproduction.md), and a
+# restart at every rung of the search, so that every score is taken at the
+# bottom of a period (`search.CosineRestartsAt`).
 _PEAK_LEARNING_RATE = 1e-2
 _FLOOR_LEARNING_RATE = 1e-4
 # Pretrained transformers (any model holding attention layers) lose what they
@@ -87,8 +88,9 @@ def compress(
     A cheap proxy orders the recipes within each family; `candidates`
     recipes, the families taking turns, enter a successive-halving search:
     each is built and fine-tuned with distillation from the input model
-    (Keras' cosine decay with warm restarts, one period per epoch, the
-    schedule found best in the reproduction's study) for a short part of an
+    (cosine decay with warm restarts, one period per epoch, the schedule
+    found best in the reproduction's study, restarted at every rung so that
+    each score is taken at the bottom of a period) for a short part of an
     epoch and scored on `validation_data`; the better half trains on for
     three times as long, and so on until two finalists have trained
     `epochs` epochs (`keras_lowrank.compression.search.rung_plan`: 12
@@ -248,7 +250,8 @@ def compress(
 
     if opts["learning_rate"] is None:
         peak, floor = _default_learning_rates(model)
-        notes.append(f"fine-tune learning rate: cosine restarts {peak:g} -> {floor:g}, one period per epoch"
+        notes.append(f"fine-tune learning rate: cosine restarts {peak:g} -> {floor:g}, one period per epoch "
+                     "and per rung"
                      + (" (attention layers found: a pretrained transformer's rates)"
                         if peak == _ATTENTION_PEAK_LEARNING_RATE else ""))
     monitor, mode, input_score = _input_score(model, loss, metrics, validation_data, opts)
@@ -405,8 +408,12 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
         candidate failed.
     """
     trials, results, build_seconds = {}, {}, {}
-    learning_rate = _learning_rate(model, train_data, opts)
-    steps = data_lib.steps_per_epoch(train_data, opts["batch_size"])
+    pieces = search.piece_plan(rungs, data_lib.steps_per_epoch(train_data, opts["batch_size"]))
+    learning_rate = _learning_rate(model, pieces, opts)
+    # Every student is built before any trial starts: a trial's distiller
+    # freezes the teacher, and a copy of a frozen model holds variables that
+    # `trainable = True` no longer makes trainable.
+    students = {}
     for index, combo in enumerate(combos):
         started = time.perf_counter()
         if opts["seed"] is not None:
@@ -416,12 +423,14 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
             # The evaluator of every rung. Eager: tracing a graph for each of
             # the search's students costs more than the few batches it scores.
             student.compile(loss=loss, metrics=metrics, run_eagerly=True)
-            trials[index] = search.Trial(student, model, train_data, validation_data, monitor, mode, opts,
-                                         learning_rate, steps)
         except (ValueError, RuntimeError, TypeError) as error:  # one bad recipe must not end the search
             results[index] = _failed(combo, search.first_line(error), time.perf_counter() - started)
             continue
-        trials[index].seconds += time.perf_counter() - started
+        students[index] = student, time.perf_counter() - started
+    for index, (student, seconds) in students.items():
+        trials[index] = search.Trial(student, model, train_data, validation_data, monitor, mode, opts,
+                                     learning_rate, pieces)
+        trials[index].seconds += seconds
 
     def progress(rung_index, index, trial):
         score = "n/a" if trial.best_score is None else f"{trial.best_score:.4f}"
@@ -499,6 +508,7 @@ def _result(combo, trial, score, stored, final):
         {path: r.to_dict() for path, r in combo.items()}, _description(combo),
         planned if stored is None else stored, score, trial.best_epochs, trial.seconds,
         rung_scores=list(trial.scores), epochs=trial.epochs, final=final,
+        steps=trial.steps,
     )
 
 
@@ -509,6 +519,7 @@ def _failed(combo, message, seconds, trial=None):
         seconds, message,
         rung_scores=list(trial.scores) if trial is not None else [],
         epochs=trial.epochs if trial is not None else 0.0,
+        steps=trial.steps if trial is not None else 0,
     )
 
 
@@ -548,14 +559,11 @@ def _build(model, combo, plans, opts):
     return student
 
 
-def _learning_rate(teacher, train_data, opts):
+def _learning_rate(teacher, pieces, opts):
     learning_rate = opts["learning_rate"]
     if learning_rate is None:
-        steps = data_lib.steps_per_epoch(train_data, opts["batch_size"])
         peak, floor = _default_learning_rates(teacher)
-        learning_rate = keras.optimizers.schedules.CosineDecayRestarts(
-            peak, first_decay_steps=steps, t_mul=1.0, alpha=floor / peak
-        )
+        learning_rate = search.CosineRestartsAt(peak, floor, [steps for _, steps in pieces] or [1])
     return learning_rate
 
 

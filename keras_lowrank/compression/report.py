@@ -26,6 +26,7 @@ class CandidateResult:
             ran (the search compares these).
         epochs: epochs of fine-tune it ran in all.
         final: whether it reached the last rung and was scored stored.
+        steps: optimizer steps its fine-tune applied.
     """
 
     recipe: dict
@@ -38,6 +39,7 @@ class CandidateResult:
     rung_scores: list = dataclasses.field(default_factory=list)
     epochs: float = 0.0
     final: bool = False
+    steps: int = 0
 
     def to_dict(self):
         return dataclasses.asdict(self)

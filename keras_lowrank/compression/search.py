@@ -86,6 +86,56 @@ def rung_plan(count, epochs, finalists=FINALISTS, growth=GROWTH):
     return [Rung(n, epochs / growth ** (last - i)) for i, n in enumerate(counts)]
 
 
+def piece_plan(rungs, steps_per_epoch):
+    """The fine-tune pieces every trial runs, `[(epochs at its end, steps)]`.
+
+    Each rung's stretch is cut at every whole epoch: a trial is scored at
+    the end of each piece, and the default schedule restarts its cosine
+    decay at the start of each, so every score is taken where the rate is
+    at its floor, never halfway down a period.
+    """
+    pieces, epochs = [], 0.0
+    for rung in rungs:
+        while epochs < rung.epochs - 1e-9:
+            part = min(1.0, rung.epochs - epochs)
+            epochs += part
+            pieces.append((epochs, max(1, int(round(part * steps_per_epoch)))))
+    return pieces
+
+
+class CosineRestartsAt(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay from `peak` to `floor`, restarted at the start of every piece.
+
+    The search's default fine-tune schedule: piece `k` (of `lengths[k]`
+    optimizer steps, from `piece_plan`) runs
+    `floor + (peak - floor) * (1 + cos(pi * t / lengths[k])) / 2` over its
+    steps `t`; past the last piece the rate stays at `floor`. Within a
+    rung longer than an epoch this is one period per epoch, as Keras'
+    `CosineDecayRestarts(t_mul=1)`.
+
+    Args:
+        peak: the rate at the start of each piece.
+        floor: the rate it decays to.
+        lengths: optimizer steps of each piece.
+    """
+
+    def __init__(self, peak, floor, lengths):
+        self.peak, self.floor = float(peak), float(floor)
+        self.lengths = [int(n) for n in lengths]
+
+    def __call__(self, step):
+        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype("float32")
+        step = keras.ops.cast(step, "float32")
+        index = keras.ops.sum(keras.ops.cast(step >= starts, "int32")) - 1
+        start = keras.ops.take(keras.ops.convert_to_tensor(starts), index)
+        length = keras.ops.take(keras.ops.convert_to_tensor(np.asarray(self.lengths, "float32")), index)
+        progress = keras.ops.clip((step - start) / length, 0.0, 1.0)
+        return self.floor + (self.peak - self.floor) * 0.5 * (1.0 + keras.ops.cos(np.pi * progress))
+
+    def get_config(self):
+        return {"peak": self.peak, "floor": self.floor, "lengths": list(self.lengths)}
+
+
 def epoch_units(rungs):
     """Epochs trained in all by a plan (what its wall time grows with)."""
     total, before = 0.0, 0.0
@@ -106,22 +156,23 @@ class Trial:
         monitor, mode: the validation quantity and its direction.
         opts: `compress()`'s checked options.
         learning_rate: the fine-tune's rate or schedule.
-        steps_per_epoch: batches in one pass over `train_data`.
+        pieces: from `piece_plan`: the pieces of fine-tune, each scored.
     """
 
     def __init__(self, student, teacher, train_data, validation_data, monitor, mode, opts, learning_rate,
-                 steps_per_epoch):
+                 pieces):
         from keras_lowrank.training import Distiller
 
         self.student = student
         self._data = (train_data, validation_data)
         self._monitor, self._mode, self._opts = monitor, mode, opts
-        self._steps = steps_per_epoch
+        self._pieces = list(pieces)
         self.epochs = 0.0
         # Its own wall time (build, fine-tune, scoring): trials interleave.
         self.seconds = 0.0
         self.best_score, self.best_epochs, self.best_weights = None, 0.0, None
         self.scores = []
+        self.steps_trained = 0
         self._distiller = Distiller(student, teacher, temperature=opts["temperature"], alpha=opts["alpha"])
         self._distiller.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=student.loss)
 
@@ -137,14 +188,20 @@ class Trial:
         self.scores.append(self.best_score)
 
     def _train_until(self, train_data, epochs):
-        while self.epochs < epochs - 1e-9:
-            part = min(1.0, epochs - self.epochs)
-            steps = max(1, int(round(part * self._steps)))
+        while self._pieces and self._pieces[0][0] <= epochs + 1e-9:
+            end, steps = self._pieces.pop(0)
             arguments = data_lib.fit_arguments(train_data, self._opts["batch_size"], shuffle=True)
-            self._distiller.fit(**arguments, epochs=1, steps_per_epoch=steps if steps < self._steps else None,
-                                verbose=0)
-            self.epochs += part
+            # One pass of `steps` batches (a whole epoch, or its first part).
+            self._distiller.fit(**arguments, epochs=1, steps_per_epoch=steps, verbose=0)
+            self.epochs = end
             self._record()
+
+    @property
+    def steps(self):
+        """Optimizer steps applied so far (kept when the trial is released)."""
+        if self._distiller is None:
+            return self.steps_trained
+        return int(keras.ops.convert_to_numpy(self._distiller.optimizer.iterations))
 
     def restore_best(self):
         """Puts the best-scoring weights back; raises if none was finite."""
@@ -155,6 +212,7 @@ class Trial:
 
     def release(self):
         """Drops what the trial holds (eliminated: its memory goes back)."""
+        self.steps_trained = self.steps
         self._distiller = None
         self.best_weights = None
 

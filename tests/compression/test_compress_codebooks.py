@@ -126,3 +126,17 @@ def test_the_report_gives_the_whole_model_bytes(task):
     # Everything outside the table is unchanged.
     assert report.input_model_bytes - 4 * VOCAB * DIM == report.model_bytes - report.embedding_bytes
     assert "whole model:" in str(report)
+
+
+def test_every_recipe_trains_the_steps_its_rungs_give_it(task):
+    model, train, val = task
+    _, report = keras_lowrank.compress(
+        model, train, val, size=0.1, epochs=2, candidates=5, batch_size=50, seed=0, verbose=0,
+        return_report=True)
+    steps_per_epoch = -(-len(train[1]) // 50)
+    pieces = search.piece_plan(search.rung_plan(5, 2), steps_per_epoch)
+    for candidate in report.candidates:
+        assert candidate.error is None
+        # Every piece up to the last rung it reached, and no step more.
+        expected = sum(steps for end, steps in pieces if end <= candidate.epochs + 1e-9)
+        assert candidate.steps == expected > 0, candidate.description

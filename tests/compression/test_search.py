@@ -64,3 +64,21 @@ def test_min_mode_keeps_the_lowest_and_a_failing_trial_is_dropped_with_its_reaso
     finalists, errors = search.successive_halving(trials, rungs, "min")
     assert errors == {"b": "diverged"}
     assert finalists == ["c"] and trials["a"].released
+
+
+def test_pieces_cut_each_rung_at_whole_epochs():
+    rungs = [search.Rung(12, 0.25), search.Rung(6, 0.5), search.Rung(2, 2.5)]
+    pieces = search.piece_plan(rungs, steps_per_epoch=40)
+    assert pieces == [(0.25, 10), (0.5, 10), (1.5, 40), (2.5, 40)]
+
+
+def test_the_default_schedule_restarts_its_cosine_at_every_piece():
+    import keras
+    import numpy as np
+
+    schedule = search.CosineRestartsAt(1e-2, 1e-4, [4, 8])
+    rates = [float(keras.ops.convert_to_numpy(schedule(step))) for step in range(14)]
+    expected = [1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + np.cos(np.pi * t / n)) for n in (4, 8) for t in range(n)]
+    np.testing.assert_allclose(rates[:12], expected, rtol=1e-5)
+    np.testing.assert_allclose(rates[12:], [1e-4, 1e-4], rtol=1e-5)  # past the last piece: the floor
+    assert rates[0] == pytest.approx(1e-2) and rates[4] == pytest.approx(1e-2)
