@@ -21,8 +21,10 @@ import sys
 import tempfile
 
 from keras_lowrank.benchmarks import output as output_lib
+from keras_lowrank.benchmarks.environment import machine_summary
 
 NAME = "compress_time"
+NAME_CLI = "compress-time"
 
 _RUN = r"""
 import json, os, sys, time
@@ -56,29 +58,23 @@ def add_arguments(parser):
                         help="Root of another keras_lowrank checkout to time against (its folder holds keras_lowrank/).")
     parser.add_argument("--rounds", type=int, default=2, help="Interleaved rounds (default: 2).")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow and BLAS threads (default: 1).")
-    output_lib.add_output_arguments(parser, NAME)
+    output_lib.add_output_arguments(parser, NAME_CLI)
 
 
 def run(args):
-    results_path = os.path.join(args.output, "results.json")
-    if not args.render_only:
+    output_lib.check_doc(args, NAME_CLI)
+    if args.render_only:
+        results = output_lib.load_results(args.output)
+    else:
         results = measure(args)
-        os.makedirs(args.output, exist_ok=True)
-        with open(results_path, "w", encoding="utf-8") as file:
-            json.dump(results, file, indent=1)
-    with open(results_path, encoding="utf-8") as file:
-        results = json.load(file)
-    text = render(results)
-    with open(os.path.join(args.output, "results.md"), "w", encoding="utf-8") as file:
-        file.write(text + "\n")
-    print(text)
+        output_lib.save_results(results, args.output)
+    print(output_lib.publish(results, args, render, name=NAME_CLI, title="compress() wall time"))
     return 0
 
 
 def measure(args):
     from keras_lowrank.benchmarks.environment import describe_machine
     from keras_lowrank.benchmarks.environment import load_average
-    from keras_lowrank.benchmarks.environment import machine_summary
 
     work = tempfile.mkdtemp(prefix="compress_time_")
     model_path, data_path = _train(args.dataset, work)
@@ -106,9 +102,13 @@ def measure(args):
                   f"chose {record['chosen']}", flush=True)
             runs.append(record)
     machine["load_average_after"] = load_average()
+    options = [("--dataset", args.dataset), ("--size", args.size), ("--reference", args.reference),
+               ("--rounds", args.rounds), ("--threads", args.threads)]
     return {"dataset": args.dataset, "model": "dan", "vectors": "glove50", "size": args.size,
-            "threads": args.threads, "machine": machine, "machine_summary": machine_summary(machine),
-            "reference": args.reference, "runs": runs}
+            "threads": args.threads, "machine": machine,
+            "reference": args.reference, "reference_commit": _commit(args.reference),
+            "command": output_lib.command(NAME_CLI, [(f, v) for f, v in options if v is not None], args),
+            "runs": runs}
 
 
 def _train(dataset, work):
@@ -132,13 +132,25 @@ def _train(dataset, work):
     return model_path, data_path
 
 
-def render(results):
+def _commit(root):
+    if not root:
+        return None
+    completed = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                               text=True, check=False)
+    return completed.stdout.strip() or None
+
+
+def render(results, link_base="", heading_level=2):
     by_version = {}
     for run in results["runs"]:
         by_version.setdefault(run["version"], []).append(run)
+    reference = results.get("reference_commit")
     lines = [
         f"compress() at its defaults, size={results['size']:g}, on the trained DAN of {results['dataset']} "
-        f"(GloVe 6B 50-d), {results['threads']} thread(s), fresh process per run, versions interleaved.",
+        f"(GloVe 6B 50-d), {results['threads']} thread(s), a fresh process per run, the versions interleaved"
+        + (f"; the reference is commit {reference}" if reference else "") + ".",
+        "",
+        f"Command: `{results['command']}`",
         "",
         "| version | runs | median seconds | recipes tried | epochs trained (all recipes) | chosen (last run) | dev score (last run) |",
         "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
@@ -155,5 +167,6 @@ def render(results):
     if "reference" in medians:
         ratio = medians["this checkout"] / medians["reference"]
         lines += ["", f"Time ratio (this checkout / reference, medians): {ratio:.2f}."]
-    lines += ["", f"Machine: {results['machine_summary']}."]
+    lines += ["", f"Machine: {machine_summary(results['machine'])}", "",
+              f"Raw numbers: [results.json]({output_lib.link(link_base, 'results.json')})."]
     return "\n".join(lines)
