@@ -23,6 +23,8 @@ import numpy as np
 
 from keras_lowrank._keras_private import flatten_layers
 from keras_lowrank.compression import data as data_lib
+from keras_lowrank.compression import embedding_objective
+from keras_lowrank.compression import fidelity as fidelity_lib
 from keras_lowrank.compression import options as options_lib
 from keras_lowrank.compression import planner
 from keras_lowrank.compression import search
@@ -40,6 +42,7 @@ from keras_lowrank.surgery import copy_model
 from keras_lowrank.surgery import find_embeddings
 from keras_lowrank.surgery import replace_layers
 from keras_lowrank.surgery.factorize_embeddings import not_a_vocabulary_reason
+from keras_lowrank.surgery.replace import fresh_metrics
 from keras_lowrank.surgery.replace import select_layers
 
 # Cosine decay with warm restarts from 1e-2 down to 1e-4, one period per
@@ -180,10 +183,33 @@ def compress(
     """
     start = time.perf_counter()
     opts = options_lib.check_options(options)
+    objective = opts["objective"] or (
+        "embedding" if embedding_objective.holds_inputs_only(train_data) else "classification")
+    if objective == "embedding":
+        loss, metrics = embedding_objective.loss_and_metrics()
+        opts["loss"] = opts["loss"] or loss
     options_lib.check_model(model, opts["loss"])
     options_lib.check_budget(size, max_bytes)
     options_lib.check_layer_names(layer_names)
     options_lib.check_bool(return_report, "return_report")
+    notes = []
+    if objective == "embedding":
+        # No labels: every candidate learns the input model's own vectors.
+        train_data = embedding_objective.with_targets(
+            model, embedding_objective.inputs_of(train_data, "train_data"), opts["batch_size"])
+        validation_data = embedding_objective.with_targets(
+            model, embedding_objective.inputs_of(validation_data, "validation_data"), opts["batch_size"])
+        opts["metrics"], opts["monitor"], opts["alpha"] = metrics, embedding_objective.MONITOR, 0.0
+        notes.append("objective 'embedding': candidates fine-tuned to the input model's output vectors "
+                     "(cosine), chosen on their mean cosine to them on `validation_data`")
+        if opts["prune"] is None:
+            opts["prune"] = False
+            notes.append("vocabulary not pruned (an encoder keeps every token): pass prune=True for a domain "
+                         "encoder")
+        elif opts["prune"]:
+            notes.append("pruning allowed (a domain encoder): ids unseen in `train_data` may share the OOV row")
+    elif opts["prune"] is None:
+        opts["prune"] = True
     loss, metrics = _loss_and_metrics(model, opts)
     classes, ignore_class = data_lib.class_count(model, loss)
     # A model's own preprocessor may take ragged inputs; the model proper does not.
@@ -191,7 +217,6 @@ def compress(
     for name, value in (("train_data", train_data), ("validation_data", validation_data)):
         data_lib.check_data(value, name, classes=classes, ignore_class=ignore_class, allow_ragged=has_preprocessor)
 
-    notes = []
     tables = _selected_tables(model, layer_names, notes)
     # The note matters only where ids may be pruned.
     opts["oov_id"] = _oov_id(model, opts["oov_id"], notes if opts["prune"] else [])
@@ -263,7 +288,7 @@ def compress(
     was_trainable = model.trainable
     try:
         results, best, best_model = _search(model, combos, plans, rungs, train_data, validation_data,
-                                            loss, metrics, monitor, mode, opts)
+                                            loss, metrics, monitor, mode, opts, objective)
     finally:
         model.trainable = was_trainable
     if best is None:
@@ -288,6 +313,8 @@ def compress(
         mode=mode,
         input_score=input_score,
         score=best.score,
+        objective=objective,
+        fidelity=best.fidelity,
         seconds=time.perf_counter() - start,
         notes=notes,
     )
@@ -400,7 +427,8 @@ def _oov_id(model, requested, notes):
     return 1
 
 
-def _search(model, combos, plans, rungs, train_data, validation_data, loss, metrics, monitor, mode, opts):
+def _search(model, combos, plans, rungs, train_data, validation_data, loss, metrics, monitor, mode, opts,
+            objective="classification"):
     """Builds every recipe, runs the successive-halving search, finalizes the finalists.
 
     Returns:
@@ -422,7 +450,9 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
             student = _build(model, combo, plans, opts)
             # The evaluator of every rung. Eager: tracing a graph for each of
             # the search's students costs more than the few batches it scores.
-            student.compile(loss=loss, metrics=metrics, run_eagerly=True)
+            # Fresh metric objects: one shared by two compiled models reports
+            # the other's result on its first evaluation.
+            student.compile(loss=loss, metrics=fresh_metrics(metrics), run_eagerly=True)
         except (ValueError, RuntimeError, TypeError) as error:  # one bad recipe must not end the search
             results[index] = _failed(combo, search.first_line(error), time.perf_counter() - started)
             continue
@@ -462,12 +492,21 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
         trial.seconds += time.perf_counter() - started
         results[index] = _result(combo, trial, score, stored, final=True)
         result = results[index]
+        if objective == "embedding":
+            result.fidelity = _fidelity(trial.student, validation_data, opts)
         _say(opts, f"final: {result.description} ({stored:,} B): val {monitor} {score:.4f} "
                    f"({result.seconds:.1f} s)")
         if best is None or _better(result, best, mode):
             best, best_model = result, trial.student
         trial.release()
     return [results[i] for i in sorted(results)], best, best_model
+
+
+def _fidelity(student, validation_data, opts):
+    """`fidelity.embedding_fidelity` of a student's validation vectors to the input model's."""
+    inputs, targets = validation_data
+    vectors = student.predict(inputs, batch_size=max(opts["batch_size"], 256), verbose=0)
+    return fidelity_lib.embedding_fidelity(targets, vectors)
 
 
 def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned):
@@ -478,7 +517,7 @@ def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned):
     for path, recipe in combo.items():
         layer = _table(student, path)
         table_kinds.kind_of(layer).finalize(layer, recipe.layout)
-    student.compile(loss=loss, metrics=metrics, run_eagerly=True)  # its variables changed
+    student.compile(loss=loss, metrics=fresh_metrics(metrics), run_eagerly=True)  # its variables changed
     score = search.score_model(student, trial._data[1], monitor, opts)
     if not math.isfinite(score):
         raise RuntimeError(f"non-finite validation {monitor} or loss: {_DIVERGED}")
@@ -580,7 +619,7 @@ def _input_score(model, loss, metrics, validation_data, opts):
     functions) exactly as it was.
     """
     evaluator = copy_model(model)
-    evaluator.compile(loss=loss, metrics=metrics)
+    evaluator.compile(loss=loss, metrics=fresh_metrics(metrics))
     logs = evaluator.evaluate(**data_lib.fit_arguments(validation_data, opts["batch_size"]), verbose=0, return_dict=True)
     monitor = opts["monitor"]
     if monitor is None:

@@ -11,6 +11,7 @@ import numbers
 import keras
 import numpy as np
 
+from keras_lowrank.compression.embedding_objective import OBJECTIVES
 from keras_lowrank.layers.table_layout import KINDS
 from keras_lowrank.layers.table_layout import STORAGES
 from keras_lowrank.surgery.replace import normalize_layer_names
@@ -27,7 +28,8 @@ DEFAULT_OPTIONS = {
     "monitor": None,
     "storages": STORAGES,
     "kinds": KINDS,
-    "prune": True,
+    "prune": None,
+    "objective": None,
     "oov_id": None,
     "seed": None,
     "verbose": 1,
@@ -79,7 +81,11 @@ def check_options(options):
         raise ValueError(f"Expected `monitor` to be None or a validation log name, received: monitor={monitor!r}")
     opts["storages"] = _check_choices(opts["storages"], "storages", STORAGES)
     opts["kinds"] = _check_choices(opts["kinds"], "kinds", KINDS)
-    check_bool(opts["prune"], "prune")
+    if opts["prune"] is not None:
+        check_bool(opts["prune"], "prune")
+    if opts["objective"] is not None and opts["objective"] not in OBJECTIVES:
+        raise ValueError(f"Expected `objective` to be None or one of {OBJECTIVES}, received: "
+                         f"objective={opts['objective']!r}")
     for name in ("oov_id", "seed"):
         value = opts[name]
         if value is not None and (not _is_int(value) or value < 0):

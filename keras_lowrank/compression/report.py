@@ -27,6 +27,10 @@ class CandidateResult:
         epochs: epochs of fine-tune it ran in all.
         final: whether it reached the last rung and was scored stored.
         steps: optimizer steps its fine-tune applied.
+        fidelity: for the embedding objective, a finalist's
+            `keras_lowrank.compression.fidelity.embedding_fidelity` figures
+            on the validation inputs (mean and minimum cosine, NN@1
+            agreement, NN@10 overlap), else `None`.
     """
 
     recipe: dict
@@ -40,6 +44,7 @@ class CandidateResult:
     epochs: float = 0.0
     final: bool = False
     steps: int = 0
+    fidelity: dict = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -71,6 +76,10 @@ class CompressionReport:
         model_bytes: bytes every weight of the returned model stores (its
             tables and every other layer): what a user ships.
         input_model_bytes: the same for the input model.
+        objective: `"classification"` or `"embedding"` (fine-tuned to the
+            input model's output vectors, chosen on their mean cosine).
+        fidelity: the chosen model's embedding fidelity figures (embedding
+            objective), else `None`.
     """
 
     embedding_bytes: int
@@ -87,6 +96,8 @@ class CompressionReport:
     rungs: list = dataclasses.field(default_factory=list)
     model_bytes: int = None
     input_model_bytes: int = None
+    objective: str = "classification"
+    fidelity: dict = None
 
     @property
     def size(self):
@@ -111,6 +122,10 @@ class CompressionReport:
                 f"({self.model_bytes / self.input_model_bytes:.2%}; the tables are "
                 f"{self.embedding_bytes / self.model_bytes:.1%} of it)"
             )
+        if self.fidelity:
+            lines.append("embedding fidelity on validation: " + ", ".join(
+                f"{name.replace('_', ' ')} {value:.4f}" for name, value in self.fidelity.items() if name != "examples"
+            ) + f" ({self.fidelity['examples']} inputs)")
         if len(self.rungs) > 1:
             lines.append("search: " + ", ".join(
                 f"rung {i + 1}: {rung['trials']} to {rung['epochs']:.3g} epoch(s)" for i, rung in enumerate(self.rungs)

@@ -344,8 +344,8 @@ def compile_like(target, source):
         optimizer=optimizer if optimizer is not None else "rmsprop",
         loss=source.loss,
         loss_weights=_keras_private.compiled_loss_weights(source),
-        metrics=_fresh_metrics(metrics),
-        weighted_metrics=_fresh_metrics(weighted_metrics),
+        metrics=fresh_metrics(metrics),
+        weighted_metrics=fresh_metrics(weighted_metrics),
     )
     # The optimizer is left unbuilt: a `.keras` file saved before any
     # training then holds the weights alone, not two zero Adam moments per
@@ -353,7 +353,8 @@ def compile_like(target, source):
     # optimizer and says once that it skipped loading its (empty) state.
 
 
-def _fresh_metrics(metrics):
+def fresh_metrics(metrics):
+    """`metrics` with every metric object re-created from its config (never shared by two models)."""
     if metrics is None:
         return None
 

@@ -1,0 +1,123 @@
+"""`compress()` of a sentence encoder without labels (objective="embedding").
+
+References: the fidelity figures against explicit loops over pairs and
+neighbours; the report's figures against cosines computed here from the
+input and the returned models' own outputs.
+"""
+
+import numpy as np
+import pytest
+
+import keras
+
+import keras_lowrank
+from keras_lowrank.compression.fidelity import embedding_fidelity
+from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.surgery import find_embeddings
+
+pytestmark = pytest.mark.backend_agnostic
+
+VOCAB, DIM, LENGTH = 300, 16, 10
+
+
+def _brute_force(reference, compressed, k):
+    def unit(v):
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    a, b = unit(np.asarray(reference, np.float64)), unit(np.asarray(compressed, np.float64))
+    n = len(a)
+    cosines = [float(a[i] @ b[i]) for i in range(n)]
+
+    def neighbours(u, i):
+        others = [j for j in range(n) if j != i]
+        # Most similar first, ties to the lower index.
+        return sorted(others, key=lambda j: (-float(u[i] @ u[j]), j))[:k]
+
+    nn1 = np.mean([neighbours(a, i)[0] == neighbours(b, i)[0] for i in range(n)])
+    overlap = np.mean([len(set(neighbours(a, i)) & set(neighbours(b, i))) / k for i in range(n)])
+    return np.mean(cosines), np.min(cosines), nn1, overlap
+
+
+def test_fidelity_figures_match_explicit_loops():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(40, 6))
+    compressed = reference + 0.7 * rng.normal(size=(40, 6))
+    figures = embedding_fidelity(reference, compressed, k=5)
+    mean, low, nn1, overlap = _brute_force(reference, compressed, 5)
+    assert figures["mean_cosine"] == pytest.approx(mean)
+    assert figures["min_cosine"] == pytest.approx(low)
+    assert figures["nn1_agreement"] == pytest.approx(nn1)
+    assert figures["nn5_overlap"] == pytest.approx(overlap)
+    same = embedding_fidelity(reference, 3 * reference, k=5)
+    assert same["mean_cosine"] == pytest.approx(1.0) and same["nn1_agreement"] == 1.0 == same["nn5_overlap"]
+    with pytest.raises(ValueError, match="same shape"):
+        embedding_fidelity(reference, compressed[:5])
+
+
+def _ids(n, seed):
+    rng = np.random.default_rng(seed)
+    ids = np.minimum(rng.zipf(1.3, size=(n, LENGTH)) + 1, VOCAB - 1).astype("int32")
+    ids[:, -2:] = 0
+    return ids
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((LENGTH,), dtype="int32", name="token_ids")
+    x = keras.layers.Embedding(VOCAB, DIM, mask_zero=True, name="embedding")(ids)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    vectors = keras.layers.UnitNormalization()(keras.layers.Dense(DIM)(x))
+    return keras.Model(ids, vectors, name="encoder")
+
+
+def _cosines(a, b):
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.sum(a * b, axis=1)
+
+
+def test_unlabeled_inputs_compress_an_encoder_by_fidelity(encoder):
+    train, val = _ids(300, 1), _ids(80, 2)
+    small, report = keras_lowrank.compress(
+        encoder, train, val, size=0.2, epochs=1, candidates=3, seed=0, verbose=0, return_report=True)
+    assert report.objective == "embedding"
+    expected = _cosines(keras.ops.convert_to_numpy(encoder(val)), keras.ops.convert_to_numpy(small(val)))
+    assert report.fidelity["mean_cosine"] == pytest.approx(float(np.mean(expected)), abs=1e-5)
+    assert report.fidelity["min_cosine"] == pytest.approx(float(np.min(expected)), abs=1e-5)
+    assert {"nn1_agreement", "nn10_overlap"} <= set(report.fidelity)
+    assert report.score == pytest.approx(report.fidelity["mean_cosine"], abs=1e-5)
+    # An encoder keeps every token unless asked: no candidate prunes.
+    assert all(not TableLayout.from_dict(r["layout"]).pruned for c in report.candidates for r in c.recipe.values())
+    assert any("not pruned" in note for note in report.notes)
+    ((_, table),) = find_embeddings(small, include_factorized=True)
+    assert report.embedding_bytes == TableLayout.of(table).stored_bytes() <= report.budget_bytes
+    assert all(c.fidelity for c in report.candidates if c.final)
+    assert "embedding fidelity" in str(report)
+
+
+def test_a_domain_encoder_may_be_pruned_and_dict_inputs_work():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((LENGTH,), dtype="int32", name="token_ids")
+    mask = keras.Input((LENGTH,), dtype="bool", name="padding_mask")
+    x = keras.layers.Embedding(VOCAB, DIM, name="embedding")(ids)
+    pooled = keras.layers.GlobalAveragePooling1D()(x, mask=mask)
+    model = keras.Model({"token_ids": ids, "padding_mask": mask}, keras.layers.Dense(DIM)(pooled))
+    train, val = _ids(300, 1), _ids(80, 2)
+    data = {"token_ids": train, "padding_mask": train != 0}
+    dev = {"token_ids": val, "padding_mask": val != 0}
+    small, report = keras_lowrank.compress(
+        model, data, dev, size=0.05, prune=True, epochs=1, candidates=4, seed=0, verbose=0, return_report=True)
+    assert report.objective == "embedding"
+    assert any(TableLayout.from_dict(r["layout"]).pruned for c in report.candidates for r in c.recipe.values())
+    assert any("domain encoder" in note for note in report.notes)
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(small(dev))))
+
+
+def test_objective_is_checked_and_labels_are_refused_for_the_embedding_objective(encoder):
+    train = _ids(50, 1)
+    with pytest.raises(ValueError, match="received: objective='cosine'"):
+        keras_lowrank.compress(encoder, train, train, size=0.2, objective="cosine")
+    with pytest.raises(ValueError, match="without labels"):
+        keras_lowrank.compress(encoder, (train, np.zeros(50)), (train, np.zeros(50)), size=0.2,
+                               objective="embedding")
