@@ -436,7 +436,9 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
         candidate failed.
     """
     trials, results, build_seconds = {}, {}, {}
-    pieces = search.piece_plan(rungs, data_lib.steps_per_epoch(train_data, opts["batch_size"]))
+    # Shuffled full batches every piece (the left-out examples change from
+    # pass to pass): one traced train step per student.
+    pieces = search.piece_plan(rungs, data_lib.full_batches_per_epoch(train_data, opts["batch_size"]))
     learning_rate = _learning_rate(model, pieces, opts)
     # Every student is built before any trial starts: a trial's distiller
     # freezes the teacher, and a copy of a frozen model holds variables that

@@ -288,6 +288,15 @@ def num_examples(x):
     return len(keras.tree.flatten(x)[0])
 
 
+def full_batches_per_epoch(data, batch_size):
+    """Steps of one pass over `data` that are all full batches (arrays: the
+    last partial batch left out, so a traced train step is never traced
+    again for a smaller batch; datasets come batched: every batch)."""
+    if isinstance(data, (tuple, list)):
+        return max(1, num_examples(data[0]) // batch_size)
+    return steps_per_epoch(data, batch_size)
+
+
 def steps_per_epoch(data, batch_size):
     if isinstance(data, (tuple, list)):
         return max(1, math.ceil(num_examples(data[0]) / batch_size))
