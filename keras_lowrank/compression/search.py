@@ -124,10 +124,10 @@ class CosineRestartsAt(keras.optimizers.schedules.LearningRateSchedule):
         self.lengths = [int(n) for n in lengths]
 
     def __call__(self, step):
-        starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype("float32")
+        starts = keras.ops.convert_to_tensor(np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype("float32"))
         step = keras.ops.cast(step, "float32")
-        index = keras.ops.sum(keras.ops.cast(step >= starts, "int32")) - 1
-        start = keras.ops.take(keras.ops.convert_to_tensor(starts), index)
+        index = keras.ops.sum(keras.ops.cast(keras.ops.greater_equal(step, starts), "int32")) - 1
+        start = keras.ops.take(starts, index)
         length = keras.ops.take(keras.ops.convert_to_tensor(np.asarray(self.lengths, "float32")), index)
         progress = keras.ops.clip((step - start) / length, 0.0, 1.0)
         return self.floor + (self.peak - self.floor) * 0.5 * (1.0 + keras.ops.cos(np.pi * progress))
