@@ -302,7 +302,8 @@ def test_proxy_error_of_pruning_uses_the_oov_row(oov_id):
 def test_compress_works_on_a_factorized_pipeline_with_low_rank_layers(task):
     model, train, val = task
     small, report = keras_lowrank.compress(model, train, val, size=0.2, return_report=True,
-                                           prune=False, storages=["float32"], **dict(QUICK, epochs=0))
+                                           prune=False, storages=["float32"], kinds=["low-rank"],
+                                           **dict(QUICK, epochs=0))
     layer = small.get_layer("embedding")
     assert isinstance(layer, LowRankEmbedding)
     assert report.recipe["embedding"]["family"] == "low-rank"
