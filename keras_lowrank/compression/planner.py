@@ -282,13 +282,16 @@ def choose_candidates(ranked, count):
     """The `count` recipes the search starts from: families taken in turn.
 
     The proxy orders recipes within a family only, so the families take
-    turns: the best of each (families ordered by their best proxy), then the
-    second of each, and so on, until `count` recipes are chosen.
+    turns: the best of each (families ordered by their best proxy, codebook
+    families last), then the second of each, and so on, until `count`
+    recipes are chosen.
     """
     by_family = {}
     for recipe in ranked:
         by_family.setdefault(recipe.family, []).append(recipe)
-    queues = [by_family[f] for f in FAMILIES if f in by_family]
+    # Families with a reconstruction proxy by their best recipe's, then the
+    # codebook families (no proxy) by bits stored.
+    queues = sorted((by_family[f] for f in FAMILIES if f in by_family), key=lambda q: _proxy_order(q[0]))
     chosen = []
     depth = 0
     while len(chosen) < count and any(depth < len(q) for q in queues):
