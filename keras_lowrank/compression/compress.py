@@ -435,7 +435,7 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
         `(results, best result, best model)`; the best is `None` when every
         candidate failed.
     """
-    trials, results, build_seconds = {}, {}, {}
+    trials, results = {}, {}
     # Shuffled full batches every piece (the left-out examples change from
     # pass to pass): one traced train step per student.
     pieces = search.piece_plan(rungs, data_lib.full_batches_per_epoch(train_data, opts["batch_size"]))
@@ -699,12 +699,11 @@ def _selected_tables(model, layer_names, notes):
 
 
 def _compressed_tables(model):
-    """`{path: description}` of the tables that are already low rank, pruned or quantized."""
+    """`{path: description}` of the tables that are already compressed (any kind, pruned or quantized)."""
     out = {}
     for path, layer in find_embeddings(model, include_factorized=True):
-        layout = TableLayout.of(layer)
-        if layout.low_rank or layout.pruned or layout.storage != "float32":
-            out[path] = f"{type(layer).__name__}, {layout.describe()}"
+        if table_kinds.is_compressed(layer):
+            out[path] = f"{type(layer).__name__}, {TableLayout.of(layer).describe()}"
     return out
 
 

@@ -52,8 +52,6 @@ class TableKind:
             (`keras_lowrank.export.fold_projections`: low rank's `B`).
         reversible: whether it can compute logits (`reverse=True`, tied LM
             heads): a kind that cannot is never planned for such a table.
-        weightings: the row weightings its `build` takes (`"none"`:
-            unweighted, `"frequency"`: token counts + 1).
     """
 
     name: str
@@ -64,7 +62,6 @@ class TableKind:
     prunable: bool
     foldable: bool
     reversible: bool
-    weightings: tuple = ("none",)
 
     def decoded_table(self, layer):
         """The `(input_dim, output_dim)` float32 rows `layer` answers (for inspection)."""
@@ -155,12 +152,12 @@ def _decode_dense(layer):
 
 register_table_kind(
     TableKind("low-rank", (LowRankEmbedding,), build=_build_low_rank, finalize=_quantize,
-              factorized=True, prunable=True, foldable=True, reversible=True, weightings=("none", "frequency")),
+              factorized=True, prunable=True, foldable=True, reversible=True),
     decode=lambda layer: to_numpy(keras.ops.cast(layer.embeddings, "float32")),
 )
 register_table_kind(
     TableKind("codebook", (CodebookEmbedding,), build=_build_codebook, finalize=_freeze,
-              factorized=True, prunable=False, foldable=False, reversible=False, weightings=("frequency",)),
+              factorized=True, prunable=False, foldable=False, reversible=False),
     decode=lambda layer: layer.decoded_table(),
 )
 register_table_kind(
