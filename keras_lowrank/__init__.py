@@ -50,7 +50,9 @@ _PUBLIC_API = {
         "CyclicalLearningRate", "CyclicallyAnnealedLearningRate", "plot_schedules",
     ),
     # Deployment.
-    "keras_lowrank.export": ("ExportReport", "FoldReport", "export_tflite", "fold_projections"),
+    "keras_lowrank.export": (
+        "ExportReport", "FoldReport", "TextRunner", "export_tflite", "fold_projections",
+    ),
     # Fine-tuning.
     "keras_lowrank.training": ("Distiller", "LazyAdam", "distillation_loss"),
 }

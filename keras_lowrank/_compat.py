@@ -58,3 +58,12 @@ def require_tensorflow(feature="This feature"):
     """Raises `ImportError` with install instructions if TensorFlow is absent."""
     if not has_tensorflow():
         raise ImportError(_missing("tensorflow", feature))
+
+
+def require_litert(feature="This feature"):
+    """Raises `ImportError` naming the extra if `ai_edge_litert` (LiteRT) is absent."""
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        raise ImportError(
+            f"{feature}: `ai-edge-litert` (the LiteRT interpreter, which runs and checks the file) is "
+            "not installed: `pip install keras-lowrank[export]` (the [hub] extra includes it)."
+        )

@@ -13,6 +13,7 @@ The private uses, one line each:
 - `model._compile_metrics` / `_compile_loss` internals: the user's compile arguments.
 - `model.compiled`: skip `clone_model`'s recompile of an unserializable loss.
 - `TextVectorization._lookup_layer`: the inner `StringLookup` and its vocabulary.
+- `Layer._inbound_nodes`: where a layer shared by several models was called on a given tensor.
 - `layer._tracker` (`is_in_store` / `replace_tracked_value` / `untrack`): swap a tracked
   sublayer in place, keeping the order of `model.weights` (used by `surgery.replace`).
 - `keras.src.backend.set_keras_mask`: attach an implicit mask to a returned tensor.
@@ -138,3 +139,16 @@ def inner_lookup(layer):
     """
     return getattr(layer, "_lookup_layer", layer)
 
+
+
+def output_on(layer, tensor):
+    """The symbolic output of `layer` called on `tensor`, or `None` if never so called.
+
+    `layer.output` is ambiguous once a layer is called in several graphs (a
+    `TextVectorization` shared by a training and an inference model); its
+    call nodes say which output came from which input.
+    """
+    for node in getattr(layer, "_inbound_nodes", None) or []:
+        if len(node.input_tensors) == 1 and node.input_tensors[0] is tensor and len(node.output_tensors) == 1:
+            return node.output_tensors[0]
+    return None

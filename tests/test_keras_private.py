@@ -104,6 +104,15 @@ def test_inner_lookup_of_text_vectorization():
     assert inner.get_vocabulary()[-2:] == ["a", "b"]
 
 
+def test_output_on_tells_the_calls_of_a_shared_layer_apart():
+    shared = keras.layers.Dense(2)
+    a, b = keras.Input((3,)), keras.Input((3,))
+    out_a, out_b = shared(a), shared(b)
+    assert _keras_private.output_on(shared, a) is out_a
+    assert _keras_private.output_on(shared, b) is out_b
+    assert _keras_private.output_on(shared, keras.Input((3,))) is None
+
+
 def test_tracker_swaps_a_layer_in_place():
     model = _model()
     tracker = _keras_private.tracked_layers(model)

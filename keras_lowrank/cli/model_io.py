@@ -406,10 +406,10 @@ def text_input(model):
     A model that holds its own `TextVectorization` (or `StringLookup`) takes
     raw text: `keras.Input(shape=(), dtype="string")` or `shape=(1,)`.
     """
+    from keras_lowrank.export.raw_text import takes_text
+
     inputs = getattr(model, "inputs", None) or []
-    if len(inputs) == 1 and str(getattr(inputs[0], "dtype", "")) == "string":
-        return inputs[0]
-    return None
+    return inputs[0] if len(inputs) == 1 and takes_text(model) else None
 
 
 def model_texts(model, texts, source):

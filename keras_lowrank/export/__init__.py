@@ -1,4 +1,4 @@
-"""Deployment: projection folding and verified TFLite export."""
+"""Deployment: projection folding, verified TFLite export, raw-text files and their runner."""
 
 from keras_lowrank.export.folding import FoldedLookup
 from keras_lowrank.export.folding import FoldRecord
@@ -8,3 +8,7 @@ from keras_lowrank.export.tflite import ExportReport
 from keras_lowrank.export.tflite import export_tflite
 from keras_lowrank.export.tflite import ops_used
 from keras_lowrank.export.tflite import run_tflite
+from keras_lowrank.export.keras_hub_task import read_task_settings
+from keras_lowrank.export.text_runner import TextRunner
+from keras_lowrank.export.text_runner import read_tokenizer
+from keras_lowrank.export.text_tokenizer import TextTokenizer

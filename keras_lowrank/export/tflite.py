@@ -30,6 +30,10 @@ import numpy as np
 
 from keras_lowrank import _compat
 from keras_lowrank import _keras_private
+from keras_lowrank.export import keras_hub_task
+from keras_lowrank.export import metadata
+from keras_lowrank.export import raw_text
+from keras_lowrank.export.text_tokenizer import METADATA_NAME
 from keras_lowrank.layers import table_kinds
 from keras_lowrank.utils.atomic_write import atomic_path
 
@@ -58,6 +62,12 @@ class ExportReport:
         fold_report: The `FoldReport` (or `None` when `fold=False`).
         unrolled: Names of recurrent layers unrolled for a dynamic batch.
         cast_to_float32: Whether a mixed-precision model was cast first.
+        tokenizer: For a raw-text model, its tokenizer's settings without
+            the vocabulary (`TextTokenizer.summary()`); the whole settings
+            are inside the file (`TextRunner` reads them). For a KerasHub
+            task, its tokenizer class, vocabulary size, sequence length and
+            pad id (`read_task_settings` reads the whole settings). `None`
+            otherwise.
         signature: The names of the file's `serving_default` signature:
             `{"inputs": {keras name: file name}, "outputs": {...}}`. A file
             name differs from the Keras one where the Keras name is not a
@@ -77,6 +87,7 @@ class ExportReport:
     unrolled: list = dataclasses.field(default_factory=list)
     cast_to_float32: bool = False
     signature: dict = dataclasses.field(default_factory=dict)
+    tokenizer: dict | None = None
 
     def to_dict(self):
         out = dataclasses.asdict(self)
@@ -102,6 +113,23 @@ class ExportReport:
                 )
                 for kind in ("inputs", "outputs")
             ))
+        if self.tokenizer is not None and "standardize" not in self.tokenizer:
+            t = self.tokenizer
+            lines.append(
+                f"  KerasHub task: {t['tokenizer'] or 'no'} tokenizer"
+                + (f", vocabulary of {t['vocabulary_size']:,} tokens" if t["vocabulary_size"] else "")
+                + f"; segment ids 0 and padding mask (token_ids != {t['pad_id']}) computed in the file; "
+                f"settings inside the file (metadata {keras_hub_task.METADATA_NAME!r})"
+            )
+        elif self.tokenizer is not None:
+            t = self.tokenizer
+            length = t["sequence_length"] or "the longest text of a batch"
+            lines.append(
+                f"  raw text: vocabulary of {t['vocabulary_size']:,} tokens, standardize={t['standardize']}, "
+                f"split={t['split']}, ngrams={t['ngrams']}, padded to {length}; settings inside the file "
+                f"(metadata {METADATA_NAME!r}, read by keras_lowrank.export.TextRunner); "
+                f"compared from {self.probe_shape[0]} raw texts"
+            )
         if self.cast_to_float32:
             lines.append("  cast from mixed precision to float32")
         if self.fold_report is not None:
@@ -140,6 +168,17 @@ def export_tflite(
     and output names distinct. `ExportReport.signature` maps the Keras names
     to the file's.
 
+    A model that takes raw text through its `TextVectorization` exports as
+    the graph of its token ids (input `token_ids`) with the vocabulary and
+    tokenizer settings inside the file; `keras_lowrank.export.TextRunner`
+    runs it on strings, and the check compares it with Keras from the texts
+    themselves. A KerasHub text task (`BertTextClassifier`, ...) exports in
+    the same call: the file takes `token_ids` alone, computes the segment
+    ids (0) and the padding mask (ids other than the tokenizer's pad id),
+    and carries the tokenizer's vocabulary and settings
+    (`keras_lowrank.export.read_task_settings`); with a preprocessor, the
+    check runs the task on texts through it.
+
     After conversion the file is opened in `ai_edge_litert`'s interpreter:
     its signature must have exactly those names, and run on a probe batch it
     is compared with the Keras model. A missing or misnamed signature, a NaN
@@ -147,7 +186,8 @@ def export_tflite(
     existing file at `path` is left as it was).
 
     Args:
-        model: A built `keras.Model` with one integer input.
+        model: A built `keras.Model` with one integer input, one that takes
+            raw text through a `TextVectorization`, or a KerasHub text task.
         path: Output file, must end in `.tflite`.
         quantize: `None` (float32), `"dynamic"` (int8 weights, float
             activations), `"float16"` (float16 weights) or `"int8"` (full
@@ -156,8 +196,11 @@ def export_tflite(
         representative_dataset: For `quantize="int8"`: an array of ids
             `(n, sequence_length)`, or a callable returning an iterable of
             `[ids]` lists, as TFLite expects.
-        probe: Ids `(n, sequence_length)` to compare TFLite with Keras on.
-            Default: 8 random padded sequences.
+        probe: Ids `(n, sequence_length)` to compare TFLite with Keras on,
+            or, for a raw-text model or a KerasHub task with a preprocessor,
+            a list of texts. Default: 8 random padded sequences, or texts of
+            the vocabulary's words with capitals, punctuation and unknown
+            words.
         sequence_length: Needed only when the model input has no fixed
             length (and always then for recurrent layers).
         batch_size: Fix the batch dimension (default: dynamic; 1 for a
@@ -207,17 +250,27 @@ def export_tflite(
     tf = _compat.import_tensorflow(
         f"`export_tflite` (the TFLite converter, also on the {backend} backend)"
     )
+    _compat.require_litert("`export_tflite`")
 
     if not isinstance(model, keras.Model) or not model.built or not model.inputs:
         raise ValueError(
             "Expected `model` to be a built keras.Model with a defined input, "
             f"received: model={model!r}"
         )
+    task = keras_hub_task.split_task(model, sequence_length)
+    task_model = None
+    if task is not None:
+        task_model, model = model, task.ids_model
     if len(model.inputs) != 1:
         raise ValueError(
             "Expected `model` to take one input of token ids, received a model "
             f"with {len(model.inputs)} inputs"
         )
+    keras_model = model
+    text = raw_text.split_raw_text(model)
+    if text is not None:
+        model = text.ids_model
+        _check_text_sequence_length(text, sequence_length)
     _check_quantized_layers(model, folding)
 
     seq_len = model.inputs[0].shape[1] if len(model.inputs[0].shape) > 1 else None
@@ -239,13 +292,26 @@ def export_tflite(
     # would calibrate silently on garbage rows.
     vocab = _vocabulary_size(model)
     if representative_dataset is not None and not callable(representative_dataset):
+        if text is not None and _are_texts(representative_dataset):
+            representative_dataset = text.tokenizer.tokenize(representative_dataset)
         representative_dataset = _check_ids(
             representative_dataset, "representative_dataset", vocab, seq_len
         )
-    if probe is not None:
+    texts = task_inputs = None
+    if text is not None:
+        texts = _check_texts(probe) if probe is not None else _default_texts(text.tokenizer)
+        probe = _tokenize_like_keras(text, texts)
+    elif task is not None and task.preprocessor is not None and (probe is None or _are_texts(probe)):
+        # From texts through the task's own preprocessor: the file's ids and
+        # derived mask are checked against what the task is given in `predict`.
+        texts = _check_texts(probe) if probe is not None else _default_task_texts(task.tokenizer)
+        task_inputs = task.preprocessor(texts)
+        if isinstance(task_inputs, (tuple, list)):
+            task_inputs = task_inputs[0]
+        probe = _check_ids(keras.ops.convert_to_numpy(task_inputs["token_ids"]), "probe", vocab, seq_len)
+    elif probe is not None:
         probe = _check_ids(probe, "probe", vocab, seq_len)
 
-    keras_model = model
     export_model, cast = _as_float32(model, folding)
     fold_report = None
     if fold:
@@ -267,7 +333,7 @@ def export_tflite(
         batch_size = 1
     unroll = recurrent if batch_size is None else []
     input_shape = (batch_size, seq_len)
-    signature = _signature_names(keras_model)
+    signature = _signature_names(keras_model, raw_text.IDS_INPUT_NAME if text is not None else None)
     flatbuffer = _CONVERTERS[backend](
         export_model, input_shape, quantize, representative_dataset, unroll, tf,
         names=(
@@ -275,6 +341,14 @@ def export_tflite(
             next(iter(signature["outputs"].values())),
         ),
     )
+    if text is not None:
+        flatbuffer = metadata.with_metadata(
+            flatbuffer, METADATA_NAME, text.tokenizer.to_json().encode("utf-8")
+        )
+    if task is not None:
+        flatbuffer = metadata.with_metadata(
+            flatbuffer, keras_hub_task.METADATA_NAME, task.settings().encode("utf-8")
+        )
     ops, flex = _ops_used(flatbuffer)
     if flex:
         raise RuntimeError(
@@ -285,7 +359,14 @@ def export_tflite(
     if probe is None:
         probe = _default_probe(keras_model, seq_len or 16, batch_size or 8)
     probe = np.asarray(probe, dtype="int32")
-    expected = keras.ops.convert_to_numpy(keras_model(probe, training=False))
+    # A raw-text model is compared from the strings themselves: the file on
+    # the reference tokenizer's ids against Keras on the texts.
+    if task_inputs is not None:
+        expected = keras.ops.convert_to_numpy(task_model(task_inputs, training=False))
+    else:
+        expected = keras.ops.convert_to_numpy(
+            keras_model(_as_text_input(keras_model, texts) if texts is not None else probe, training=False)
+        )
     # Checked on the written file, under its temporary name: what a phone
     # loads is the file, and a failed check must leave nothing at `path`.
     with atomic_path(path) as tmp:
@@ -312,6 +393,8 @@ def export_tflite(
         unrolled=[l.name for l in unroll],
         cast_to_float32=cast,
         signature=signature,
+        tokenizer=(text.tokenizer.summary() if text is not None
+                   else task.summary() if task is not None else None),
     )
 
 
@@ -341,7 +424,11 @@ def run_tflite(model_content, ids, num_threads=None):
     to `len(ids)`, and runs a file with a fixed batch `b` in chunks of `b`
     rows. Returns the first output as a numpy array.
     """
-    interpreter = make_interpreter(model_content, num_threads=num_threads)
+    return run_interpreter(make_interpreter(model_content, num_threads=num_threads), ids)
+
+
+def run_interpreter(interpreter, ids):
+    """Runs an `ai_edge_litert` interpreter on a batch of ids (see `run_tflite`)."""
     ids = np.asarray(ids, dtype="int32")
     detail = interpreter.get_input_details()[0]
     batch = int(detail.get("shape_signature", detail["shape"])[0])
@@ -439,8 +526,9 @@ def _as_float32(model, folding):
     import keras
 
     layers = list(_keras_private.flatten_layers(model, include_self=False))
+    # Integer layers (a KerasHub task's tokenizer, a lookup) are not precision.
     if all(
-        keras.backend.standardize_dtype(l.compute_dtype) == "float32"
+        keras.backend.standardize_dtype(l.compute_dtype) not in ("float16", "bfloat16")
         for l in layers
         if not isinstance(l, keras.layers.InputLayer)
     ):
@@ -483,15 +571,16 @@ def _recurrent_layers(model):
     return found
 
 
-def _signature_names(model):
+def _signature_names(model, input_name=None):
     """The `serving_default` names: `{"inputs": {keras: file}, "outputs": ...}`.
 
     The model's own names, as Keras' export uses them, made names that the
     converter keeps as they are (see `_signature_name`), and distinct: the
-    input keeps its name, an output equal to it gets a `_1` suffix.
+    input keeps its name, an output equal to it gets a `_1` suffix. A
+    raw-text model's file takes ids, not its text: `input_name` names them.
     """
     output_names = list(getattr(model, "output_names", None) or [])
-    input_name = getattr(model.inputs[0], "name", None) or "ids"
+    input_name = input_name or getattr(model.inputs[0], "name", None) or "ids"
     output_name = output_names[0] if len(output_names) == 1 else "output_0"
     taken = set()
     names = {}
@@ -727,4 +816,87 @@ def _default_probe(model, seq_len, batch):
     lengths = rng.integers(1, seq_len + 1, size=batch)
     for row, length in enumerate(lengths):
         ids[row, length:] = 0
+    return ids
+
+
+def _check_text_sequence_length(text, sequence_length):
+    """A raw-text model's length is its `TextVectorization`'s: one line otherwise."""
+    fixed = text.tokenizer.sequence_length
+    if sequence_length is None or sequence_length == fixed:
+        return
+    if fixed is None:
+        raise ValueError(
+            f"`sequence_length={sequence_length!r}` cannot be used for a raw-text model: its "
+            f"TextVectorization {text.layer.name!r} pads each batch to its longest text; set its "
+            "`output_sequence_length` to fix the length"
+        )
+    raise ValueError(
+        f"`sequence_length={sequence_length!r}` differs from the output_sequence_length {fixed} "
+        f"of the model's TextVectorization {text.layer.name!r}"
+    )
+
+
+def _are_texts(data):
+    array = np.asarray(data, dtype=object) if not isinstance(data, np.ndarray) else data
+    return array.size > 0 and isinstance(array.flat[0], (str, bytes))
+
+
+def _check_texts(texts):
+    """`texts` as a list of strings, or a one-line `ValueError`."""
+    array = np.asarray(texts, dtype=object)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1 or array.size == 0 or not all(isinstance(t, (str, bytes)) for t in array):
+        raise ValueError(
+            "Expected `probe` of a raw-text model to be a non-empty sequence of strings, "
+            f"received: probe={texts!r:.80}"
+        )
+    return [t.decode("utf-8") if isinstance(t, bytes) else t for t in array]
+
+
+def _default_texts(tokenizer):
+    """Probe strings from the vocabulary, with case, punctuation and unknown words."""
+    rng = np.random.default_rng(0)
+    words = [w for w in tokenizer.vocabulary[2:] if w] or ["text"]
+    texts = []
+    for length in (1, 3, 7, 12, 25, 40, 2, 9):
+        picked = [str(words[i]) for i in rng.integers(0, len(words), size=length)]
+        texts.append(" ".join(picked))
+    texts[1] = texts[1].upper() + "!"
+    texts[2] = "Qzxv, " + texts[2] + " -- unknownword?"
+    texts[3] = "\t " + texts[3].replace(" ", "  ") + " \n"
+    return texts
+
+
+def _default_task_texts(tokenizer):
+    """Probe texts of a task: words of its tokenizer's vocabulary, and unknown ones."""
+    rng = np.random.default_rng(0)
+    vocabulary = [str(t) for t in tokenizer.get_vocabulary()] if tokenizer is not None else []
+    words = [w for w in vocabulary if w.isalpha() and not w.startswith("[")] or ["text"]
+    texts = [" ".join(words[i] for i in rng.integers(0, len(words), size=n)) for n in (1, 4, 9, 30)]
+    return texts + ["Qzxv, unknown words!", texts[2].upper()]
+
+
+def _as_text_input(model, texts):
+    """`texts` as a `tf.string` tensor shaped like the model's string input."""
+    import tensorflow as tf
+
+    tensor = tf.constant(list(texts), dtype=tf.string)
+    return tensor[:, None] if tuple(model.inputs[0].shape[1:]) == (1,) else tensor
+
+
+def _tokenize_like_keras(text, texts):
+    """The reference tokenizer's ids for `texts`, checked against the layer's own."""
+    import keras
+    import tensorflow as tf
+
+    ids = text.tokenizer.tokenize(texts)
+    keras_ids = keras.ops.convert_to_numpy(text.layer(tf.constant(list(texts), dtype=tf.string)))
+    if keras_ids.shape != ids.shape or not np.array_equal(keras_ids, ids):
+        rows = [i for i in range(len(texts)) if i >= len(keras_ids) or not np.array_equal(keras_ids[i], ids[i])]
+        raise RuntimeError(
+            f"The reference tokenizer differs from TextVectorization {text.layer.name!r} on the text "
+            f"{texts[rows[0]]!r:.80}, so the file could not be run from raw text; no file was written. "
+            "Please report the layer's settings."
+        )
     return ids

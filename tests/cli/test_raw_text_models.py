@@ -4,8 +4,9 @@
 their texts in a form Keras accepts for the model's string input, whatever
 its shape (`()` or `(1,)`); a numpy object or `<U` array is refused by Keras
 3 on TensorFlow ("Invalid dtype: object"). `--fine-tune` takes a `.npz` of
-strings the same way. `inspect` lists the table; `export`, which takes
-models of integer ids, refuses such a model in one line.
+strings the same way. `inspect` lists the table; `export` writes the
+file of its token ids with the tokenizer inside, which `TextRunner` runs
+from the same strings.
 """
 
 import csv
@@ -181,12 +182,33 @@ def test_inspect_lists_the_table_of_a_raw_text_model(raw_text, capsys, tmp_path)
     np.testing.assert_allclose(record["singular_values"], reference, rtol=1e-4, atol=1e-6)
 
 
-def test_export_refuses_a_raw_text_model_in_one_line(raw_text, capsys, tmp_path):
+def test_export_writes_a_file_that_runs_from_raw_text(raw_text, capsys, tmp_path):
+    from keras_lowrank.export import TextRunner
+
     output = tmp_path / "model.tflite"
-    code, out, err = run_cli(capsys, "export", raw_text["model"], output)
-    assert_user_error(code, err, raw_text["model"], "takes raw text", "vectorize", "integer token ids")
-    assert "converting" not in out
-    assert not output.exists()
+    report = tmp_path / "report.json"
+    code, out, err = run_cli(capsys, "export", raw_text["model"], output, "--json", report)
+    assert code == 0, err
+    assert "raw text: vocabulary of" in out
+    assert json.loads(report.read_text())["tokenizer"]["vocabulary_size"] == raw_text["vocabulary"]
+    model = _load(raw_text["model"])
+    expected = model.predict(_strings(raw_text["queries"], raw_text["shape"]), verbose=0)
+    np.testing.assert_allclose(TextRunner(str(output))(raw_text["queries"]), expected, atol=1e-5)
+
+
+def test_export_calibrates_a_raw_text_model_on_csv_texts(raw_text, capsys, tmp_path):
+    output = tmp_path / "model.tflite"
+    code, out, err = run_cli(
+        capsys, "export", raw_text["model"], output, "--quantize", "int8", "--representative", raw_text["train"]
+    )
+    assert code == 0, err
+    assert output.exists()
+    # Token ids are not texts: one line naming the file.
+    code, out, err = run_cli(
+        capsys, "export", raw_text["model"], tmp_path / "b.tflite", "--quantize", "int8",
+        "--representative", raw_text["ids"],
+    )
+    assert_user_error(code, err, raw_text["ids"], "array of texts")
 
 
 def test_model_texts_match_the_input_shape(raw_text):

@@ -214,3 +214,18 @@ def test_fixed_batch_export_checks_a_probe_of_many_rows(tmp_path):
     path = str(tmp_path / "fixed.tflite")
     export_tflite(model, path, batch_size=1, probe=probe)
     np.testing.assert_allclose(run_tflite(path, probe), model.predict(probe, verbose=0), atol=1e-5)
+
+
+def test_missing_litert_names_the_extra(monkeypatch, tmp_path):
+    import importlib.util
+
+    import keras
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ai_edge_litert" else find_spec(name, *a))
+    ids = keras.Input((4,), dtype="int32")
+    model = keras.Model(ids, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Embedding(9, 3)(ids))))
+    with pytest.raises(ImportError, match=r"keras-lowrank\[export\]"):
+        export_tflite(model, str(tmp_path / "m.tflite"))
+    assert not (tmp_path / "m.tflite").exists()

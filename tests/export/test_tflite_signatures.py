@@ -87,7 +87,7 @@ def test_a_file_without_the_expected_signature_is_not_written(tmp_path, monkeypa
     monkeypatch.setattr(
         tflite,
         "_signature_names",
-        lambda model: {"inputs": {"class": "class"}, "outputs": {"logits": "logits"}},
+        lambda model, input_name=None: {"inputs": {"class": "class"}, "outputs": {"logits": "logits"}},
     )
     path = tmp_path / "m.tflite"
     path.write_bytes(b"previous")

@@ -40,6 +40,7 @@ def run_part(output, *, source=None, seed=0, cache=None, **settings):
     from keras_lowrank.benchmarks import environment
     from keras_lowrank.benchmarks import output as output_lib
     from keras_lowrank.benchmarks.minilm import classifier
+    from keras_lowrank.export.keras_hub_task import split_task
     from keras_lowrank.export.tflite import invoke
     from keras_lowrank.export.tflite import make_interpreter
     from keras_lowrank.export.tflite import prepare_interpreter
@@ -73,12 +74,14 @@ def run_part(output, *, source=None, seed=0, cache=None, **settings):
     # The files are tens of MB: their numbers are the result, not the files.
     scratch = tempfile.mkdtemp(prefix="minilm-export-")
     for name, (size, model) in models.items():
-        wrapped = ids_only(model, config["sequence_length"])
+        # What the file computes: the task on its ids, segments and mask derived.
+        wrapped = split_task(model, config["sequence_length"]).ids_model
         keras_logits = np.asarray(wrapped.predict(ids_test, batch_size=64, verbose=0))
         for quantize in (None, "dynamic"):
             label = f"{name}, {'float32' if quantize is None else 'dynamic range'}"
             path = os.path.join(scratch, label.replace(" ", "_").replace(",", "").replace("%", "pct") + ".tflite")
-            report = export_tflite(wrapped, path, quantize=quantize, probe=probe, batch_size=1)
+            report = export_tflite(model, path, quantize=quantize, probe=probe, batch_size=1,
+                                   sequence_length=config["sequence_length"])
             interpreter = make_interpreter(path, num_threads=1)
             prepare_interpreter(interpreter, (1, config["sequence_length"]))
             lite = np.concatenate([invoke(interpreter, ids_test[i : i + 1]) for i in range(len(ids_test))])
@@ -115,15 +118,3 @@ def run_part(output, *, source=None, seed=0, cache=None, **settings):
               f"{row['latency_ms_median']:.2f} ms, gap {row['max_abs_logit_gap']:.2e}", flush=True)
     return results
 
-
-def ids_only(classifier, sequence_length):
-    """A model taking zero-padded token ids alone, for export (one text per row)."""
-    import keras
-
-    ids = keras.Input(shape=(sequence_length,), dtype="int32", name="token_ids")
-    inputs = {
-        "token_ids": ids,
-        "segment_ids": keras.ops.zeros_like(ids),
-        "padding_mask": keras.ops.not_equal(ids, 0),
-    }
-    return keras.Model(ids, classifier(inputs), name=f"{classifier.name}_ids")

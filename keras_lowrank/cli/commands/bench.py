@@ -9,7 +9,7 @@ PAGE` and `--render-only` (see `keras_lowrank.benchmarks.output`).
 import importlib
 
 NAME = "bench"
-HELP = "Run a benchmark: svd (SVD scaling), export (TFLite size/latency), train (fit step cost), minilm (a pretrained transformer compressed), compress-time (compress() wall time against another checkout)."
+HELP = "Run a benchmark: svd (SVD scaling), export (TFLite size/latency), train (fit step cost), minilm (a pretrained transformer compressed), export-text (a raw-text classifier to a LiteRT file, run from strings), compress-time (compress() wall time against another checkout)."
 
 # Benchmark name -> (module, one-line help).
 BENCHMARKS = {
@@ -17,6 +17,8 @@ BENCHMARKS = {
     "export": ("keras_lowrank.benchmarks.export", "TFLite size and latency, full versus low-rank."),
     "train": ("keras_lowrank.benchmarks.training_cost", "fit step time and optimizer memory, full versus low-rank."),
     "minilm": ("keras_lowrank.benchmarks.minilm", "all-MiniLM-L6-v2 compressed: classifier, encoder, TFLite."),
+    "export-text": ("keras_lowrank.benchmarks.export_text",
+                    "A raw-text classifier trained, compressed, exported and run from strings."),
     "compress-time": ("keras_lowrank.benchmarks.compress_time",
                       "compress() wall time at its defaults, this checkout against another."),
 }

@@ -13,7 +13,11 @@ QUANTIZE_CHOICES = ("dynamic", "float16", "int8")
 
 
 def add_arguments(parser):
-    parser.add_argument("model", metavar="MODEL.keras", help="A saved Keras 3 model taking integer token ids.")
+    parser.add_argument(
+        "model", metavar="MODEL.keras",
+        help="A saved Keras 3 model taking integer token ids, or raw text through its TextVectorization "
+        "(the file then takes the ids and carries the vocabulary and tokenizer settings).",
+    )
     parser.add_argument("output", metavar="OUT.tflite", help="Where to write the TFLite file.")
     parser.add_argument(
         "--quantize", choices=QUANTIZE_CHOICES, default=None,
@@ -26,7 +30,8 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--representative", metavar="DATA.npz",
-        help="Token ids for int8 calibration: a .npz with an array x (n, sequence_length).",
+        help="Calibration data for int8: a .npz with token ids x (n, sequence_length); for a raw-text "
+        "model, its texts (a .csv/.tsv text column, or a .npz array x of strings).",
     )
     parser.add_argument(
         "--sequence-length", type=int, default=None,
@@ -65,44 +70,44 @@ def load_ids(path, option="--representative"):
     return ids.astype("int32")
 
 
-def _refuse_raw_text(model, path):
-    """A one-line error for a model that takes raw text (holds its TextVectorization).
+def load_texts(path, option="--representative"):
+    """The texts of a .csv/.tsv (its `text` column) or of a `.npz` array `x` of strings."""
+    import numpy as np
 
-    The export takes models of integer token ids (`export_tflite`): the
-    string ops of a `TextVectorization` or `StringLookup` are not builtin
-    TFLite ops, and the conversion would fail deep inside TensorFlow.
-    """
     from keras_lowrank.cli.errors import CLIError
-    from keras_lowrank.cli.model_io import text_input
+    from keras_lowrank.cli.model_io import check_input_file, load_arrays
 
-    spec = text_input(model)
-    if spec is None:
-        return
-    lookups = [layer.name for layer in _string_layers(model)]
-    held = f" through {', '.join(lookups)}" if lookups else ""
-    raise CLIError(
-        f"{path} takes raw text (a string input{held}); export needs a model that takes integer "
-        "token ids: save the layers after the text vectorization as their own model "
-        "(keras.Model(ids_input, ...)) and export that"
-    )
+    check_input_file(path, option)
+    if path.lower().endswith((".csv", ".tsv")):
+        from keras_lowrank.data.text_files import read_table
 
-
-def _string_layers(model):
-    """The `TextVectorization`/`StringLookup` layers of `model` and its sub-models."""
-    import keras
-
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.TextVectorization, keras.layers.StringLookup)):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found.extend(_string_layers(layer))
-    return found
+        try:
+            texts, _ = read_table(path)
+        except ValueError as error:
+            raise CLIError(f"{option}: {path}: {error}") from None
+    else:
+        data = load_arrays(path, option)
+        texts = data["x"] if "x" in data else (next(iter(data.values())) if len(data) == 1 else None)
+        if texts is None:
+            raise CLIError(f"{option}: {path} has no array x; found {sorted(data)}")
+        texts = np.asarray(texts)
+        if texts.ndim == 2 and texts.shape[1] == 1:
+            texts = texts[:, 0]
+        if texts.ndim != 1 or texts.dtype.kind not in "USO":
+            raise CLIError(
+                f"{option}: {path}: x must be a 1-D array of texts for a model that takes raw text, "
+                f"received shape {texts.shape} and dtype {texts.dtype}"
+            )
+        texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in texts]
+    if not len(texts):
+        raise CLIError(f"{option}: {path} holds no texts")
+    return list(texts)
 
 
 def run(args):
     from keras_lowrank.cli.errors import CLIError
     from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model, writing
+    from keras_lowrank.export.raw_text import takes_text
 
     inputs = [(None, args.model), ("--representative", args.representative)]
     check_output_path(args.output, ".tflite", overwrite=args.overwrite, inputs=inputs)
@@ -117,15 +122,21 @@ def run(args):
         raise CLIError("--representative is used only with --quantize int8")
     if args.sequence_length is not None and args.sequence_length <= 0:
         raise CLIError(f"--sequence-length must be positive, received: {args.sequence_length}")
-    representative = load_ids(args.representative) if args.representative else None
-
     model = load_model(args.model, custom_modules=args.custom_module)
-    _refuse_raw_text(model, args.model)
+    raw_text = takes_text(model)
+    representative = None
+    if args.representative:
+        representative = (load_texts if raw_text else load_ids)(args.representative)
     if not embedding_layers(model):
         raise CLIError(f"{args.model} has no Embedding or LowRankEmbedding layer")
 
     from keras_lowrank.export import export_tflite
 
+    if raw_text and args.sequence_length is not None:
+        raise CLIError(
+            "--sequence-length is for models of token ids; a raw-text model's length is its "
+            "TextVectorization's output_sequence_length"
+        )
     print(f"converting {args.model} (quantize={args.quantize or 'none'}, fold={not args.no_fold}) ...", flush=True)
     with writing(args.output):
         report = export_tflite(
