@@ -68,6 +68,7 @@ def compress(
     *,
     size=None,
     max_bytes=None,
+    max_model_bytes=None,
     layer_names=None,
     return_report=False,
     **options,
@@ -126,8 +127,14 @@ def compress(
             and class ids in `[0, classes)` for a sparse categorical loss.
         validation_data: The same kinds; the only data used to choose.
         size: Budget as a fraction in (0, 1) of the float32 bytes of the
-            selected tables. Exactly one of `size` and `max_bytes`.
+            selected tables. Exactly one of `size`, `max_bytes` and
+            `max_model_bytes`.
         max_bytes: Budget in bytes (a positive integer) for those tables.
+        max_model_bytes: Budget in bytes for the whole model: every weight
+            it stores, as `report.model_bytes` counts them. The tables get
+            what the other weights leave (said in `report.notes`); a budget
+            those alone exceed is a `ValueError` naming their bytes. Only
+            the tables are compressed: the other layers keep their weights.
         layer_names: `None` (every vocabulary `Embedding`: segment/type and
             position tables are not compressed, said in `report.notes`), a
             name or a list of names.
@@ -189,7 +196,7 @@ def compress(
         loss, metrics = embedding_objective.loss_and_metrics()
         opts["loss"] = opts["loss"] or loss
     options_lib.check_model(model, opts["loss"])
-    options_lib.check_budget(size, max_bytes)
+    options_lib.check_budget(size, max_bytes, max_model_bytes)
     options_lib.check_layer_names(layer_names)
     options_lib.check_bool(return_report, "return_report")
     notes = []
@@ -226,7 +233,12 @@ def compress(
     train_data = data_lib.preprocessed(model, train_data, opts["batch_size"], notes)
     # An untied reversible table stores a second table for its logits: both count.
     float32_bytes = sum(TableLayout.of(layer).float32_bytes() for _, layer in tables)
-    budget = int(math.floor(size * float32_bytes)) if size is not None else int(max_bytes)
+    if size is not None:
+        budget, received = int(math.floor(size * float32_bytes)), f"size={size!r}"
+    elif max_bytes is not None:
+        budget, received = int(max_bytes), f"max_bytes={max_bytes!r}"
+    else:
+        budget, received = _table_share_of_model_budget(model, tables, max_model_bytes, notes)
 
     # Plan every table with its share of the budget (proportional to its
     # float32 bytes), before any training, so an infeasible budget fails fast.
@@ -251,7 +263,6 @@ def compress(
                                                         if k != "codebook" or logits[p] is False])
                 for p, l in tables
             }
-            received = f"size={size!r}" if size is not None else f"max_bytes={max_bytes!r}"
             too_small = [(p, l) for p, l in tables if smallest[p] is None]
             if too_small:
                 listing = "; ".join(f"'{p}' ({l.input_dim}x{l.output_dim})" for p, l in too_small)
@@ -598,6 +609,21 @@ def _build(model, combo, plans, opts):
         # The student is a fresh copy: its tables are replaced in place.
         student = replace_layers(student, replacements)
     return student
+
+
+def _table_share_of_model_budget(model, tables, max_model_bytes, notes):
+    """`(table budget, received)` for a whole-model budget: what the other weights leave."""
+    other = table_bytes(model) - sum(table_bytes(layer) for _, layer in tables)
+    received = f"max_model_bytes={max_model_bytes!r}"
+    budget = max_model_bytes - other
+    if budget < 1:
+        raise ValueError(
+            f"`max_model_bytes` cannot be met by compressing the embedding tables: the model's other weights "
+            f"alone store {other:,} bytes. Received: {received}"
+        )
+    notes.append(f"whole-model budget {max_model_bytes:,} B: the other weights store {other:,} B, "
+                 f"leaving {budget:,} B for the tables")
+    return budget, received
 
 
 def _learning_rate(teacher, pieces, opts):

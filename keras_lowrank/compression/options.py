@@ -108,17 +108,19 @@ def _check_choices(values, name, allowed):
     return tuple(values)
 
 
-def check_budget(size, max_bytes):
-    """Checks that exactly one of `size` (in (0, 1)) and `max_bytes` (>= 1) is given."""
-    if (size is None) == (max_bytes is None):
+def check_budget(size, max_bytes, max_model_bytes=None):
+    """Checks that exactly one budget is given: `size` in (0, 1), or `max_bytes` / `max_model_bytes` >= 1."""
+    given = [value is not None for value in (size, max_bytes, max_model_bytes)]
+    if sum(given) != 1:
         raise ValueError(
-            "Expected exactly one of `size` and `max_bytes`, received: "
-            f"size={size!r}, max_bytes={max_bytes!r}"
+            "Expected exactly one of `size`, `max_bytes` and `max_model_bytes`, received: "
+            f"size={size!r}, max_bytes={max_bytes!r}, max_model_bytes={max_model_bytes!r}"
         )
     if size is not None and (not _is_real(size) or not 0 < size < 1):
         raise ValueError(f"Expected `size` to be a fraction in (0, 1), received: size={size!r}")
-    if max_bytes is not None and (not _is_int(max_bytes) or max_bytes < 1):
-        raise ValueError(f"Expected `max_bytes` to be a positive integer, received: max_bytes={max_bytes!r}")
+    for name, value in (("max_bytes", max_bytes), ("max_model_bytes", max_model_bytes)):
+        if value is not None and (not _is_int(value) or value < 1):
+            raise ValueError(f"Expected `{name}` to be a positive integer, received: {name}={value!r}")
 
 
 def check_layer_names(layer_names):

@@ -45,6 +45,9 @@ def test_size_budget_saves_the_searched_model_and_its_report(files, capsys, tmp_
         (["--rank", "2", "--train", "{data}"], "--train is used only with --size/--max-bytes"),
         (["--max-bytes", "10", "--train", "{data}", "--validation", "{data}", "--epochs", "0"], "--epochs must be positive"),
         (["--max-bytes", "10", "--train", "{data}", "--validation", "{data}", "--epochs", "1"], "smallest feasible"),
+        (["--max-model-bytes", "10", "--train", "{data}", "--validation", "{data}", "--epochs", "1"],
+         "other weights alone store"),
+        (["--max-model-bytes", "10", "--size", "5%"], "not allowed with argument"),
     ],
 )
 def test_budget_mode_errors_are_one_line(files, capsys, tmp_path, extra, fragment):

@@ -193,10 +193,26 @@ def test_infeasible_budget_names_the_smallest_feasible_size(task):
         keras_lowrank.compress(model, train, val, max_bytes=16, **QUICK)
 
 
+def test_whole_model_budget_leaves_the_tables_what_the_other_weights_do_not_store(task):
+    model, train, val = task
+    # Independent count: the float32 bytes of every weight but the table's.
+    other = sum(np.asarray(w).nbytes for layer in model.layers if layer.name != "embedding" for w in layer.get_weights())
+    limit = other + int(0.1 * 4 * VOCAB * DIM)
+    small, report = keras_lowrank.compress(model, train, val, max_model_bytes=limit, return_report=True,
+                                           **dict(QUICK, epochs=0))
+    assert report.budget_bytes == limit - other
+    assert report.model_bytes == table_bytes(small) <= limit
+    assert any("whole-model budget" in note for note in report.notes)
+    with pytest.raises(ValueError, match=rf"other weights alone store {other:,} bytes"):
+        keras_lowrank.compress(model, train, val, max_model_bytes=other, **QUICK)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({}, "exactly one of `size` and `max_bytes`"),
+        ({"max_model_bytes": -5}, "max_model_bytes"),
+        ({"max_bytes": 100, "max_model_bytes": 1000}, "exactly one"),
+        ({}, "exactly one of `size`, `max_bytes` and `max_model_bytes`"),
         ({"size": 0.1, "max_bytes": 100}, "exactly one"),
         ({"size": 0.0}, "size"),
         ({"size": 1.0}, "size"),

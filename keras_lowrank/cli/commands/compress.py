@@ -38,6 +38,11 @@ def add_arguments(parser):
         "--max-bytes", type=_parse_bytes, metavar="BYTES",
         help="Byte budget of the tables: 200000, 200KB, 1.5MB, 64KiB (needs --train, --validation).",
     )
+    target.add_argument(
+        "--max-model-bytes", type=_parse_bytes, metavar="BYTES",
+        help="Byte budget of the whole model (every weight it stores); the tables get what the other "
+        "weights leave (needs --train, --validation).",
+    )
     target.add_argument("--compression", type=float, help="Share of embedding parameters to remove, in (0, 1), e.g. 0.9.")
     target.add_argument("--rank", type=int, help="Rank of the factorization.")
     target.add_argument("--energy", type=float, help="Smallest rank keeping this share of spectral energy, in (0, 1].")
@@ -184,7 +189,7 @@ def _run_budget(args):
         options["loss"] = args.loss or keras.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model))
         options["metrics"] = ["accuracy"]
     small, report = keras_lowrank.compress(
-        model, train, validation, size=args.size, max_bytes=args.max_bytes,
+        model, train, validation, size=args.size, max_bytes=args.max_bytes, max_model_bytes=args.max_model_bytes,
         layer_names=args.layers, return_report=True, **options,
     )
     print(report)
@@ -239,7 +244,7 @@ def run(args):
     from keras_lowrank.cli.model_io import check_output_path, embedding_layers, load_model
 
     check_output_path(args.output, ".keras", overwrite=args.overwrite, inputs=_inputs(args))
-    if args.size is not None or args.max_bytes is not None:
+    if args.size is not None or args.max_bytes is not None or args.max_model_bytes is not None:
         return _run_budget(args)
     for flag, value in (("--train", args.train), ("--validation", args.validation),
                         ("--candidates", args.candidates), ("--json", args.json)):
