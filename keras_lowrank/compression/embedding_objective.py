@@ -26,8 +26,8 @@ MONITOR = "cosine"
 
 def holds_inputs_only(data):
     """Whether `data` is model inputs without labels (an array, a dict of arrays,
-    or a tf.data.Dataset whose elements are not tuples)."""
-    if isinstance(data, (np.ndarray, dict)) or keras.ops.is_tensor(data):
+    a list of texts, or a tf.data.Dataset whose elements are not tuples)."""
+    if isinstance(data, (np.ndarray, dict)) or keras.ops.is_tensor(data) or _is_texts(data):
         return True
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(data, tf.data.Dataset):
@@ -38,14 +38,18 @@ def holds_inputs_only(data):
 def inputs_of(data, name):
     """The inputs of unlabeled `data` as arrays (a dict of arrays, or an array).
 
-    Accepts an array, a dict of arrays, a one-element tuple `(x,)`, or a
-    finite tf.data.Dataset of input batches (read once, to its end).
+    Accepts an array, a dict of arrays, a list of texts, a one-element
+    tuple `(x,)`, or a finite tf.data.Dataset of input batches (read once,
+    to its end).
 
     Raises:
         ValueError: for anything else, or no examples.
     """
     if isinstance(data, tuple) and len(data) == 1:
         data = data[0]
+    if _is_texts(data):
+        # Raw texts, for a model with its own preprocessor (a KerasHub embedder).
+        data = np.asarray(data)
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(data, tf.data.Dataset):
         if int(data.cardinality()) == tf.data.INFINITE_CARDINALITY:
@@ -83,3 +87,8 @@ def with_targets(model, inputs, batch_size):
 def loss_and_metrics():
     """The fine-tune loss (cosine distance to the input model's vectors) and the compared metric."""
     return keras.losses.CosineSimilarity(axis=-1), [keras.metrics.CosineSimilarity(name=MONITOR, axis=-1)]
+
+
+def _is_texts(data):
+    """A non-empty list of strings (raw texts for a model's preprocessor)."""
+    return isinstance(data, list) and bool(data) and all(isinstance(t, (str, bytes)) for t in data)

@@ -204,3 +204,34 @@ def test_pruned_int4_token_table_exports_to_litert(tmp_path):
     x = _data(3, 6)[0]["token_ids"]
     for row in x:
         np.testing.assert_allclose(invoke(interpreter, row[None].astype("int32")), wrapped.predict(row[None], verbose=0), atol=1e-4)
+
+
+def test_text_embedder_compressed_without_labels_keeps_its_class_and_exports(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    words = [f"w{i}" for i in range(VOCAB_SIZE - 5)]
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)
+    preprocessor = keras_hub.models.BertTextEmbedderPreprocessor(tokenizer, sequence_length=LENGTH)
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=VOCAB_SIZE, num_layers=1, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=LENGTH,
+    )
+    embedder = keras_hub.models.BertTextEmbedder(backbone, preprocessor=preprocessor)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(f"w{i}" for i in rng.integers(0, 60, size=6)) for _ in range(80)]
+    # A list of texts, no labels: the embedding objective.
+    small, report = keras_lowrank.compress(embedder, texts[:64], texts[64:], size=0.3, epochs=1, candidates=2,
+                                           batch_size=16, seed=0, verbose=0, return_report=True)
+    assert type(small) is keras_hub.models.BertTextEmbedder
+    assert table_bytes(small.backbone.token_embedding) <= int(0.3 * 4 * VOCAB_SIZE * 16)
+    # The reported fidelity is the cosine of the two models' vectors on the validation texts.
+    original = embedder.predict(texts[64:], verbose=0)
+    compressed = small.predict(texts[64:], verbose=0)
+    cosines = np.sum(original * compressed, -1) / (
+        np.linalg.norm(original, axis=-1) * np.linalg.norm(compressed, axis=-1))
+    assert report.fidelity["mean_cosine"] == pytest.approx(float(np.mean(cosines)), abs=1e-4)
+    # And it exports in one call: ids in, the vector out.
+    path = str(tmp_path / "embedder.tflite")
+    keras_lowrank.export_tflite(small, path)
+    ids = keras.ops.convert_to_numpy(small.preprocessor(texts[64:])["token_ids"])
+    np.testing.assert_allclose(keras_lowrank.export.run_tflite(path, ids), compressed, atol=1e-5)
