@@ -62,14 +62,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    output_lib.check_doc(args, NAME_CLI)
-    if args.render_only:
-        results = output_lib.load_results(args.output)
-    else:
-        results = measure(args)
-        output_lib.save_results(results, args.output)
-    print(output_lib.publish(results, args, render, name=NAME_CLI, title="compress() wall time"))
-    return 0
+    return output_lib.measure_and_publish(args, measure, render, name=NAME_CLI, title="compress() wall time")
 
 
 def measure(args):

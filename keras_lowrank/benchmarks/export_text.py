@@ -50,14 +50,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    output_lib.check_doc(args, NAME)
-    if args.render_only:
-        results = output_lib.load_results(args.output)
-    else:
-        results = measure(args)
-        output_lib.save_results(results, args.output)
-    print(output_lib.publish(results, args, render, name=NAME, title="A raw-text classifier in a LiteRT file"))
-    return 0
+    return output_lib.measure_and_publish(args, measure, render, name=NAME, title="A raw-text classifier in a LiteRT file")
 
 
 def measure(args):

@@ -157,6 +157,25 @@ def publish(results, args, render, *, name, title, summarize=None):
     return page
 
 
+def measure_and_publish(args, measure, render, *, name, title):
+    """The whole `run` of a benchmark measured in one call: measure (or, with
+    `--render-only`, read), save `results.json`, publish; returns 0.
+
+    Args:
+        args: the parsed arguments (`output`, `doc`, `render_only`).
+        measure: `measure(args) -> results`, the dict for `results.json`.
+        render, name, title: as `publish` takes them.
+    """
+    check_doc(args, name)
+    if args.render_only:
+        results = load_results(args.output)
+    else:
+        results = measure(args)
+        save_results(results, args.output)
+    print(publish(results, args, render, name=name, title=title))
+    return 0
+
+
 def check_doc(args, name):
     """Fails early (`ValueError`) if `--doc` has no section for this benchmark and output.
 
