@@ -12,6 +12,7 @@ import json
 import os
 import zipfile
 
+import numpy as np
 import pytest
 
 from keras_lowrank.benchmarks import minilm
@@ -146,3 +147,24 @@ def test_a_part_is_required():
         minilm.run(parser.parse_args([]))
     with pytest.raises(CLIError, match="--dataset"):
         minilm.run(parser.parse_args(["--part", "classifier"]))
+
+
+def test_knn_task_matches_a_loop_over_each_dataset():
+    from keras_lowrank.benchmarks.minilm.encoder import KnnTask
+
+    rng = np.random.default_rng(0)
+    train = [("a", int(c)) for c in rng.integers(0, 3, 40)] + [("b", int(c)) for c in rng.integers(0, 2, 30)]
+    test = [("a", int(c)) for c in rng.integers(0, 3, 10)] + [("b", int(c)) for c in rng.integers(0, 2, 8)]
+    x_train, x_test = rng.normal(size=(70, 5)), rng.normal(size=(18, 5))
+    per_dataset = []
+    for dataset in ("a", "b"):
+        hits = []
+        for i, (d, label) in enumerate(test):
+            if d != dataset:
+                continue
+            cosine = [(x_test[i] @ x_train[j] / np.linalg.norm(x_test[i]) / np.linalg.norm(x_train[j]), j)
+                      for j, (dd, _) in enumerate(train) if dd == dataset]
+            votes = [train[j][1] for _, j in sorted(cosine, reverse=True)[:3]]
+            hits.append(np.bincount(votes).argmax() == label)
+        per_dataset.append(np.mean(hits))
+    assert KnnTask(train, test, 3).accuracy(x_train, x_test) == pytest.approx(np.mean(per_dataset))

@@ -13,9 +13,10 @@ sentences of the same datasets:
   their 10 nearest neighbours;
 
 before and after the distillation, for float32 factors (the paper's step) and
-for int4 factors at the largest rank within the same bytes (what `compress()`
-chooses for this table), next to Keras' int8 quantization of the table (no
-training). Rows land in `results.json` as they are measured; a rerun measures
+for int4 factors at the largest rank within the same bytes, next to Keras'
+int8 and int4 quantization of the table (no training), and `compress()`
+itself given the texts without labels (the embedding objective: its search
+over every table kind, chosen on held-out training texts). Rows land in `results.json` as they are measured; a rerun measures
 only the missing ones.
 """
 
@@ -37,6 +38,12 @@ DEFAULTS = {
     "learning_rate": 1e-4,
     "sequence_length": 32,
     "neighbours": 10,
+    # compress() itself, without labels (objective "embedding"): its search
+    # over every table kind, chosen on the mean cosine of held-out training
+    # texts (`validation_share` of them), measured on the test texts.
+    "compress_sizes": (0.10, 0.05, 0.02),
+    "compress_candidates": 6,
+    "validation_share": 0.1,
 }
 
 
@@ -59,10 +66,13 @@ def run_part(output, *, source=None, seed=0, **settings):
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
         "rows": [],
     }
+    # Settings added since the part was first run are recorded with the rows they make.
+    for key, value in config.items():
+        results["config"].setdefault(key, list(value) if isinstance(value, tuple) else value)
     done = {(row["method"], row.get("size")) for row in results["rows"]}
     folder = pretrained.model_folder(source)
     backbone, preprocessor = pretrained.load(folder, sequence_length=config["sequence_length"])
-    train, test = _texts(config, seed)
+    (train, train_labels), (test, test_labels) = _texts(config, seed)
     results["texts"] = {"train": len(train), "test": len(test)}
     x_train = pretrained.tokenize(preprocessor, train)
     x_test = pretrained.tokenize(preprocessor, test)
@@ -70,6 +80,15 @@ def run_part(output, *, source=None, seed=0, **settings):
     teacher = sentence_encoder(backbone)
     target_train = teacher.predict(x_train, batch_size=64, verbose=0)
     target_test = teacher.predict(x_test, batch_size=64, verbose=0)
+    # The downstream task, on the embeddings themselves: k-NN over each
+    # dataset's labelled training sentences, for its test sentences.
+    knn = KnnTask(train_labels, test_labels, config["neighbours"])
+    results["knn_accuracy_original"] = knn.accuracy(target_train, target_test)
+
+    def measure(model):
+        train_vectors = model.predict(x_train, batch_size=64, verbose=0)
+        return {**_fidelity(model, x_test, target_test, config),
+                "knn_accuracy": knn.accuracy(train_vectors, model.predict(x_test, batch_size=64, verbose=0))}
 
     def record(row):
         results["rows"].append(row)
@@ -87,7 +106,7 @@ def run_part(output, *, source=None, seed=0, **settings):
         quantized = sentence_encoder(quantized_backbone)
         layer = quantized_backbone.token_embedding
         record({"method": "keras_int8", "size": None, "stage": "no training",
-                "table_bytes": int(table_bytes(layer)), **_fidelity(quantized, x_test, target_test, config)})
+                "table_bytes": int(table_bytes(layer)), **measure(quantized)})
 
     for size in config["sizes"]:
         if ("low_rank", size) in done:
@@ -98,14 +117,24 @@ def run_part(output, *, source=None, seed=0, **settings):
         layer = _backbone(student).token_embedding
         common = {"method": "low_rank", "size": size, "rank": int(layer.rank),
                   "table_bytes": int(table_bytes(layer))}
-        record({**common, "stage": "factorized", **_fidelity(student, x_test, target_test, config)})
+        record({**common, "stage": "factorized", **measure(student)})
         student.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss="mse")
         history = student.fit(x_train, target_train, batch_size=config["batch_size"],
                               epochs=config["epochs"], shuffle=True, verbose=0)
         record({**common, "stage": f"distilled ({config['epochs']} epoch(s))",
                 "train_loss": [float(v) for v in history.history["loss"]],
                 "seconds": time.perf_counter() - start,
-                **_fidelity(student, x_test, target_test, config)})
+                **measure(student)})
+
+    if ("keras_int4", None) not in done:
+        quantized_backbone = pretrained.load(folder)[0]
+        quantized_backbone.token_embedding.quantize("int4")
+        quantized = sentence_encoder(quantized_backbone)
+        record({"method": "keras_int4", "size": None, "stage": "no training",
+                "table_bytes": int(table_bytes(quantized_backbone.token_embedding)),
+                **measure(quantized)})
+
+    _compress_rows(teacher, x_train, measure, config, seed, done, record)
 
     # What compress() chooses for this table at these sizes: int4 factors at
     # the largest rank that fits, distilled in float, then quantized.
@@ -124,7 +153,7 @@ def run_part(output, *, source=None, seed=0, **settings):
         _backbone(before).token_embedding.quantize("int4")
         common = {"method": "low_rank_int4", "size": size, "rank": rank,
                   "table_bytes": int(table_bytes(_backbone(before).token_embedding))}
-        record({**common, "stage": "factorized", **_fidelity(before, x_test, target_test, config)})
+        record({**common, "stage": "factorized", **measure(before)})
         student.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss="mse")
         history = student.fit(x_train, target_train, batch_size=config["batch_size"],
                               epochs=config["epochs"], shuffle=True, verbose=0)
@@ -132,9 +161,37 @@ def run_part(output, *, source=None, seed=0, **settings):
         record({**common, "stage": f"distilled ({config['epochs']} epoch(s)), then int4",
                 "train_loss": [float(v) for v in history.history["loss"]],
                 "seconds": time.perf_counter() - start,
-                **_fidelity(student, x_test, target_test, config)})
+                **measure(student)})
     return results
 
+
+
+def _compress_rows(teacher, x_train, measure, config, seed, done, record):
+    """`compress()` on the encoder without labels, at each size; fidelity on the test texts."""
+    import keras
+
+    from keras_lowrank import compress
+
+    count = len(x_train["token_ids"])
+    held = max(1, int(round(config["validation_share"] * count)))
+    fit = {name: array[: count - held] for name, array in x_train.items()}
+    validation = {name: array[count - held :] for name, array in x_train.items()}
+    for size in config["compress_sizes"]:
+        if ("compress", size) in done:
+            continue
+        keras.utils.set_random_seed(seed)
+        start = time.perf_counter()
+        small, compressed = compress(
+            teacher, fit, validation, size=size, layer_names="token_embedding",
+            candidates=config["compress_candidates"], epochs=config["epochs"],
+            batch_size=config["batch_size"], seed=seed, verbose=1, return_report=True,
+        )
+        chosen = next((c.description for c in compressed.candidates if c.recipe == compressed.recipe), None)
+        record({"method": "compress", "size": size, "stage": f"compress(): {chosen}",
+                "table_bytes": int(compressed.embedding_bytes), "seconds": time.perf_counter() - start,
+                "validation_mean_cosine": compressed.score, "recipes": len(compressed.candidates),
+                "fit_texts": count - held, "validation_texts": held,
+                **measure(small)})
 
 
 def sentence_encoder(backbone):
@@ -158,17 +215,57 @@ def _backbone(encoder):
 
 
 def _texts(config, seed):
+    """`(train texts, labels), (test texts, labels)`, sampled from the datasets.
+
+    A label is `(dataset, class)`: the k-NN task classifies within a dataset.
+    """
     from keras_lowrank.data import load_dataset
 
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    train, test, train_labels, test_labels = [], [], [], []
     for name in config["datasets"]:
         data = load_dataset(name)
         train += data.texts("train")
         test += data.texts("test")
-    train = [train[i] for i in rng.permutation(len(train))[: config["train_texts"]]]
-    test = [test[i] for i in np.random.default_rng(0).permutation(len(test))[: config["test_texts"]]]
-    return train, test
+        train_labels += [(name, int(c)) for c in data.labels("train")]
+        test_labels += [(name, int(c)) for c in data.labels("test")]
+    picked = rng.permutation(len(train))[: config["train_texts"]]
+    tested = np.random.default_rng(0).permutation(len(test))[: config["test_texts"]]
+    return (([train[i] for i in picked], [train_labels[i] for i in picked]),
+            ([test[i] for i in tested], [test_labels[i] for i in tested]))
+
+
+class KnnTask:
+    """k-nearest-neighbour classification on sentence vectors, within each dataset.
+
+    Each test sentence takes the majority class of its `k` most similar
+    (cosine) training sentences of the same dataset; the accuracy is the
+    mean over datasets. Labels are never used to compress.
+    """
+
+    def __init__(self, train_labels, test_labels, k):
+        self.k = k
+        self.train = train_labels
+        self.test = test_labels
+        self.datasets = sorted({dataset for dataset, _ in test_labels})
+
+    def accuracy(self, train_vectors, test_vectors):
+        train_vectors = _unit(np.asarray(train_vectors, dtype=np.float64))
+        test_vectors = _unit(np.asarray(test_vectors, dtype=np.float64))
+        scores = []
+        for dataset in self.datasets:
+            rows = [i for i, (d, _) in enumerate(self.train) if d == dataset]
+            queries = [i for i, (d, _) in enumerate(self.test) if d == dataset]
+            classes = np.array([self.train[i][1] for i in rows])
+            similarity = test_vectors[queries] @ train_vectors[rows].T
+            nearest = np.argsort(-similarity, axis=1)[:, : self.k]
+            predicted = [np.bincount(classes[row]).argmax() for row in nearest]
+            scores.append(np.mean([p == self.test[i][1] for p, i in zip(predicted, queries)]))
+        return float(np.mean(scores))
+
+
+def _unit(vectors):
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _fidelity(model, x, target, config):

@@ -210,22 +210,66 @@ def _encoder_section(root, link_base):
         f"cosine, nearest-neighbour agreement (same nearest other sentence) and the overlap of the "
         f"{config['neighbours']} nearest. Distillation: {config['epochs']} epoch(s) on "
         f"{results['texts']['train']:,} unlabeled training texts, Adam {config['learning_rate']}, "
-        "mean squared error to the original's embedding.",
+        "mean squared error to the original's embedding. `compress()` rows: the call itself on the same "
+        "texts without labels (the embedding objective: distilled on cosine, its search over every table "
+        f"kind with {config.get('compress_candidates', 'n/a')} recipes, chosen on the mean cosine of "
+        f"{config.get('validation_share', 0):.0%} of the training texts held out).",
         "",
-        "| table | stage | token table bytes | mean cosine | min cosine | NN@1 agreement | NN@10 overlap |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| table | stage | token table bytes | mean cosine | min cosine | NN@1 agreement | NN@10 overlap "
+        "| k-NN accuracy (Δ) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    original = results.get("knn_accuracy_original")
     for row in results["rows"]:
-        name = ("Keras int8" if row["method"] == "keras_int8"
-                else f"low rank {row['size']:.0%}, "
-                + ("int4" if row["method"] == "low_rank_int4" else "float32") + f" factors (rank {row['rank']})")
+        if row["method"] in ("keras_int8", "keras_int4"):
+            name = f"Keras {row['method'][-4:]}"
+        elif row["method"] == "compress":
+            name = f"compress() {row['size']:.0%}, no labels"
+        else:
+            name = (f"low rank {row['size']:.0%}, " + ("int4" if row["method"] == "low_rank_int4" else "float32")
+                    + f" factors (rank {row['rank']})")
+        knn = row.get("knn_accuracy")
+        knn = "n/a" if knn is None or original is None else f"{knn:.2%} ({100 * (knn - original):+.2f})"
         lines.append(
             f"| {name} | {row['stage']} | {row['table_bytes']:,} | {row['mean_cosine']:.4f} | "
-            f"{row['min_cosine']:.4f} | {row['nn_agreement']:.3f} | {row['nn_overlap']:.3f} |"
+            f"{row['min_cosine']:.4f} | {row['nn_agreement']:.3f} | {row['nn_overlap']:.3f} | {knn} |"
         )
+    goals = _encoder_goals(results["rows"], original)
+    if goals:
+        lines += ["", "Goals for `compress()` without labels: " + "; ".join(goals) + "."]
+    if original is not None:
+        lines += ["", f"k-NN accuracy: each test sentence takes the majority class of its {config['neighbours']} "
+                  "most similar labelled training sentences of the same dataset, mean over the datasets; the "
+                  f"original encoder scores {original:.2%}, Δ in points against it (n/a: rows measured before "
+                  "this task was added)."]
     lines += ["", f"Raw numbers: [results.json]({link_base}encoder/results.json). "
               f"Machine: {environment.machine_summary(results['machine'])}", ""]
     return "\n".join(lines)
+
+
+# (size, what, threshold): the encoder's goals, checked on the compress() rows.
+ENCODER_GOALS = ((0.10, "mean_cosine", 0.99), (0.10, "nn_overlap", 0.9), (0.05, "mean_cosine", 0.98),
+                 (0.10, "knn_points", -0.5))
+
+
+def _encoder_goals(rows, original):
+    found = {round(row["size"], 6): row for row in rows if row["method"] == "compress"}
+    goals = []
+    for size, what, threshold in ENCODER_GOALS:
+        row = found.get(round(size, 6))
+        if row is None:
+            continue
+        if what == "knn_points":
+            if original is None or row.get("knn_accuracy") is None:
+                continue
+            value, label = 100 * (row["knn_accuracy"] - original), "k-NN accuracy within 0.5 point"
+            text = f"{value:+.2f} points"
+        else:
+            value = row[what]
+            label = {"mean_cosine": f"mean cosine >= {threshold}", "nn_overlap": f"NN@10 overlap >= {threshold}"}[what]
+            text = f"{value:.4f}"
+        goals.append(f"{size:.0%} {label}: {text}, {'met' if value >= threshold else 'not met'}")
+    return goals
 
 
 def _export_section(root, link_base):
