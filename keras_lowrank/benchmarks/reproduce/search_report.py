@@ -37,13 +37,18 @@ def render(parts, earlier=()):
     # An earlier part's drops are against its own uncompressed model.
     base.update(_base_means(_load(earlier)))
     drops = collections.defaultdict(list)
+    by_seed = {}
+    method_seeds = collections.defaultdict(set)
     chosen = collections.defaultdict(collections.Counter)
     for r in records + earlier_records:
         key = (r["_part"], r["dataset"], r["seed"])
         if key not in base or r["method"] not in METHODS + (CONTROL,):
             continue
         size = None if r["method"] == CONTROL else round(float(r["size"]), 6)
-        drops[(r["method"], r["dataset"], size)].append(100 * (r["test_accuracy"] - base[key]))
+        drop = 100 * (r["test_accuracy"] - base[key])
+        drops[(r["method"], r["dataset"], size)].append(drop)
+        by_seed[(r["method"], r["dataset"], size, r["seed"])] = drop
+        method_seeds[r["method"]].add(r["seed"])
         if r["method"] == "compress" and r.get("recipe"):
             layout = r["recipe"]["layout"]
             kind = layout.get("kind") or ("low-rank" if layout.get("rank") else "dense")
@@ -60,7 +65,14 @@ def render(parts, earlier=()):
     def cell(value):
         return "n/a" if value is None else f"{value:+.2f}"
 
-    header = ["size", "dataset/model", "Δ control"] + [f"Δ {m}" for m in methods] + ["compress − control"]
+    def per_seed(dataset, size):
+        values = [by_seed[("compress", dataset, size, seed)] - by_seed[(CONTROL, dataset, None, seed)]
+                  for seed in seeds
+                  if ("compress", dataset, size, seed) in by_seed and (CONTROL, dataset, None, seed) in by_seed]
+        return " / ".join(f"{v:+.1f}" for v in values) or "n/a"
+
+    header = (["size", "dataset/model", "Δ control"] + [f"Δ {m}" for m in methods]
+              + ["compress − control", "per seed"])
     rows = []
     for size in sizes:
         for dataset in datasets:
@@ -68,10 +80,13 @@ def render(parts, earlier=()):
             values = [mean((m, dataset, size)) for m in methods]
             ours = mean(("compress", dataset, size))
             versus = None if ours is None or control is None else ours - control
-            rows.append([f"{size:.0%}", dataset, cell(control)] + [cell(v) for v in values] + [cell(versus)])
+            rows.append([f"{size:.0%}", dataset, cell(control)] + [cell(v) for v in values]
+                        + [cell(versus), per_seed(dataset, size)])
+    counted = "; ".join(f"{m}: {sorted(method_seeds[m])}" for m in (CONTROL,) + tuple(methods))
     lines = [
-        f"DAN, GloVe 6B 50-d, seeds {seeds}. Δ in points of test accuracy against the uncompressed model of "
-        "the same part and seed, mean over seeds. `control` is the uncompressed model given the same distilled "
+        f"DAN, GloVe 6B 50-d, seeds {seeds} (per method: {counted}). Δ in points of test accuracy against the "
+        "uncompressed model of the same part and seed, mean over the seeds each method ran; `compress − control` "
+        "is the mean of the per-seed differences' means, `per seed` lists them in seed order. `control` is the uncompressed model given the same distilled "
         "fine-tune (`uncompressed+finetune`); `codebook` is compress() restricted to codebook tables of every row, "
         "`prune+codebook` to codebook tables with pruning allowed"
         + (f"; `{EARLIER}` is compress() before the codebook kind and the search (4 candidates x 5 epochs, "
