@@ -198,8 +198,12 @@ def render_lines(compress_records, fixed_records, machine=None):
     for r in compress_records:
         if r["method"] == "compress" and r.get("compress_seconds") is not None:
             seconds[r["dataset"]].append(r["compress_seconds"])
+    tried = sorted({(len(r["candidates"]) if isinstance(r.get("candidates"), list) else r.get("candidates"),
+                     r.get("finetune_epochs")) for r in compress_records
+                    if r["method"] == "compress" and r.get("candidates") is not None})
+    plan = " or ".join(f"{n} recipes, {e} epochs" for n, e in tried) or "n/a"
     lines.append(
-        "compress() wall time per call (4 candidates x 5 epochs, one thread, other jobs sharing the "
+        f"compress() wall time per call ({plan}, one thread, other jobs sharing the "
         "cores, so an upper bound): "
         + "; ".join(
             f"{d} median {np.median(v):.0f} s (max {max(v):.0f} s)" for d, v in sorted(seconds.items())
