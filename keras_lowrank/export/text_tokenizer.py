@@ -75,7 +75,8 @@ class TextTokenizer:
     ```
     """
 
-    vocabulary: tuple
+    # Tens of thousands of tokens: left out of the repr.
+    vocabulary: tuple = dataclasses.field(repr=False)
     standardize: str | None = "lower_and_strip_punctuation"
     split: str | None = "whitespace"
     ngrams: tuple | None = None
