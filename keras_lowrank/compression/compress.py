@@ -306,6 +306,9 @@ def compress(
         raise ValueError(
             "Every candidate failed: " + "; ".join(f"{r.description}: {r.error}" for r in results)
         )
+    if best.diverged_at is not None:
+        notes.append(f"the chosen recipe's fine-tune diverged after {best.diverged_at:.3g} epoch(s) (try a lower "
+                     f"`learning_rate`): its best weights before, from {best.best_epoch:.3g} epoch(s), were kept")
     if getattr(model, "compiled", False):
         compile_like(best_model, model)
     else:
@@ -560,7 +563,7 @@ def _result(combo, trial, score, stored, final):
         {path: r.to_dict() for path, r in combo.items()}, _description(combo),
         planned if stored is None else stored, score, trial.best_epochs, trial.seconds,
         rung_scores=list(trial.scores), epochs=trial.epochs, final=final,
-        steps=trial.steps,
+        steps=trial.steps, diverged_at=trial.diverged_at,
     )
 
 

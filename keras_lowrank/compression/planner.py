@@ -17,7 +17,7 @@ Families:
   its rank leaves room for), factors in float32, int8 or int4;
 - vocabulary pruning alone, the kept rows in float32, or Keras' int8/int4;
 - codebooks over all rows (product quantization: `groups` codes per row
-  into codebooks of 16 or 256 codewords, 2, 4 or 8 dimensions a group),
+  into codebooks of 16 or 256 codewords, 2 to 32 dimensions a group),
   codebooks in float32 or int8;
 - vocabulary pruning + codebooks, the most rows each codebook shape leaves
   room for.
@@ -46,9 +46,8 @@ MIN_ROWS = 8
 # vocabulary affords: from "few rows dropped" to "a quarter of the rows".
 _PRUNED_RANK_FACTORS = (1.5, 2.0, 3.0, 4.0, 6.0)
 
-# Codebook shapes: dimensions per group (the divisors of the width nearest
-# these, between 2 and 32), and codewords per codebook (4-bit and 8-bit codes).
-_CODEBOOK_SUB_DIMS = (2, 4, 8, 16)
+# Codebook shapes: dimensions per group (the divisors of the width between
+# 2 and 32), and codewords per codebook (4-bit and 8-bit codes).
 _CODEBOOK_MAX_SUB_DIM = 32
 _CODEBOOK_CODES = (16, 256)
 
@@ -204,17 +203,14 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
 def codebook_shapes(output_dim):
     """`(groups, codes)` of the codebook recipes planned for `output_dim` columns.
 
-    Dimensions per group are divisors of `output_dim` between 2 and 32, the
-    nearest to 2, 4, 8 and 16 (a 50-wide table gets 2, 5, 10 and 25), each
-    with codebooks of 16 and 256 codewords.
+    Dimensions per group are every divisor of `output_dim` between 2 and 32
+    (a 50-wide table gets 2, 5, 10 and 25; a 384-wide one 2, 3, 4, 6, 8, 12,
+    16, 24 and 32), each with codebooks of 16 and 256 codewords: the budget
+    is best spent on the most codes a row can afford, and a wide table
+    affords many shapes between "a byte per 2 dimensions" and "per 4".
     """
-    divisors = [k for k in range(2, min(output_dim, _CODEBOOK_MAX_SUB_DIM) + 1) if output_dim % k == 0]
-    sub_dims = []
-    for target in _CODEBOOK_SUB_DIMS:
-        free = [k for k in divisors if k not in sub_dims]
-        if free:
-            sub_dims.append(min(free, key=lambda k: (abs(np.log(k / target)), k)))
-    return [(output_dim // sub_dim, codes) for sub_dim in sorted(sub_dims) for codes in _CODEBOOK_CODES]
+    sub_dims = [k for k in range(2, min(output_dim, _CODEBOOK_MAX_SUB_DIM) + 1) if output_dim % k == 0]
+    return [(output_dim // sub_dim, codes) for sub_dim in sub_dims for codes in _CODEBOOK_CODES]
 
 
 def smallest_recipe_bytes(input_dim, output_dim, *, storages=STORAGES, prune=True, untied_reverse=False,

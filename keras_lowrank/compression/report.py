@@ -19,7 +19,8 @@ class CandidateResult:
             stored form (quantized, codes frozen); for a recipe the search
             stopped, its best score before storage.
         best_epoch: epochs of fine-tune (possibly fractional) at its best
-            validation score (0: none run).
+            validation score (0: its start, before any fine-tune, scored
+            best, or none ran).
         seconds: wall time to build, fine-tune and score it.
         error: why the candidate failed, or `None`.
         rung_scores: its best validation score at the end of each rung it
@@ -31,6 +32,9 @@ class CandidateResult:
             `keras_lowrank.compression.fidelity.embedding_fidelity` figures
             on the validation inputs (mean and minimum cosine, NN@1
             agreement, NN@10 overlap), else `None`.
+        diverged_at: epochs of fine-tune at which its weights or validation
+            scores became non-finite (it stopped there and kept its best
+            weights before), or `None`.
     """
 
     recipe: dict
@@ -45,6 +49,7 @@ class CandidateResult:
     final: bool = False
     steps: int = 0
     fidelity: dict = None
+    diverged_at: float = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -139,6 +144,8 @@ class CompressionReport:
                 score = f"failed: {result.error}"
             else:
                 score = _fmt(result.score) + ("" if result.final or not rung_headers else " (stopped)")
+                if result.diverged_at is not None:
+                    score += f" (diverged at {result.diverged_at:.3g})"
             rungs = tuple(
                 _fmt(result.rung_scores[i]) if i < len(result.rung_scores) else "" for i in range(len(rung_headers))
             )

@@ -12,7 +12,7 @@ scored again; the best final score wins.
 
 `rung_plan` is the schedule (pure arithmetic). `Trial` is one recipe's
 fine-tune, carried on across rungs with its own optimizer and its best
-weights. `successive_halving` conducts. This module must not plan recipes,
+weights (its start, before any fine-tune, is scored too). `successive_halving` conducts. This module must not plan recipes,
 build tables or count bytes.
 
 References:
@@ -173,6 +173,9 @@ class Trial:
         self.best_score, self.best_epochs, self.best_weights = None, 0.0, None
         self.scores = []
         self.steps_trained = 0
+        self._started = False
+        # Epochs at which an evaluation found non-finite weights or scores.
+        self.diverged_at = None
         self._distiller = Distiller(student, teacher, temperature=opts["temperature"], alpha=opts["alpha"])
         self._distiller.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=student.loss)
 
@@ -188,6 +191,13 @@ class Trial:
         self.scores.append(self.best_score)
 
     def _train_until(self, train_data, epochs):
+        if not self._started:
+            # The built table before any fine-tune is a candidate too: on
+            # little data a fine-tune can move shared parameters (codebooks,
+            # a projection) away from rows it never sees, and the search
+            # must never return something worse than its own start.
+            self._started = True
+            self._record()
         while self._pieces and self._pieces[0][0] <= epochs + 1e-9:
             end, steps = self._pieces.pop(0)
             arguments = data_lib.fit_arguments(train_data, self._opts["batch_size"], shuffle=True)
@@ -218,8 +228,12 @@ class Trial:
 
     def _record(self):
         score = score_model(self.student, self._data[1], self._monitor, self._opts)
-        # A diverged evaluation is never the best.
         if not math.isfinite(score) or not finite_weights(self.student):
+            # A diverged evaluation is never the best, and training on from
+            # non-finite weights cannot recover: the trial stops here and
+            # keeps its best weights so far.
+            self.diverged_at = self.epochs
+            self._pieces = []
             return
         if self.best_score is None or better_score(score, self.best_score, self._mode):
             self.best_score, self.best_epochs = score, self.epochs

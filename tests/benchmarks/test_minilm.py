@@ -168,3 +168,60 @@ def test_knn_task_matches_a_loop_over_each_dataset():
             hits.append(np.bincount(votes).argmax() == label)
         per_dataset.append(np.mean(hits))
     assert KnnTask(train, test, 3).accuracy(x_train, x_test) == pytest.approx(np.mean(per_dataset))
+
+
+def _encoder_part(root, folder, texts, rows):
+    from keras_lowrank.benchmarks import environment
+    from keras_lowrank.benchmarks.minilm import encoder
+
+    os.makedirs(os.path.join(root, folder))
+    config = {key: list(value) if isinstance(value, tuple) else value for key, value in encoder.DEFAULTS.items()}
+    with open(os.path.join(root, folder, "results.json"), "w") as f:
+        json.dump({"config": config, "texts": {"train": texts, "test": 10}, "rows": rows,
+                   "knn_accuracy_original": 0.8, "machine": environment.describe_machine()}, f)
+
+
+def _fidelity_row(method, size, cosine, seconds=None):
+    row = {"method": method, "size": size, "stage": "s", "table_bytes": 10, "mean_cosine": cosine,
+           "min_cosine": cosine, "nn_agreement": 0.5, "nn_overlap": 0.95, "knn_accuracy": 0.799}
+    if seconds is not None:
+        row.update(seconds=seconds, fit_texts=90, validation_texts=10)
+    return row
+
+
+def test_every_encoder_part_renders_in_order_of_its_texts_with_compress_time_and_goals(tmp_path):
+    _encoder_part(tmp_path, "encoder", 1500, [_fidelity_row("keras_int8", None, 1.0)])
+    _encoder_part(tmp_path, "encoder_10000texts", 10000,
+                  [_fidelity_row("compress", 0.1, 0.9931, seconds=600.0),
+                   _fidelity_row("compress", 0.05, 0.97, seconds=300.0)])
+    _encoder_part(tmp_path, "encoder_200texts", 200, [_fidelity_row("compress", 0.1, 0.9, seconds=60.0)])
+    os.makedirs(tmp_path / "encoder_xtexts")  # not a part: ignored
+    text = report.render(str(tmp_path))
+    first, second, third = (text.index(title) for title in (
+        "## Sentence encoder\n", "## Sentence encoder, 200 texts", "## Sentence encoder, 10,000 texts"))
+    assert first < second < third
+    assert "(90 texts fine-tuned on, 10 scoring): 10%: 10.0 min, 5%: 5.0 min." in text
+    assert "10% mean cosine >= 0.99: 0.9931, met" in text and "5% mean cosine >= 0.98: 0.9700, not met" in text
+    assert "10% k-NN accuracy within 0.5 point: -0.10 points, met" in text
+    assert "encoder_10000texts/results.json" in text
+
+
+def test_encoder_files_are_compared_with_the_original_of_the_same_weights(tmp_path):
+    from keras_lowrank.benchmarks import environment
+
+    def row(model, quantize, size, latency):
+        return {"model": model, "size": size, "quantize": quantize, "file_bytes": size_bytes[(model, quantize)],
+                "parity_min_cosine": 0.999999, "mean_cosine_to_original": 0.99, "min_cosine_to_original": 0.9,
+                "latency_ms_median": latency}
+
+    size_bytes = {("original", "float32"): 4 * 2**20, ("original", "dynamic"): 2**20,
+                  ("compress() 10%", "float32"): 2 * 2**20, ("compress() 10%", "dynamic"): 2**19}
+    rows = [row("original", "float32", None, 10.0), row("original", "dynamic", None, 4.0),
+            row("compress() 10%", "float32", 0.1, 12.0), row("compress() 10%", "dynamic", 0.1, 5.0)]
+    os.makedirs(tmp_path / "encoder_export")
+    with open(tmp_path / "encoder_export" / "results.json", "w") as f:
+        json.dump({"config": {"texts": 10000, "latency_rounds": 7, "latency_calls": 30}, "texts": {"test": 5},
+                   "rows": rows, "machine": environment.describe_machine()}, f)
+    text = report.render(str(tmp_path))
+    assert "| compress() 10% | dynamic | 0.5 MiB | 12.5% | 0.9900 | 0.9000 | 0.999999 | 5.00 ms | 1.25x |" in text
+    assert "| compress() 10% | float32 | 2.0 MiB | 50.0% |" in text and "12.00 ms | 1.20x |" in text

@@ -293,6 +293,19 @@ def test_planner_recipes_all_fit_and_cover_every_family():
             assert bigger.stored_bytes() > budget
 
 
+@pytest.mark.parametrize("width", [50, 64, 384])
+def test_codebook_shapes_cover_every_group_width_from_2_to_32(width):
+    shapes = planner.codebook_shapes(width)
+    sub_dims = sorted({width // groups for groups, _ in shapes})
+    assert sub_dims == [k for k in range(2, 33) if width % k == 0]
+    assert all(groups * (width // groups) == width for groups, _ in shapes)
+    assert sorted({codes for _, codes in shapes}) == [16, 256]
+    # A wide table can spend 10% of its float32 bytes on 8-bit codes for
+    # every 3 dimensions (2.7 bits a number): that shape must be planned.
+    recipes = planner.plan_recipes(30522, width, int(0.1 * 4 * 30522 * width), prune=False, kinds=("codebook",))
+    assert any(r.layout.groups == 128 and r.layout.codes == 256 for r in recipes) == (width == 384)
+
+
 def test_proxy_error_matches_numpy_for_plain_low_rank():
     rng = np.random.default_rng(0)
     table = rng.normal(size=(VOCAB, DIM))

@@ -82,13 +82,24 @@ def test_non_finite_sample_weights_are_refused(task, which, bad):
         keras_lowrank.compress(model, data["train_data"], data["validation_data"], size=0.3, **QUICK)
 
 
-def test_a_diverged_fine_tune_is_a_failed_candidate(task):
+def test_a_diverged_fine_tune_keeps_its_start_and_says_so(task):
     model, train, val = task
     before = _weights(model)
-    with pytest.raises(ValueError, match="Every candidate failed.*non-finite.*diverged"):
-        # Adam steps by about the rate: 1e38 overflows float32 within a few
-        # steps in every recipe (1e30 leaves some with huge but finite weights).
-        keras_lowrank.compress(model, train, val, size=0.3, learning_rate=1e38, **dict(QUICK, candidates=2))
+    options = dict(QUICK, candidates=2)
+    # Adam steps by about the rate: 1e38 overflows float32 within a few
+    # steps in every recipe (1e30 leaves some with huge but finite weights).
+    small, report = keras_lowrank.compress(model, train, val, size=0.3, learning_rate=1e38,
+                                           return_report=True, **options)
+    # The independent reference: the same recipes built and never fine-tuned.
+    start, start_report = keras_lowrank.compress(model, train, val, size=0.3, return_report=True,
+                                                 **dict(options, epochs=0))
+    assert report.recipe == start_report.recipe and report.score == pytest.approx(start_report.score)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(small(val[0])),
+                               keras.ops.convert_to_numpy(start(val[0])), rtol=1e-5, atol=1e-6)
+    assert all(c.diverged_at is not None and c.best_epoch == 0 for c in report.candidates)
+    assert any("diverged" in note and "learning_rate" in note for note in report.notes)
+    assert "diverged at" in str(report)
+    assert all(np.all(np.isfinite(w)) for w in small.get_weights() if np.asarray(w).dtype.kind == "f")
     for old, now in zip(before, model.weights):
         np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(now))
 

@@ -5,8 +5,13 @@ Each part writes its own `results.json` under `--output` (default
 
 - `--part classifier --dataset D --seed S`: the text classifier grid on one
   bundled dataset and seed (`classifier.py`), in `OUTPUT/classifier_D_sS/`;
-- `--part encoder`: the compressed model as a sentence encoder (`encoder.py`),
-  in `OUTPUT/encoder/`;
+- `--part encoder [--texts N --methods ... --epochs E --candidates C]`: the
+  compressed model as a sentence encoder (`encoder.py`), in `OUTPUT/encoder/`
+  (`OUTPUT/encoder_<N>texts/` with `--texts N`);
+- `--part encoder-export [--texts N]`: the sentence encoder, original and as
+  compressed by the encoder part run with `--texts N` (default 10,000), as
+  LiteRT files: size, parity and latency (`encoder_export.py`), in
+  `OUTPUT/encoder_export/`;
 - `--part export`: TFLite files, parity and latency (`export.py`), in
   `OUTPUT/export/`;
 - `--part report`: renders every part found under `OUTPUT` into
@@ -20,7 +25,7 @@ needs KerasHub (`pip install -e ".[hub]"`).
 
 import os
 
-PARTS = ("classifier", "encoder", "export", "report")
+PARTS = ("classifier", "encoder", "encoder-export", "export", "report")
 
 
 def add_arguments(parser):
@@ -42,6 +47,15 @@ def add_arguments(parser):
                         help="Fine-tuned weights kept between parts (default ~/.cache/keras_lowrank/minilm_runs).")
     parser.add_argument("--train-size", type=int, default=None,
                         help="Training texts subsampled per seed (default 600).")
+    parser.add_argument("--texts", type=int, default=None,
+                        help="Encoder part: unlabeled training texts (default 1,500, in OUTPUT/encoder/; "
+                             "another count writes OUTPUT/encoder_<N>texts/).")
+    parser.add_argument("--methods", default=None,
+                        help="Encoder part: comma-separated rows to measure (default all: "
+                             "keras_int8,keras_int4,low_rank,low_rank_int4,compress).")
+    parser.add_argument("--epochs", type=int, default=None, help="Encoder part: fine-tune epochs (default 2).")
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="Encoder part: compress()'s candidates (default 6).")
 
 
 def run(args):
@@ -64,7 +78,19 @@ def run(args):
     elif args.part == "encoder":
         from keras_lowrank.benchmarks.minilm import encoder
 
-        encoder.run_part(os.path.join(args.output, "encoder"), source=args.source, seed=args.seed)
+        settings = {key: value for key, value in (
+            ("train_texts", args.texts), ("epochs", args.epochs), ("compress_candidates", args.candidates),
+            ("methods", tuple(m.strip() for m in args.methods.split(",")) if args.methods else None),
+        ) if value is not None}
+        folder = "encoder" if args.texts is None else f"encoder_{args.texts}texts"
+        encoder.run_part(os.path.join(args.output, folder), source=args.source, seed=args.seed,
+                         cache=args.cache, **settings)
+    elif args.part == "encoder-export":
+        from keras_lowrank.benchmarks.minilm import encoder_export
+
+        settings = {"texts": args.texts} if args.texts else {}
+        encoder_export.run_part(os.path.join(args.output, "encoder_export"), source=args.source,
+                                cache=args.cache, **settings)
     elif args.part == "export":
         from keras_lowrank.benchmarks.minilm import export
 

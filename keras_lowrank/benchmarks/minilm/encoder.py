@@ -28,6 +28,8 @@ import numpy as np
 from keras_lowrank.benchmarks.minilm import pretrained
 from keras_lowrank.benchmarks.minilm import report
 
+METHODS = ("keras_int8", "keras_int4", "low_rank", "low_rank_int4", "compress")
+
 DEFAULTS = {
     "datasets": ("snips", "trec", "sst2"),
     "train_texts": 1500,
@@ -44,11 +46,19 @@ DEFAULTS = {
     "compress_sizes": (0.10, 0.05, 0.02),
     "compress_candidates": 6,
     "validation_share": 0.1,
+    # Which rows to measure: the hand-made distillations cost two epochs
+    # each, so a run on many texts may measure the baselines and compress() only.
+    "methods": METHODS,
 }
 
 
-def run_part(output, *, source=None, seed=0, **settings):
-    """Measures encoder fidelity; writes `output/results.json` and returns it."""
+def run_part(output, *, source=None, seed=0, cache=None, **settings):
+    """Measures encoder fidelity; writes `output/results.json` and returns it.
+
+    Each `compress()` result is also saved as `encoder_<texts>_<size>.keras`
+    under `cache` (default `pretrained.default_runs_dir()`) for the
+    encoder-export part.
+    """
     import keras
 
     from keras_lowrank.benchmarks import environment
@@ -56,6 +66,9 @@ def run_part(output, *, source=None, seed=0, **settings):
     from keras_lowrank.surgery import factorize_embeddings
 
     config = {**DEFAULTS, **settings}
+    unknown = sorted(set(config["methods"]) - set(METHODS))
+    if unknown:
+        raise ValueError(f"Expected `methods` among {METHODS}, received: {unknown}")
     os.makedirs(output, exist_ok=True)
     machine = environment.describe_machine(("numpy", "tensorflow", "keras", "keras_hub"))
     path = os.path.join(output, "results.json")
@@ -70,6 +83,9 @@ def run_part(output, *, source=None, seed=0, **settings):
     for key, value in config.items():
         results["config"].setdefault(key, list(value) if isinstance(value, tuple) else value)
     done = {(row["method"], row.get("size")) for row in results["rows"]}
+    # Rows of methods not asked for count as done.
+    done |= {(method, size) for method in METHODS if method not in config["methods"]
+             for size in (None, *config["sizes"], *config["compress_sizes"])}
     folder = pretrained.model_folder(source)
     backbone, preprocessor = pretrained.load(folder, sequence_length=config["sequence_length"])
     (train, train_labels), (test, test_labels) = _texts(config, seed)
@@ -134,7 +150,8 @@ def run_part(output, *, source=None, seed=0, **settings):
                 "table_bytes": int(table_bytes(quantized_backbone.token_embedding)),
                 **measure(quantized)})
 
-    _compress_rows(teacher, x_train, measure, config, seed, done, record)
+    saved = os.path.join(cache or pretrained.default_runs_dir(), f"encoder_{len(train)}")
+    _compress_rows(teacher, x_train, measure, config, seed, done, record, saved)
 
     # What compress() chooses for this table at these sizes: int4 factors at
     # the largest rank that fits, distilled in float, then quantized.
@@ -166,7 +183,7 @@ def run_part(output, *, source=None, seed=0, **settings):
 
 
 
-def _compress_rows(teacher, x_train, measure, config, seed, done, record):
+def _compress_rows(teacher, x_train, measure, config, seed, done, record, saved):
     """`compress()` on the encoder without labels, at each size; fidelity on the test texts."""
     import keras
 
@@ -186,9 +203,18 @@ def _compress_rows(teacher, x_train, measure, config, seed, done, record):
             candidates=config["compress_candidates"], epochs=config["epochs"],
             batch_size=config["batch_size"], seed=seed, verbose=1, return_report=True,
         )
-        chosen = next((c.description for c in compressed.candidates if c.recipe == compressed.recipe), None)
-        record({"method": "compress", "size": size, "stage": f"compress(): {chosen}",
-                "table_bytes": int(compressed.embedding_bytes), "seconds": time.perf_counter() - start,
+        seconds = time.perf_counter() - start
+        os.makedirs(os.path.dirname(saved) or ".", exist_ok=True)
+        small.save(f"{saved}_{size:g}.keras")
+        chosen = next((c for c in compressed.candidates if c.recipe == compressed.recipe), None)
+        record({"method": "compress", "size": size,
+                "stage": f"compress(): {chosen.description}" + (
+                    " (not fine-tuned)" if not config["epochs"] else
+                    " (its start: no fine-tune beat it)" if chosen.best_epoch == 0 else
+                    f" (best after {chosen.best_epoch:.3g} epoch(s))"),
+                "table_bytes": int(compressed.embedding_bytes), "seconds": seconds,
+                "candidates": [{"description": c.description, "score": c.score, "best_epoch": c.best_epoch,
+                                "bytes": c.embedding_bytes, "error": c.error} for c in compressed.candidates],
                 "validation_mean_cosine": compressed.score, "recipes": len(compressed.candidates),
                 "fit_texts": count - held, "validation_texts": held,
                 **measure(small)})

@@ -95,17 +95,7 @@ def run_part(output, *, source=None, seed=0, cache=None, **settings):
             })
             interpreters[label] = interpreter
             os.remove(path)
-    latency = {label: [] for label in interpreters}
-    one = ids_test[:1]
-    for round_index in range(config["latency_rounds"]):
-        order = list(interpreters) if round_index % 2 == 0 else list(interpreters)[::-1]
-        for label in order:
-            interpreter = interpreters[label]
-            invoke(interpreter, one)
-            start = time.perf_counter()
-            for _ in range(config["latency_calls"]):
-                invoke(interpreter, one)
-            latency[label].append(1e3 * (time.perf_counter() - start) / config["latency_calls"])
+    latency = interleaved_latency(interpreters, ids_test[:1], config["latency_rounds"], config["latency_calls"])
     for row in results["rows"]:
         label = f"{row['model']}, {'float32' if row['quantize'] == 'float32' else 'dynamic range'}"
         row["latency_ms_median"] = statistics.median(latency[label])
@@ -118,3 +108,24 @@ def run_part(output, *, source=None, seed=0, cache=None, **settings):
               f"{row['latency_ms_median']:.2f} ms, gap {row['max_abs_logit_gap']:.2e}", flush=True)
     return results
 
+
+
+def interleaved_latency(interpreters, one, rounds, calls):
+    """Batch-1 latency in ms of each interpreter: `{label: [per-round mean]}`.
+
+    Rounds alternate the order of the files (forward, then backward), so a
+    machine that slows down during the measurement slows every file alike.
+    """
+    from keras_lowrank.export.tflite import invoke
+
+    latency = {label: [] for label in interpreters}
+    for round_index in range(rounds):
+        order = list(interpreters) if round_index % 2 == 0 else list(interpreters)[::-1]
+        for label in order:
+            interpreter = interpreters[label]
+            invoke(interpreter, one)
+            start = time.perf_counter()
+            for _ in range(calls):
+                invoke(interpreter, one)
+            latency[label].append(1e3 * (time.perf_counter() - start) / calls)
+    return latency

@@ -44,7 +44,7 @@ def publish(root, doc=None):
 
 def render(root, link_base=""):
     parts = [_classifier_section(root, link_base), _encoder_section(root, link_base),
-             _export_section(root, link_base)]
+             _encoder_export_section(root, link_base), _export_section(root, link_base)]
     return "\n".join(p for p in parts if p)
 
 
@@ -198,13 +198,29 @@ def _goals(summary):
     return lines
 
 
+def _encoder_folders(root):
+    """The encoder parts under `root`: `encoder`, then `encoder_<N>texts` by N."""
+    if not os.path.isdir(root):
+        return []
+    found = [name for name in os.listdir(root)
+             if name == "encoder" or (name.startswith("encoder_") and name.endswith("texts")
+                                      and name[len("encoder_"):-len("texts")].isdigit())]
+    return sorted(found, key=lambda name: (name != "encoder", int(name[8:-5]) if name != "encoder" else 0))
+
+
 def _encoder_section(root, link_base):
-    results = read_part(os.path.join(root, "encoder", "results.json"))
+    sections = [_encoder_part(root, folder, link_base) for folder in _encoder_folders(root)]
+    return "\n".join(section for section in sections if section)
+
+
+def _encoder_part(root, folder, link_base):
+    results = read_part(os.path.join(root, folder, "results.json"))
     if results is None:
         return ""
     config = results["config"]
+    title = "## Sentence encoder" + ("" if folder == "encoder" else f", {results['texts']['train']:,} texts")
     lines = [
-        "## Sentence encoder", "",
+        title, "",
         f"Mean-pooled, normalized MiniLM embeddings of {results['texts']['test']:,} test sentences "
         f"({', '.join(config['datasets'])}), compressed against the original: mean (and smallest) "
         f"cosine, nearest-neighbour agreement (same nearest other sentence) and the overlap of the "
@@ -234,6 +250,12 @@ def _encoder_section(root, link_base):
             f"| {name} | {row['stage']} | {row['table_bytes']:,} | {row['mean_cosine']:.4f} | "
             f"{row['min_cosine']:.4f} | {row['nn_agreement']:.3f} | {row['nn_overlap']:.3f} | {knn} |"
         )
+    timed = [row for row in results["rows"] if row["method"] == "compress" and row.get("seconds")]
+    if timed:
+        fit = timed[0].get("fit_texts")
+        lines += ["", "Wall time of `compress()` on the encoder"
+                  + (f" ({fit:,} texts fine-tuned on, {timed[0].get('validation_texts', 0):,} scoring)" if fit else "")
+                  + ": " + ", ".join(f"{row['size']:.0%}: {row['seconds'] / 60:.1f} min" for row in timed) + "."]
     goals = _encoder_goals(results["rows"], original)
     if goals:
         lines += ["", "Goals for `compress()` without labels: " + "; ".join(goals) + "."]
@@ -242,7 +264,7 @@ def _encoder_section(root, link_base):
                   "most similar labelled training sentences of the same dataset, mean over the datasets; the "
                   f"original encoder scores {original:.2%}, Δ in points against it (n/a: rows measured before "
                   "this task was added)."]
-    lines += ["", f"Raw numbers: [results.json]({link_base}encoder/results.json). "
+    lines += ["", f"Raw numbers: [results.json]({link_base}{folder}/results.json). "
               f"Machine: {environment.machine_summary(results['machine'])}", ""]
     return "\n".join(lines)
 
@@ -270,6 +292,42 @@ def _encoder_goals(rows, original):
             text = f"{value:.4f}"
         goals.append(f"{size:.0%} {label}: {text}, {'met' if value >= threshold else 'not met'}")
     return goals
+
+
+def _encoder_export_section(root, link_base):
+    results = read_part(os.path.join(root, "encoder_export", "results.json"))
+    if results is None:
+        return ""
+    rows = results["rows"]
+    base = {r["quantize"]: r for r in rows if r["model"] == "original"}
+    config = results["config"]
+    lines = [
+        "## The sentence encoder as a LiteRT file", "",
+        "The whole encoder (a KerasHub `BertTextEmbedder`: mean pooling over the padding mask, L2-normalized) "
+        "exported with one `export_tflite` call: the file takes token ids alone and computes the padding mask "
+        f"and segment ids itself. Compressed rows: the models `compress()` returned in the encoder part on "
+        f"{config['texts']:,} texts. Cosines are over {results['texts']['test']:,} test sentences: parity is "
+        "the file against its own Keras model (smallest cosine), fidelity the file against the original Keras "
+        f"encoder. Latency: median of {config['latency_rounds']} interleaved rounds of "
+        f"{config['latency_calls']} batch-1 calls, one thread.",
+        "",
+        "| model | weights | file | vs original float32 | mean cosine to original | min cosine to original "
+        "| parity (min cosine) | batch-1 latency | vs original, same weights |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    reference = base.get("float32")
+    for row in rows:
+        same = base.get(row["quantize"])
+        lines.append(
+            f"| {row['model']} | {row['quantize']} | {row['file_bytes'] / 2**20:.1f} MiB | "
+            + (f"{row['file_bytes'] / reference['file_bytes']:.1%}" if reference else "n/a")
+            + f" | {row['mean_cosine_to_original']:.4f} | {row['min_cosine_to_original']:.4f} | "
+            f"{row['parity_min_cosine']:.6f} | {row['latency_ms_median']:.2f} ms | "
+            + (f"{row['latency_ms_median'] / same['latency_ms_median']:.2f}x" if same else "n/a") + " |"
+        )
+    lines += ["", f"Raw numbers: [results.json]({link_base}encoder_export/results.json). "
+              f"Machine: {environment.machine_summary(results['machine'])}", ""]
+    return "\n".join(lines)
 
 
 def _export_section(root, link_base):
