@@ -14,6 +14,7 @@ import warnings
 import zipfile
 
 from keras_lowrank.cli.errors import CLIError
+from keras_lowrank.utils import texts as texts_lib
 from keras_lowrank.utils.atomic_write import name_max
 
 
@@ -435,8 +436,6 @@ def model_texts(model, texts, source):
         CLIError: When the model's string input takes another shape, or
             TensorFlow (which holds the string ops) is not installed.
     """
-    import numpy as np
-
     spec = text_input(model)
     shape = tuple(spec.shape[1:])
     if shape not in ((), (1,)):
@@ -444,18 +443,17 @@ def model_texts(model, texts, source):
             f"{source}: the model takes raw text of shape {shape} per example; "
             "only inputs of shape () or (1,) (one text per example) can be fed from a file"
         )
-    array = np.asarray(texts, dtype=object)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1:
-        raise CLIError(f"{source}: expected one text per example, received an array of shape {array.shape}")
+    try:
+        texts = texts_lib.text_list(texts, "texts")
+    except ValueError as error:
+        raise CLIError(f"{source}: {error}") from None
     try:
         import tensorflow as tf
     except ImportError as error:
         raise CLIError(
             f"{source}: the model takes raw text, which needs TensorFlow: pip install keras-lowrank[cpu]"
         ) from error
-    tensor = tf.constant([t if isinstance(t, bytes) else str(t) for t in array], dtype=tf.string)
+    tensor = tf.constant(texts, dtype=tf.string)
     return tensor[:, None] if shape == (1,) else tensor
 
 

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from keras_lowrank.compression import data as data_lib
+from keras_lowrank.utils import texts as texts_lib
 
 OBJECTIVES = ("classification", "embedding")
 # The validation metric compared: Keras' mean cosine of output and target.
@@ -27,7 +28,7 @@ MONITOR = "cosine"
 def holds_inputs_only(data):
     """Whether `data` is model inputs without labels (an array, a dict of arrays,
     a list of texts, or a tf.data.Dataset whose elements are not tuples)."""
-    if isinstance(data, (np.ndarray, dict)) or keras.ops.is_tensor(data) or _is_texts(data):
+    if isinstance(data, (np.ndarray, dict)) or keras.ops.is_tensor(data) or texts_lib.is_text_batch(data):
         return True
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(data, tf.data.Dataset):
@@ -47,9 +48,9 @@ def inputs_of(data, name):
     """
     if isinstance(data, tuple) and len(data) == 1:
         data = data[0]
-    if _is_texts(data):
+    if texts_lib.is_text_batch(data) and not isinstance(data, np.ndarray):
         # Raw texts, for a model with its own preprocessor (a KerasHub embedder).
-        data = np.asarray(data)
+        data = np.asarray(texts_lib.text_list(data, name))
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(data, tf.data.Dataset):
         if int(data.cardinality()) == tf.data.INFINITE_CARDINALITY:
@@ -87,8 +88,3 @@ def with_targets(model, inputs, batch_size):
 def loss_and_metrics():
     """The fine-tune loss (cosine distance to the input model's vectors) and the compared metric."""
     return keras.losses.CosineSimilarity(axis=-1), [keras.metrics.CosineSimilarity(name=MONITOR, axis=-1)]
-
-
-def _is_texts(data):
-    """A non-empty list of strings (raw texts for a model's preprocessor)."""
-    return isinstance(data, list) and bool(data) and all(isinstance(t, (str, bytes)) for t in data)

@@ -32,6 +32,8 @@ import re
 
 import numpy as np
 
+from keras_lowrank.utils import texts as texts_lib
+
 FORMAT = "keras_lowrank.text_vectorization"
 VERSION = 1
 # The name of the `.tflite` metadata entry holding `to_json()`.
@@ -255,11 +257,7 @@ class TextTokenizer:
             sequence of the batch when it is `None` (0 for a batch of empty
             texts, as in Keras).
         """
-        texts = np.asarray(texts, dtype=object)
-        if texts.ndim == 2 and texts.shape[1] == 1:
-            texts = texts[:, 0]
-        if texts.ndim != 1:
-            raise ValueError(f"Expected a batch of strings of shape (n,) or (n, 1), received shape {texts.shape}")
+        texts = texts_lib.text_list(texts, "texts", allow_empty=True)
         rows = [[self._index.get(token, self.oov_id) for token in self.tokens(text)] for text in texts]
         length = self.sequence_length or max([len(row) for row in rows] + [0])
         ids = np.zeros((len(rows), length), dtype="int32")

@@ -35,6 +35,7 @@ from keras_lowrank.export import metadata
 from keras_lowrank.export import raw_text
 from keras_lowrank.export.text_tokenizer import METADATA_NAME
 from keras_lowrank.layers import table_kinds
+from keras_lowrank.utils import texts as texts_lib
 from keras_lowrank.utils.atomic_write import atomic_path
 
 SIGNATURE_KEY = "serving_default"
@@ -292,19 +293,19 @@ def export_tflite(
     # would calibrate silently on garbage rows.
     vocab = _vocabulary_size(model)
     if representative_dataset is not None and not callable(representative_dataset):
-        if text is not None and _are_texts(representative_dataset):
+        if text is not None and texts_lib.is_text_batch(representative_dataset):
             representative_dataset = text.tokenizer.tokenize(representative_dataset)
         representative_dataset = _check_ids(
             representative_dataset, "representative_dataset", vocab, seq_len
         )
     texts = task_inputs = None
     if text is not None:
-        texts = _check_texts(probe) if probe is not None else _default_texts(text.tokenizer)
+        texts = texts_lib.text_list(probe, "probe") if probe is not None else _default_texts(text.tokenizer)
         probe = _tokenize_like_keras(text, texts)
-    elif task is not None and task.preprocessor is not None and (probe is None or _are_texts(probe)):
+    elif task is not None and task.preprocessor is not None and (probe is None or texts_lib.is_text_batch(probe)):
         # From texts through the task's own preprocessor: the file's ids and
         # derived mask are checked against what the task is given in `predict`.
-        texts = _check_texts(probe) if probe is not None else _default_task_texts(task.tokenizer)
+        texts = texts_lib.text_list(probe, "probe") if probe is not None else _default_task_texts(task.tokenizer)
         task_inputs = task.preprocessor(texts)
         if isinstance(task_inputs, (tuple, list)):
             task_inputs = task_inputs[0]
@@ -834,24 +835,6 @@ def _check_text_sequence_length(text, sequence_length):
         f"`sequence_length={sequence_length!r}` differs from the output_sequence_length {fixed} "
         f"of the model's TextVectorization {text.layer.name!r}"
     )
-
-
-def _are_texts(data):
-    array = np.asarray(data, dtype=object) if not isinstance(data, np.ndarray) else data
-    return array.size > 0 and isinstance(array.flat[0], (str, bytes))
-
-
-def _check_texts(texts):
-    """`texts` as a list of strings, or a one-line `ValueError`."""
-    array = np.asarray(texts, dtype=object)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1 or array.size == 0 or not all(isinstance(t, (str, bytes)) for t in array):
-        raise ValueError(
-            "Expected `probe` of a raw-text model to be a non-empty sequence of strings, "
-            f"received: probe={texts!r:.80}"
-        )
-    return [t.decode("utf-8") if isinstance(t, bytes) else t for t in array]
 
 
 def _default_texts(tokenizer):

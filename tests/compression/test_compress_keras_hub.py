@@ -70,7 +70,7 @@ def test_bert_classifier_compressed_within_budget_class_kept():
     # A classifier never calls its token table with reverse=True: every
     # family competes, pruned ones included, and each candidate builds.
     assert all(c.error is None for c in report.candidates), [c.error for c in report.candidates]
-    assert {c.recipe["bert_backbone/token_embedding"]["family"] for c in report.candidates} == {
+    assert {c.recipe[f"{model.backbone.name}/token_embedding"]["family"] for c in report.candidates} == {
         "low-rank", "pruned+low-rank", "pruned"}
     assert small.predict(validation[0], verbose=0).shape == (16, 3)
 
@@ -80,7 +80,7 @@ def test_ids_of_a_nested_table_are_counted():
     x, y = _data(40, 2)
     notes = []
     counts = importlib.import_module("keras_lowrank.compression.data").token_counts(
-        model, "bert_backbone/token_embedding", model.backbone.token_embedding, (x, y), notes
+        model, f"{model.backbone.name}/token_embedding", model.backbone.token_embedding, (x, y), notes
     )
     assert notes == []
     np.testing.assert_array_equal(counts, np.bincount(x["token_ids"].ravel(), minlength=VOCAB_SIZE))
