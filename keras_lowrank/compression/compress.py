@@ -99,9 +99,12 @@ def compress(
     three times as long, and so on until two finalists have trained
     `epochs` epochs (`keras_lowrank.compression.search.rung_plan`: 12
     recipes and 5 epochs train 12 to 5/27 epoch, 6 to 5/9, 3 to 5/3 and 2
-    to 5, 14.4 epochs in all). The finalists keep their best-scoring
-    weights, are put in their stored form (quantized, codes frozen) and
-    scored again; the best score wins (ties: fewer bytes).
+    to 5, 14.4 epochs in all). Every recipe is also scored as built, before
+    any fine-tune, and that start is kept when no fine-tune beats it (a
+    fine-tune that diverges stops and keeps its best weights, said in
+    `report.notes`). The finalists keep their best-scoring weights, are put
+    in their stored form (quantized, codes frozen) and scored again; the
+    best score wins (ties: fewer bytes).
 
     Bytes are the stored bytes of the returned tables (codes, scales, zero
     points, id remap tables; `keras_lowrank.compression.table_bytes`).
