@@ -7,11 +7,13 @@ its `compress` rows are shown as `compress (earlier)`), and writes the
 Δ (points) of each method against the uncompressed model of its own part
 and seed, mean over seeds, every compress() row also against
 `uncompressed+finetune` (the control: the same distilled fine-tune without
-compression), and the kinds compress() chose. This module only reads
-records and writes markdown.
+compression), and the kinds compress() chose; `--plot` draws compress()
+− control per dataset and size. This module only reads records and writes
+markdown and a picture.
 
     python -m keras_lowrank.benchmarks.reproduce.search_report \
-        --parts DIR [DIR ...] [--earlier DIR ...] --doc docs/reproduction.md
+        --parts DIR [DIR ...] [--earlier DIR ...] --doc docs/reproduction.md \
+        [--plot docs/results/reproduce/search_vs_control.png]
 """
 
 import argparse
@@ -30,7 +32,8 @@ METHODS = (EARLIER, "compress", "codebook", "prune+codebook")
 CONTROL = "uncompressed+finetune"
 
 
-def render(parts, earlier=()):
+def _measured(parts, earlier):
+    """`(drops, by_seed, method_seeds, chosen, seeds)` of the parts' records."""
     records = _load(parts)
     earlier_records = [dict(r, method=EARLIER) for r in _load(earlier) if r["method"] == "compress"]
     base = _base_means(records)
@@ -53,9 +56,21 @@ def render(parts, earlier=()):
             layout = r["recipe"]["layout"]
             kind = layout.get("kind") or ("low-rank" if layout.get("rank") else "dense")
             chosen[size][("pruned " if layout["rows"] < layout["input_dim"] else "") + kind] += 1
+    seeds = sorted({r["seed"] for r in records})
+    return drops, by_seed, method_seeds, chosen, seeds, bool(earlier_records)
+
+
+def versus_control(by_seed, dataset, size, seeds, method="compress"):
+    """`method` − control in points, per seed (the seeds both ran), in seed order."""
+    return [by_seed[(method, dataset, size, seed)] - by_seed[(CONTROL, dataset, None, seed)]
+            for seed in seeds
+            if (method, dataset, size, seed) in by_seed and (CONTROL, dataset, None, seed) in by_seed]
+
+
+def render(parts, earlier=()):
+    drops, by_seed, method_seeds, chosen, seeds, has_earlier = _measured(parts, earlier)
     datasets = sorted({d for _, d, _ in drops})
     sizes = sorted({s for _, _, s in drops if s is not None}, reverse=True)
-    seeds = sorted({r["seed"] for r in records})
     methods = [m for m in METHODS if any(k[0] == m for k in drops)]
 
     def mean(key):
@@ -66,9 +81,7 @@ def render(parts, earlier=()):
         return "n/a" if value is None else f"{value:+.2f}"
 
     def per_seed(dataset, size):
-        values = [by_seed[("compress", dataset, size, seed)] - by_seed[(CONTROL, dataset, None, seed)]
-                  for seed in seeds
-                  if ("compress", dataset, size, seed) in by_seed and (CONTROL, dataset, None, seed) in by_seed]
+        values = versus_control(by_seed, dataset, size, seeds)
         return " / ".join(f"{v:+.1f}" for v in values) or "n/a"
 
     header = (["size", "dataset/model", "Δ control"] + [f"Δ {m}" for m in methods]
@@ -90,7 +103,7 @@ def render(parts, earlier=()):
         "fine-tune (`uncompressed+finetune`); `codebook` is compress() restricted to codebook tables of every row, "
         "`prune+codebook` to codebook tables with pruning allowed"
         + (f"; `{EARLIER}` is compress() before the codebook kind and the search (4 candidates x 5 epochs, "
-           "from the parts named in the command)" if earlier_records else "") + ".",
+           "from the parts named in the command)" if has_earlier else "") + ".",
         "",
         *table(header, rows),
         "",
@@ -103,13 +116,72 @@ def render(parts, earlier=()):
     return lines
 
 
+def plot(parts, earlier, path):
+    """Draws compress() − control against the table's bytes, one panel per dataset.
+
+    Each seed is a dot, the mean over seeds a line; the earlier compress()
+    (when given) a dashed line. Returns `path`, or `None` without matplotlib.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from keras_lowrank.utils.atomic_write import atomic_path
+
+    drops, by_seed, _, _, seeds, has_earlier = _measured(parts, earlier)
+    datasets = sorted({d for m, d, _ in drops if m == "compress"})
+    if not datasets:
+        return None
+    sizes = sorted({s for m, _, s in drops if m == "compress"})
+    figure, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets), 3.2), sharey=True, squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        ax.axhspan(-1.0, 0.0, color="0.9", zorder=0, label="within 1 point below")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        for method, style, color in (("compress", "-", "tab:blue"), (EARLIER, "--", "tab:gray")):
+            if method == EARLIER and not has_earlier:
+                continue
+            xs, means = [], []
+            for size in sizes:
+                values = versus_control(by_seed, dataset, size, seeds, method)
+                if not values:
+                    continue
+                if method == "compress":
+                    ax.scatter([100 * size] * len(values), values, s=12, color=color, alpha=0.5, zorder=3)
+                xs.append(100 * size)
+                means.append(float(np.mean(values)))
+            ax.plot(xs, means, style, marker="o", color=color, label=f"{method} (mean over seeds)", zorder=4)
+        ax.set_xscale("log")
+        ax.set_xticks([100 * s for s in sizes])
+        ax.set_xticklabels([f"{100 * s:g}%" for s in sizes])
+        ax.minorticks_off()
+        ax.set_title(dataset, fontsize=10)
+        ax.set_xlabel("table bytes (% of float32)")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy − control (points)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    figure.suptitle("compress() against its control (the same distilled fine-tune, uncompressed); "
+                    "dots: seeds", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", required=True, metavar="DIR")
     parser.add_argument("--earlier", nargs="*", default=[], metavar="DIR")
     parser.add_argument("--doc", default=None, help="Rewrite this page's `search` block.")
+    parser.add_argument("--plot", default=None, metavar="PNG",
+                        help="Also draw compress() − control per dataset and size into this PNG.")
     args = parser.parse_args(argv)
     lines = render(args.parts, args.earlier)
+    if args.plot:
+        plot(args.parts, args.earlier, args.plot)
     if args.doc:
         update_doc(args.doc, lines, name=BLOCK)
     print("\n".join(lines))

@@ -1,0 +1,47 @@
+"""The search report: compress() against its control, per seed, as a table and a picture."""
+
+import json
+import os
+
+import pytest
+
+from keras_lowrank.benchmarks.reproduce import search_report
+
+
+def _part(root, name, records):
+    folder = os.path.join(root, name)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump(records, f)
+    return folder
+
+
+def _record(method, seed, accuracy, size=None):
+    return {"dataset": "trec", "model": "dan", "method": method, "seed": seed, "size": size,
+            "test_accuracy": accuracy, "dev_accuracy": accuracy}
+
+
+@pytest.fixture
+def parts(tmp_path):
+    records = []
+    # Seed 0: control +1 point over the base, compress at 5% +3 -> compress − control +2.
+    # Seed 1: control -1, compress at 5% -2 -> -1. Mean +0.5.
+    for seed, base, control, ours in ((0, 0.80, 0.81, 0.83), (1, 0.90, 0.89, 0.88)):
+        records += [_record("uncompressed", seed, base), _record("uncompressed+finetune", seed, control),
+                    _record("compress", seed, ours, 0.05)]
+    return [_part(tmp_path, "p", records)]
+
+
+def test_compress_is_compared_with_the_control_of_its_own_seed(parts):
+    _, by_seed, _, _, seeds, _ = search_report._measured(parts, ())
+    assert search_report.versus_control(by_seed, "trec/dan", 0.05, seeds) == pytest.approx([2.0, -1.0])
+    text = "\n".join(search_report.render(parts))
+    assert "| 5% | trec/dan | +0.00 | +0.50 | +0.50 | +2.0 / -1.0 |" in text
+
+
+def test_the_plot_is_written(parts, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = str(tmp_path / "search.png")
+    assert search_report.plot(parts, (), path) == path
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
