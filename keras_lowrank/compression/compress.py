@@ -261,7 +261,7 @@ def compress(
         if not plans[path]["ranked"]:
             smallest = {
                 p: planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
-                                                 prune=prunable[p], untied_reverse=_untied(l),
+                                                 prune=prunable[p], untied_reverse=TableLayout.of(l).untied_reverse,
                                                  kinds=[k for k in opts["kinds"]
                                                         if k != "codebook" or logits[p] is False])
                 for p, l in tables
@@ -367,7 +367,7 @@ def _plan_table(layer, budget, counts, lookup, opts, prune, codebooks):
     recipes = planner.plan_recipes(
         V, d, budget, storages=opts["storages"], prune=prune, needs_remap=needs_remap,
         selections=("first", "counts") if counts is not None else ("first",),
-        untied_reverse=_untied(layer),
+        untied_reverse=TableLayout.of(layer).untied_reverse,
         # The codebook kind has no reversible twin (a tied head's logits).
         codebooks=codebooks,
         kinds=opts["kinds"],
@@ -382,11 +382,6 @@ def _plan_table(layer, budget, counts, lookup, opts, prune, codebooks):
     table = keras.ops.convert_to_numpy(layer.embeddings)
     ranked = planner.rank_recipes(recipes, table, kept_rows, weights, oov_id=oov_id)
     return {"ranked": ranked, "counts": counts, "kept_rows": kept_rows}
-
-
-def _untied(layer):
-    """Whether the table has a second, untied table for its reverse logits."""
-    return getattr(layer, "tie_weights", True) is False
 
 
 def _computes_logits(model, path, layer, train_data, notes):
@@ -537,7 +532,7 @@ def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned):
         layer = _table(student, path)
         table_kinds.kind_of(layer).finalize(layer, recipe.layout)
     student.compile(loss=loss, metrics=fresh_metrics(metrics), run_eagerly=True)  # its variables changed
-    score = search.score_model(student, trial._data[1], monitor, opts)
+    score = search.score_model(student, trial.validation_data, monitor, opts)
     if not math.isfinite(score):
         raise RuntimeError(f"non-finite validation {monitor} or loss: {_DIVERGED}")
     if not search.finite_weights(student):

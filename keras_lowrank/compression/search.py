@@ -164,7 +164,7 @@ class Trial:
         from keras_lowrank.training import Distiller
 
         self.student = student
-        self._data = (train_data, validation_data)
+        self.train_data, self.validation_data = train_data, validation_data
         self._monitor, self._mode, self._opts = monitor, mode, opts
         self._pieces = list(pieces)
         self.epochs = 0.0
@@ -182,7 +182,7 @@ class Trial:
     def train_until(self, epochs):
         """Trains on to `epochs` cumulative epochs (whole passes, then a part),
         scoring on validation data after each pass and at the end."""
-        train_data = self._data[0]
+        train_data = self.train_data
         start = time.perf_counter()
         try:
             self._train_until(train_data, epochs)
@@ -227,7 +227,7 @@ class Trial:
         self.best_weights = None
 
     def _record(self):
-        score = score_model(self.student, self._data[1], self._monitor, self._opts)
+        score = score_model(self.student, self.validation_data, self._monitor, self._opts)
         if not math.isfinite(score) or not finite_weights(self.student):
             # A diverged evaluation is never the best, and training on from
             # non-finite weights cannot recover: the trial stops here and

@@ -74,7 +74,10 @@ class TaskModel:
 
 def is_task(model):
     """Whether `model` takes a KerasHub-style dict with `token_ids`."""
-    inputs = getattr(model, "input", None) if getattr(model, "inputs", None) else None
+    if not getattr(model, "inputs", None):
+        return False
+    # `getattr`: `model.input` raises for a Sequential model never called.
+    inputs = getattr(model, "input", None)
     return isinstance(inputs, dict) and "token_ids" in inputs
 
 

@@ -69,6 +69,9 @@ class ExportReport:
             task, its tokenizer class, vocabulary size, sequence length and
             pad id (`read_task_settings` reads the whole settings). `None`
             otherwise.
+        tokenizer_bytes: Bytes of the file that are the tokenizer's
+            settings and vocabulary (its metadata entry; 0 without one): a
+            raw-text or KerasHub file is larger than its weights by this.
         signature: The names of the file's `serving_default` signature:
             `{"inputs": {keras name: file name}, "outputs": {...}}`. A file
             name differs from the Keras one where the Keras name is not a
@@ -89,6 +92,7 @@ class ExportReport:
     cast_to_float32: bool = False
     signature: dict = dataclasses.field(default_factory=dict)
     tokenizer: dict | None = None
+    tokenizer_bytes: int = 0
 
     def to_dict(self):
         out = dataclasses.asdict(self)
@@ -120,7 +124,8 @@ class ExportReport:
                 f"  KerasHub task: {t['tokenizer'] or 'no'} tokenizer"
                 + (f", vocabulary of {t['vocabulary_size']:,} tokens" if t["vocabulary_size"] else "")
                 + f"; segment ids 0 and padding mask (token_ids != {t['pad_id']}) computed in the file; "
-                f"settings inside the file (metadata {keras_hub_task.METADATA_NAME!r})"
+                f"settings inside the file (metadata {keras_hub_task.METADATA_NAME!r}, "
+                f"{self.tokenizer_bytes:,} bytes)"
             )
         elif self.tokenizer is not None:
             t = self.tokenizer
@@ -128,7 +133,8 @@ class ExportReport:
             lines.append(
                 f"  raw text: vocabulary of {t['vocabulary_size']:,} tokens, standardize={t['standardize']}, "
                 f"split={t['split']}, ngrams={t['ngrams']}, padded to {length}; settings inside the file "
-                f"(metadata {METADATA_NAME!r}, read by keras_lowrank.export.TextRunner); "
+                f"(metadata {METADATA_NAME!r}, {self.tokenizer_bytes:,} bytes, read by "
+                "keras_lowrank.export.TextRunner); "
                 f"compared from {self.probe_shape[0]} raw texts"
             )
         if self.cast_to_float32:
@@ -342,14 +348,13 @@ def export_tflite(
             next(iter(signature["outputs"].values())),
         ),
     )
+    settings = None
     if text is not None:
-        flatbuffer = metadata.with_metadata(
-            flatbuffer, METADATA_NAME, text.tokenizer.to_json().encode("utf-8")
-        )
-    if task is not None:
-        flatbuffer = metadata.with_metadata(
-            flatbuffer, keras_hub_task.METADATA_NAME, task.settings().encode("utf-8")
-        )
+        settings = (METADATA_NAME, text.tokenizer.to_json().encode("utf-8"))
+    elif task is not None:
+        settings = (keras_hub_task.METADATA_NAME, task.settings().encode("utf-8"))
+    if settings is not None:
+        flatbuffer = metadata.with_metadata(flatbuffer, *settings)
     ops, flex = _ops_used(flatbuffer)
     if flex:
         raise RuntimeError(
@@ -396,6 +401,7 @@ def export_tflite(
         signature=signature,
         tokenizer=(text.tokenizer.summary() if text is not None
                    else task.summary() if task is not None else None),
+        tokenizer_bytes=len(settings[1]) if settings is not None else 0,
     )
 
 

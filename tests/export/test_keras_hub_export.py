@@ -51,6 +51,10 @@ def test_task_exports_in_one_call_and_carries_its_tokenizer(tmp_path, batch_size
     assert settings["vocabulary"] == task.preprocessor.tokenizer.get_vocabulary()
     assert (settings["tokenizer"], settings["sequence_length"], settings["pad_id"]) == ("BertTokenizer", LENGTH, 0)
     assert settings["special_token_ids"]["cls_token_id"] == 2
+    from keras_lowrank.export.keras_hub_task import METADATA_NAME
+    from keras_lowrank.export.metadata import read_metadata
+
+    assert report.tokenizer_bytes == len(read_metadata(path, METADATA_NAME)) > 0
 
 
 def test_pruned_task_exports_with_its_remapped_ids(tmp_path):

@@ -69,6 +69,10 @@ def test_raw_text_model_runs_from_strings_as_keras_does(tmp_path, input_shape):
     assert report.flex_ops == []
     assert report.signature["inputs"] == {"token_ids": "token_ids"}
     assert report.tokenizer["vocabulary_size"] == model.layers[1].vocabulary_size()
+    # The report counts the file's bytes that are the tokenizer, as read back from the file.
+    carried = read_metadata(str(path), "keras_lowrank.text_vectorization")
+    assert report.tokenizer_bytes == len(carried) > 0
+    assert f"{len(carried):,} bytes" in str(report)
     runner = TextRunner(str(path))
     got = runner(TEXTS)
     expected = _keras_outputs(model, TEXTS)
