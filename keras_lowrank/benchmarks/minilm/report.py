@@ -224,12 +224,20 @@ def _encoder_part(root, folder, link_base):
         f"Mean-pooled, normalized MiniLM embeddings of {results['texts']['test']:,} test sentences "
         f"({', '.join(config['datasets'])}), compressed against the original: mean (and smallest) "
         f"cosine, nearest-neighbour agreement (same nearest other sentence) and the overlap of the "
-        f"{config['neighbours']} nearest. Distillation: {config['epochs']} epoch(s) on "
-        f"{results['texts']['train']:,} unlabeled training texts, Adam {config['learning_rate']}, "
-        "mean squared error to the original's embedding. `compress()` rows: the call itself on the same "
-        "texts without labels (the embedding objective: distilled on cosine, its search over every table "
-        f"kind with {config.get('compress_candidates', 'n/a')} recipes, chosen on the mean cosine of "
-        f"{config.get('validation_share', 0):.0%} of the training texts held out).",
+        f"{config['neighbours']} nearest."
+        + (f" Low-rank rows, distilled by hand: {config['epochs']} epoch(s) on "
+           f"{results['texts']['train']:,} unlabeled training texts, Adam {config['learning_rate']}, "
+           "mean squared error to the original's embedding."
+           if any(row["method"].startswith("low_rank") for row in results["rows"]) else "")
+        + f" `compress()` rows: the call itself on {results['texts']['train']:,} training texts without "
+        "labels (the embedding objective: distilled on cosine for at most "
+        f"{config['epochs']} epoch(s), its search over every table kind with "
+        f"{config.get('compress_candidates', 'n/a')} recipes, chosen on the mean cosine of "
+        f"{config.get('validation_share', 0):.0%} of the training texts held out"
+        # Parts measured since the search scores each recipe's start record its candidates.
+        + ("; a recipe's start, before any fine-tune, competes too"
+           if any("candidates" in row for row in results["rows"] if row["method"] == "compress") else "")
+        + ").",
         "",
         "| table | stage | token table bytes | mean cosine | min cosine | NN@1 agreement | NN@10 overlap "
         "| k-NN accuracy (Δ) |",
