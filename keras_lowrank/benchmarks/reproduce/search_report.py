@@ -67,10 +67,16 @@ def versus_control(by_seed, dataset, size, seeds, method="compress"):
             if (method, dataset, size, seed) in by_seed and (CONTROL, dataset, None, seed) in by_seed]
 
 
-def render(parts, earlier=()):
+# What `compress (earlier)` is, unless `--earlier-note` says otherwise.
+EARLIER_NOTE = ("compress() before the codebook kind and the search (4 candidates x 5 epochs, from the parts "
+                "named in the command)")
+
+
+def render(parts, earlier=(), earlier_note=EARLIER_NOTE):
     drops, by_seed, method_seeds, chosen, seeds, has_earlier = _measured(parts, earlier)
     datasets = sorted({d for _, d, _ in drops})
-    sizes = sorted({s for _, _, s in drops if s is not None}, reverse=True)
+    # The sizes the parts measured (an earlier part's other sizes have nothing to compare with).
+    sizes = sorted({s for m, _, s in drops if s is not None and m != EARLIER}, reverse=True)
     methods = [m for m in METHODS if any(k[0] == m for k in drops)]
 
     def mean(key):
@@ -102,8 +108,7 @@ def render(parts, earlier=()):
         "is the mean of the per-seed differences' means, `per seed` lists them in seed order. `control` is the uncompressed model given the same distilled "
         "fine-tune (`uncompressed+finetune`); `codebook` is compress() restricted to codebook tables of every row, "
         "`prune+codebook` to codebook tables with pruning allowed"
-        + (f"; `{EARLIER}` is compress() before the codebook kind and the search (4 candidates x 5 epochs, "
-           "from the parts named in the command)" if has_earlier else "") + ".",
+        + (f"; `{EARLIER}` is {earlier_note}" if has_earlier else "") + ".",
         "",
         *table(header, rows),
         "",
@@ -175,11 +180,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", required=True, metavar="DIR")
     parser.add_argument("--earlier", nargs="*", default=[], metavar="DIR")
+    parser.add_argument("--earlier-note", default=EARLIER_NOTE,
+                        help="What the --earlier parts are, for the text (default: %(default)s).")
     parser.add_argument("--doc", default=None, help="Rewrite this page's `search` block.")
     parser.add_argument("--plot", default=None, metavar="PNG",
                         help="Also draw compress() − control per dataset and size into this PNG.")
     args = parser.parse_args(argv)
-    lines = render(args.parts, args.earlier)
+    lines = render(args.parts, args.earlier, args.earlier_note)
     if args.plot:
         plot(args.parts, args.earlier, args.plot)
     if args.doc:
