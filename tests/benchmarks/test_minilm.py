@@ -155,3 +155,22 @@ def test_encoder_files_are_compared_with_the_original_of_the_same_weights(tmp_pa
     text = report.render(str(tmp_path))
     assert "| compress() 10% | dynamic | 0.5 MiB | 12.5% | 0.9900 | 0.9000 | 0.999999 | 5.00 ms | 1.25x |" in text
     assert "| compress() 10% | float32 | 2.0 MiB | 50.0% |" in text and "12.00 ms | 1.20x |" in text
+
+
+def test_compress_time_is_set_against_the_text_passes_of_each_part(tmp_path):
+    from keras_lowrank.compression import search
+
+    _encoder_part(tmp_path, "encoder", 100, [_fidelity_row("compress", 0.1, 0.98, seconds=120.0)])
+    _encoder_part(tmp_path, "encoder_1000texts", 1000, [_fidelity_row("compress", 0.1, 0.99, seconds=600.0)])
+    for folder, fit in (("encoder", 90), ("encoder_1000texts", 900)):
+        path = tmp_path / folder / "results.json"
+        results = json.loads(path.read_text())
+        results["rows"][0]["fit_texts"] = fit
+        path.write_text(json.dumps(results))
+    text = report.render(str(tmp_path))
+    config = report.read_part(str(tmp_path / "encoder" / "results.json"))["config"]
+    passes = search.epoch_units(search.rung_plan(config["compress_candidates"], config["epochs"]))
+    # 600 s over 900 texts x the search's epoch units, per 1,000 text passes.
+    per = 10.0 / (900 * passes / 1000)
+    assert f"| 10% | 900 | 10 | {config['epochs']} | {config['compress_candidates']} | 10.0 min | {per:.2f} |" in text
+    assert f"| 10% | 90 | 10 |" in text

@@ -5,7 +5,7 @@ Each part writes its own `results.json` under `--output` (default
 
 - `--part classifier --dataset D --seed S`: the text classifier grid on one
   bundled dataset and seed (`classifier.py`), in `OUTPUT/classifier_D_sS/`;
-- `--part encoder [--texts N --methods ... --epochs E --candidates C]`: the
+- `--part encoder [--texts N --methods ... --epochs E --candidates C --sizes S]`: the
   compressed model as a sentence encoder (`encoder.py`), in `OUTPUT/encoder/`
   (`OUTPUT/encoder_<N>texts/` with `--texts N`);
 - `--part encoder-export [--texts N]`: the sentence encoder, original and as
@@ -56,6 +56,9 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=int, default=None, help="Encoder part: fine-tune epochs (default 2).")
     parser.add_argument("--candidates", type=int, default=None,
                         help="Encoder part: compress()'s candidates (default 6).")
+    parser.add_argument("--sizes", default=None,
+                        help="Encoder part: comma-separated table shares of the compress() rows "
+                             "(default 0.1,0.05,0.02).")
 
 
 def run(args):
@@ -81,6 +84,7 @@ def run(args):
         settings = {key: value for key, value in (
             ("train_texts", args.texts), ("epochs", args.epochs), ("compress_candidates", args.candidates),
             ("methods", tuple(m.strip() for m in args.methods.split(",")) if args.methods else None),
+            ("compress_sizes", tuple(float(v) for v in args.sizes.split(",")) if args.sizes else None),
         ) if value is not None}
         folder = "encoder" if args.texts is None else f"encoder_{args.texts}texts"
         encoder.run_part(os.path.join(args.output, folder), source=args.source, seed=args.seed,

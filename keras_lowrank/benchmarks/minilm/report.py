@@ -209,8 +209,44 @@ def _encoder_folders(root):
 
 
 def _encoder_section(root, link_base):
-    sections = [_encoder_part(root, folder, link_base) for folder in _encoder_folders(root)]
+    folders = _encoder_folders(root)
+    sections = [_encoder_part(root, folder, link_base) for folder in folders]
+    sections.append(_encoder_time(root, folders))
     return "\n".join(section for section in sections if section)
+
+
+def _encoder_time(root, folders):
+    """compress()'s wall time on the encoder against the texts it was given, over the parts."""
+    rows = []
+    for folder in folders:
+        results = read_part(os.path.join(root, folder, "results.json"))
+        if results is None:
+            continue
+        config = results["config"]
+        for row in results["rows"]:
+            if row["method"] == "compress" and row.get("seconds") and row.get("fit_texts"):
+                rows.append((row["size"], row["fit_texts"], row.get("validation_texts", 0), config["epochs"],
+                             config.get("compress_candidates"), row["seconds"], row["mean_cosine"]))
+    if len({r[1] for r in rows}) < 2:
+        return ""
+    lines = ["## compress() time on the encoder, by the texts given", "",
+             "Every encoder part's `compress()` rows, on the same machine (other work ran beside some parts: "
+             "their load averages are in each part's machine line). `min per 1,000 text passes` divides the wall "
+             "time (k-means builds and scoring included) by the texts the search's fine-tunes pass over (its "
+             "epochs summed over its recipes, `rung_plan`, times the texts), so parts of other settings compare.",
+             "",
+             "| size | texts fine-tuned on | scoring | epochs | recipes | wall time | min per 1,000 text passes "
+             "| mean cosine |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    from keras_lowrank.compression import search
+
+    for size, fit, held, epochs, candidates, seconds, cosine in sorted(rows, key=lambda r: (-r[0], r[1])):
+        passes = fit * search.epoch_units(search.rung_plan(candidates, epochs)) if candidates else None
+        per = "n/a" if not passes else f"{seconds / 60 / (passes / 1000):.2f}"
+        lines.append(f"| {size:.0%} | {fit:,} | {held:,} | {epochs} | {candidates} | {seconds / 60:.1f} min | "
+                     f"{per} | {cosine:.4f} |")
+    lines.append("")
+    return "\n".join(lines)
 
 
 def _encoder_part(root, folder, link_base):
