@@ -182,7 +182,8 @@ def main(argv=None):
     parser.add_argument("--earlier", nargs="*", default=[], metavar="DIR")
     parser.add_argument("--earlier-note", default=EARLIER_NOTE,
                         help="What the --earlier parts are, for the text (default: %(default)s).")
-    parser.add_argument("--doc", default=None, help="Rewrite this page's `search` block.")
+    parser.add_argument("--doc", default=None, help="Rewrite this page's generated block (see --block).")
+    parser.add_argument("--block", default=BLOCK, help="The generated block's name (default %(default)s).")
     parser.add_argument("--plot", default=None, metavar="PNG",
                         help="Also draw compress() − control per dataset and size into this PNG.")
     args = parser.parse_args(argv)
@@ -190,7 +191,7 @@ def main(argv=None):
     if args.plot:
         plot(args.parts, args.earlier, args.plot)
     if args.doc:
-        update_doc(args.doc, lines, name=BLOCK)
+        update_doc(args.doc, lines, name=args.block)
     print("\n".join(lines))
     return 0
 
