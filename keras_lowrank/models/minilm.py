@@ -162,14 +162,29 @@ def load_minilm(task="embedder", *, num_classes=None, sequence_length=128, sourc
     backbone = keras_hub.models.BertBackbone.from_preset(folder)
     if task == "backbone":
         return backbone
-    tokenizer = keras_hub.tokenizers.BertTokenizer(
-        vocabulary=os.path.join(folder, "vocab.txt"), lowercase=True, strip_accents=True
-    )
+    tokenizer = minilm_tokenizer(folder)
     if task == "embedder":
         preprocessor = keras_hub.models.BertTextEmbedderPreprocessor(tokenizer, sequence_length=sequence_length)
         return keras_hub.models.BertTextEmbedder(backbone, preprocessor=preprocessor)
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=sequence_length)
     return keras_hub.models.BertTextClassifier(backbone, num_classes, preprocessor=preprocessor)
+
+
+def minilm_tokenizer(folder):
+    """The KerasHub `BertTokenizer` that tokenizes as the reference one does.
+
+    Lower-cased, accents stripped (as Hugging Face's `BertTokenizer` does for
+    a lower-cased vocabulary), on the `vocab.txt` that `minilm_folder` writes
+    from `tokenizer.json` in id order.
+
+    Args:
+        folder: from `minilm_folder`.
+    """
+    import keras_hub
+
+    return keras_hub.tokenizers.BertTokenizer(
+        vocabulary=os.path.join(folder, "vocab.txt"), lowercase=True, strip_accents=True
+    )
 
 
 def _unpack(archive, folder):

@@ -47,6 +47,7 @@ def run_part(output, *, source=None, cache=None, **settings):
     from keras_lowrank.export.tflite import invoke
     from keras_lowrank.export.tflite import make_interpreter
     from keras_lowrank.export.tflite import prepare_interpreter
+    from keras_lowrank.models.minilm import minilm_tokenizer
 
     config = {**DEFAULTS, **settings}
     os.makedirs(output, exist_ok=True)
@@ -54,10 +55,7 @@ def run_part(output, *, source=None, cache=None, **settings):
     folder = pretrained.model_folder(source)
     length = config["sequence_length"]
     backbone, _ = pretrained.load(folder, sequence_length=length)
-    tokenizer = keras_hub.tokenizers.BertTokenizer(
-        vocabulary=os.path.join(folder, "vocab.txt"), lowercase=True, strip_accents=True
-    )
-    preprocessor = keras_hub.models.BertTextEmbedderPreprocessor(tokenizer, sequence_length=length)
+    preprocessor = keras_hub.models.BertTextEmbedderPreprocessor(minilm_tokenizer(folder), sequence_length=length)
 
     def embedder(of):
         return keras_hub.models.BertTextEmbedder(of, preprocessor=preprocessor)

@@ -14,6 +14,7 @@ from keras_lowrank.models.minilm import INSTALL_HINT  # noqa: F401 (named in mes
 from keras_lowrank.models.minilm import PACKAGE  # noqa: F401
 from keras_lowrank.models.minilm import default_cache_dir
 from keras_lowrank.models.minilm import minilm_folder as model_folder  # noqa: F401
+from keras_lowrank.models.minilm import minilm_tokenizer
 from keras_lowrank.models.minilm import vocabulary  # noqa: F401
 
 
@@ -39,11 +40,8 @@ def load(folder, *, sequence_length=32):
     except ImportError:
         raise ImportError(f"all-MiniLM-L6-v2 is loaded with KerasHub: {HUB_HINT}") from None
     backbone = keras_hub.models.BertBackbone.from_preset(folder)
-    tokenizer = keras_hub.tokenizers.BertTokenizer(
-        vocabulary=os.path.join(folder, "vocab.txt"), lowercase=True, strip_accents=True
-    )
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
-        tokenizer, sequence_length=sequence_length
+        minilm_tokenizer(folder), sequence_length=sequence_length
     )
     return backbone, preprocessor
 
