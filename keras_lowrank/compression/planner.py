@@ -19,6 +19,9 @@ Families:
 - codebooks over all rows (product quantization: `groups` codes per row
   into codebooks of 16 or 256 codewords, 2 to 32 dimensions a group),
   codebooks in float32 or int8;
+- codebooks over all rows plus exact rows: what a codebook shape leaves of
+  the budget buys int8 rows for the ids codes serve worst (the first ids of
+  a frequency-ordered vocabulary, else any ids through a stored map);
 - vocabulary pruning + codebooks, the most rows each codebook shape leaves
   room for.
 
@@ -51,7 +54,11 @@ _PRUNED_RANK_FACTORS = (1.5, 2.0, 3.0, 4.0, 6.0)
 _CODEBOOK_MAX_SUB_DIM = 32
 _CODEBOOK_CODES = (16, 256)
 
-FAMILIES = ("low-rank", "pruned+low-rank", "pruned", "codebook", "pruned+codebook")
+FAMILIES = ("low-rank", "pruned+low-rank", "pruned", "codebook", "codebook+exact", "pruned+codebook")
+
+# Exact rows are planned next to a codebook when the budget left buys at
+# least this many (fewer change too little to be worth a candidate).
+MIN_EXACT_ROWS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +88,8 @@ class Recipe:
         kind = self.layout.kind
         if kind == "dense":
             return "pruned"
+        if self.layout.exact_rows:
+            kind += "+exact"
         return f"pruned+{kind}" if self.layout.pruned else kind
 
     def describe(self):
@@ -113,7 +122,10 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
         prune: whether vocabulary pruning may be used.
         needs_remap: `(rows, selection) -> bool`, whether keeping `rows`
             rows chosen by `selection` needs a stored id remap table
-            (default: never).
+            (default: never). Exact rows next to a codebook use the same
+            rule: they are the first ids unless `needs_remap(rows,
+            "counts")` (or no `"counts"` selection is offered), and then any
+            ids through a stored map.
         selections: the row selections of pruned recipes to consider
             (`"first"`, `"counts"`).
         untied_reverse: whether the table has an untied reverse table of
@@ -184,6 +196,9 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
                 whole = layout(**shape)
                 if codes <= V and whole.stored_bytes() <= budget_bytes:
                     add(whole, "frequency")
+                    exact = _with_exact_rows(whole, budget_bytes, needs_remap, selections)
+                    if exact is not None:
+                        add(exact, "frequency")
                     continue  # every row fits: pruning would only lose rows
                 if not prune:
                     continue
@@ -198,6 +213,30 @@ def plan_recipes(input_dim, output_dim, budget_bytes, *, storages=STORAGES, prun
                         continue
                     add(layout(rows=rows, remap=remap, **shape), "frequency", selection)
     return recipes
+
+
+def _with_exact_rows(layout, budget_bytes, needs_remap, selections):
+    """`layout` (a codebook over every row) plus the most exact rows the budget buys, or `None`."""
+
+    def fill(remap):
+        spare = budget_bytes - dataclasses.replace(layout, exact_rows=1, exact_remap=remap).stored_bytes()
+        if spare < 0:
+            return None
+        count = min(1 + spare // storage_lib.vector_bytes(1, layout.output_dim, "int8"), layout.rows - layout.codes)
+        while count >= MIN_EXACT_ROWS:
+            # A map wide enough for many exact rows costs more per id.
+            exact = dataclasses.replace(layout, exact_rows=int(count), exact_remap=remap)
+            if exact.stored_bytes() <= budget_bytes:
+                return exact
+            count -= 1
+        return None
+
+    first = fill(False)
+    if first is None:
+        return None
+    if "counts" in selections and not needs_remap(first.exact_rows, "counts"):
+        return first
+    return fill(True)
 
 
 def codebook_shapes(output_dim):
@@ -270,7 +309,9 @@ def _proxy_order(recipe):
     layout = recipe.layout
     if layout.kind == "codebook":
         bits = layout.groups * storage_lib.bits_per_code(layout.codes)
-        return (1, -bits * layout.rows, -layout.stored_bytes())
+        # Next to the same codes, more exact rows first (int8 codebooks leave
+        # room for more of them).
+        return (1, -bits * layout.rows, -layout.exact_rows, -layout.stored_bytes())
     return (0, recipe.proxy_error, layout.stored_bytes())
 
 

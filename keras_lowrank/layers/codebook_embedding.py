@@ -26,6 +26,7 @@ from keras_lowrank.layers.low_rank_embedding import embed_ids
 from keras_lowrank.layers.table_layout import CODEBOOK_STORAGES as CODEBOOK_DTYPES
 from keras_lowrank.layers.table_layout import MAX_CODES
 from keras_lowrank.layers.table_layout import TableLayout
+from keras_lowrank.layers.table_layout import exact_map_dtype
 
 
 @register_keras_serializable(package="keras_lowrank")
@@ -59,6 +60,19 @@ class CodebookEmbedding(layers.Layer):
       `codebook_dtype="float32"` the codebooks stay trainable, so a
       fine-tune of the codebooks alone (and of the rest of the model) is
       still possible.
+
+    Exact rows (`exact_rows=K`): the `K` rows codes serve worst (see
+    `from_embedding`) skip the codebooks and are kept whole. In the training
+    form they are the table's own rows, trained directly and left out of
+    the codebook and commitment losses; once frozen they are stored as int8
+    with one float32 scale per row (`quantized_exact_rows`, `exact_scale`),
+    as Keras' own int8 `Embedding` stores every row. Which ids they answer
+    is either the first `K` ids (`exact_remap=False`: a frequency-ordered
+    vocabulary needs no map) or any `K` ids, through a stored map
+    (`exact_slots`: for each id its exact row, or `K` for "use the codes").
+    A few thousand exact rows next to codebooks spend a budget the codes
+    alone cannot use (the next codebook shape is often twice the bytes),
+    on the rows that matter most.
 
     `get_config()` records the form (`codes_frozen`), so both forms save to
     and load from `.keras` files; a frozen layer's file holds no
@@ -99,6 +113,11 @@ class CodebookEmbedding(layers.Layer):
             stores its codebooks (see above).
         beta: Non-negative float, weight of the commitment loss in the
             training form.
+        exact_rows: Non-negative integer smaller than `input_dim`: rows kept
+            exactly rather than by codes (see above). Defaults to 0.
+        exact_remap: Boolean, whether the exact rows answer the ids a
+            stored map names (`True`) or the first `exact_rows` ids
+            (`False`, the default).
         embeddings_initializer: Initializer for the training table and the
             codebooks (codewords live in the space of the rows, so they are
             drawn alike). Defaults to `"uniform"`, as in `Embedding`.
@@ -143,6 +162,8 @@ class CodebookEmbedding(layers.Layer):
         embeddings_initializer="uniform",
         mask_zero=False,
         codes_frozen=False,
+        exact_rows=0,
+        exact_remap=False,
         **kwargs,
     ):
         storage_lib.check_positive_int("input_dim", input_dim)
@@ -177,7 +198,20 @@ class CodebookEmbedding(layers.Layer):
                 "Expected `beta` to be a non-negative finite float, "
                 f"received: beta={beta!r}"
             )
-        for name, value in (("mask_zero", mask_zero), ("codes_frozen", codes_frozen)):
+        if (
+            not isinstance(exact_rows, (int, np.integer))
+            or isinstance(exact_rows, (bool, np.bool_))
+            or not 0 <= exact_rows < input_dim
+        ):
+            raise ValueError(
+                f"Expected `exact_rows` to be an integer in [0, input_dim={input_dim}), "
+                f"received: exact_rows={exact_rows!r}"
+            )
+        for name, value in (
+            ("mask_zero", mask_zero),
+            ("codes_frozen", codes_frozen),
+            ("exact_remap", exact_remap),
+        ):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(
                     f"Expected `{name}` to be a boolean, received: "
@@ -193,6 +227,8 @@ class CodebookEmbedding(layers.Layer):
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.mask_zero = bool(mask_zero)
         self.codes_frozen = bool(codes_frozen)
+        self.exact_rows = int(exact_rows)
+        self.exact_remap = bool(exact_remap) and self.exact_rows > 0
         self.supports_masking = self.mask_zero
         # Like `Embedding`: the float32 variables are not auto-cast as a
         # whole; only the gathered rows are cast to the compute dtype.
@@ -244,6 +280,31 @@ class CodebookEmbedding(layers.Layer):
             dtype="uint8",
             trainable=False,
         )
+        if self.exact_rows:
+            self.quantized_exact_rows = self.add_weight(
+                name="quantized_exact_rows",
+                shape=(self.exact_rows, self.output_dim),
+                initializer=self._initializer("quantized_exact_rows", "zeros"),
+                dtype="int8",
+                trainable=False,
+            )
+            self.exact_scale = self.add_weight(
+                name="exact_scale",
+                shape=(self.exact_rows,),
+                initializer=self._initializer("exact_scale", "ones"),
+                trainable=False,
+            )
+        if self.exact_remap:
+            map_dtype = exact_map_dtype(self.exact_rows)
+            # Until `from_embedding` names them: the first ids, as without a map.
+            first = np.minimum(np.arange(self.input_dim), self.exact_rows).astype(map_dtype)
+            self.exact_slots = self.add_weight(
+                name="exact_slots",
+                shape=(self.input_dim,),
+                initializer=self._initializer("exact_slots", storage_lib.array_initializer(first)),
+                dtype=map_dtype,
+                trainable=False,
+            )
         self.built = True
 
     @property
@@ -284,15 +345,46 @@ class CodebookEmbedding(layers.Layer):
                 "ngs,gks->ngk", rows, codebooks
             )
             quantized = self._codewords(codebooks, ops.argmin(scores, axis=-1))
+            # Exact rows do not use the codebooks: they neither pull
+            # codewords nor are pulled toward them.
+            served = 1.0
+            if self.exact_rows:
+                served = ops.reshape(
+                    ops.cast(ops.greater_equal(self._exact_slots_of(ids), self.exact_rows), "float32"),
+                    (-1, 1, 1),
+                )
             self.add_loss(
-                ops.mean(ops.square(ops.stop_gradient(rows) - quantized))
-                + self.beta * ops.mean(ops.square(rows - ops.stop_gradient(quantized)))
+                ops.mean(served * ops.square(ops.stop_gradient(rows) - quantized))
+                + self.beta * ops.mean(served * ops.square(rows - ops.stop_gradient(quantized)))
             )
             # Forward: the codewords. Backward: the identity, to the table
             # rows and to the codewords alike.
             quantized = quantized + (rows - ops.stop_gradient(rows))
+        quantized = ops.reshape(quantized, (-1, self.output_dim))
+        if self.exact_rows:
+            quantized = self._with_exact_rows(ids, quantized, None if self.codes_frozen else rows)
         outputs = ops.reshape(quantized, (*ops.shape(inputs), self.output_dim))
         return ops.cast(outputs, self.compute_dtype)
+
+    def _exact_slots_of(self, ids):
+        """Each id's exact row, or `exact_rows` when its codes answer it (int32)."""
+        if self.exact_remap:
+            return ops.cast(ops.take(self.exact_slots, ids, axis=0), "int32")
+        return ops.minimum(ops.cast(ids, "int32"), self.exact_rows)
+
+    def _with_exact_rows(self, ids, quantized, rows):
+        """`quantized` `(n, output_dim)` with the exact rows put in for their ids."""
+        slots = self._exact_slots_of(ids)
+        exact = ops.expand_dims(ops.less(slots, self.exact_rows), -1)
+        if rows is None:
+            index = ops.minimum(slots, self.exact_rows - 1)
+            values = ops.divide(
+                ops.cast(ops.take(self.quantized_exact_rows, index, axis=0), "float32"),
+                ops.expand_dims(ops.cast(ops.take(self.exact_scale, index, axis=0), "float32"), -1),
+            )
+        else:
+            values = ops.reshape(rows, (-1, self.output_dim))
+        return ops.where(exact, values, quantized)
 
     def compute_mask(self, inputs, mask=None):
         if not self.mask_zero:
@@ -345,7 +437,28 @@ class CodebookEmbedding(layers.Layer):
         codebooks = storage_lib.to_numpy(self.dequantized_codebooks())
         codes = self.get_codes()
         rows = codebooks[np.arange(self.groups), codes]  # (V, groups, sub_dim)
-        return rows.reshape(self.input_dim, self.output_dim)
+        table = rows.reshape(self.input_dim, self.output_dim)
+        if self.exact_rows:
+            table[self.exact_ids()] = self._exact_values()
+        return table
+
+    def exact_ids(self):
+        """The ids of the exact rows, in their stored order (int32 numpy, maybe empty)."""
+        self._check_built("read the exact rows of")
+        if not self.exact_remap:
+            return np.arange(self.exact_rows, dtype=np.int32)
+        slots = storage_lib.to_numpy(self.exact_slots).astype(np.int64)
+        ids = np.flatnonzero(slots < self.exact_rows)
+        return ids[np.argsort(slots[ids], kind="stable")].astype(np.int32)
+
+    def _exact_values(self):
+        """The exact rows `(exact_rows, output_dim)` as the layer answers them, float32."""
+        if self.codes_frozen:
+            return (
+                storage_lib.to_numpy(self.quantized_exact_rows).astype(np.float32)
+                / storage_lib.to_numpy(self.exact_scale).astype(np.float32)[:, None]
+            )
+        return storage_lib.to_numpy(ops.cast(self.embeddings, "float32"))[self.exact_ids()]
 
     def stored_bytes(self):
         """Bytes this layer stores once its codes are frozen.
@@ -354,7 +467,8 @@ class CodebookEmbedding(layers.Layer):
         ceil(groups / 2)` for `codes <= 16`, else `groups`), plus
         `codes * output_dim * 4` bytes of float32 codebooks or
         `codes * output_dim` bytes of int8 codebooks and `4 * groups` bytes
-        of float32 scales. This is what `keras_lowrank.table_bytes` counts on
+        of float32 scales; exact rows add `exact_rows * (output_dim + 4)`
+        bytes, and their map one small integer per id. This is what `keras_lowrank.table_bytes` counts on
         the frozen layer; the training form also holds the
         `4 * input_dim * output_dim` bytes of its float table (and the
         frozen form's variables, waiting to be filled) until
@@ -373,6 +487,8 @@ class CodebookEmbedding(layers.Layer):
             groups=self.groups,
             codes=self.codes,
             storage=self.codebook_dtype,
+            exact_rows=self.exact_rows,
+            exact_remap=self.exact_remap,
         )
 
     def freeze_codes(self):
@@ -393,6 +509,10 @@ class CodebookEmbedding(layers.Layer):
         self.packed_codes.assign(
             storage_lib.pack_codes(self.get_codes(), self.bits_per_code)
         )
+        if self.exact_rows:
+            quantized, scale = storage_lib.quantize_int8(self._exact_values(), axis=1)
+            self.quantized_exact_rows.assign(quantized)
+            self.exact_scale.assign(scale)
         if self.codebook_dtype == "int8":
             quantized, scale = storage_lib.quantize_int8(codebooks, axis=(1, 2))
             self.quantized_codebooks.assign(quantized)
@@ -423,6 +543,14 @@ class CodebookEmbedding(layers.Layer):
         by `row_weights` if given); each row gets the codes of its nearest
         codewords. The result depends only on the table, the arguments and
         `seed`.
+
+        With `exact_rows=K` (a constructor argument, passed through
+        `**kwargs`), the `K` rows codes serve worst are kept exactly: with
+        `exact_remap=True`, the rows of largest weighted reconstruction
+        error `w_i * ||row_i - codewords_i||^2` after the first k-means (the
+        frequent rows, and rows far from every codeword); otherwise the
+        first `K` ids. The codebooks are then fitted again, by the same
+        k-means, to the other rows only.
 
         Args:
             table: A built, unquantized `keras.layers.Embedding` (its
@@ -489,6 +617,19 @@ class CodebookEmbedding(layers.Layer):
             values, layer.groups, layer.codes, row_weights=row_weights,
             iterations=iterations, seed=seed,
         )
+        exact_ids = np.zeros((0,), np.int64)
+        if layer.exact_rows:
+            exact_ids = _exact_ids(values, result, row_weights, layer.exact_rows, layer.exact_remap)
+            # The codebooks are fitted again to the rows they serve.
+            served = np.ones(input_dim) if row_weights is None else np.asarray(row_weights, np.float64).copy()
+            served[exact_ids] = 0.0
+            if not np.any(served > 0):
+                served = np.ones(input_dim)
+                served[exact_ids] = 0.0
+            result = kmeans.product_quantize(
+                values, layer.groups, layer.codes, row_weights=served,
+                iterations=iterations, seed=seed,
+            )
         # Weights are created with their values as initial values rather
         # than assigned afterwards: under MultiWorkerMirroredStrategy only
         # initial values are broadcast from the chief.
@@ -496,11 +637,19 @@ class CodebookEmbedding(layers.Layer):
             "codebooks": result.codebooks,
             "packed_codes": storage_lib.pack_codes(result.codes, layer.bits_per_code),
         }
+        if layer.exact_remap:
+            slots = np.full(input_dim, layer.exact_rows, dtype=exact_map_dtype(layer.exact_rows))
+            slots[exact_ids] = np.arange(layer.exact_rows)
+            initial["exact_slots"] = slots
         if not freeze:
             initial["embeddings"] = np.asarray(values, np.float32)
-        elif layer.codebook_dtype == "int8":
-            quantized, scale = storage_lib.quantize_int8(result.codebooks, axis=(1, 2))
-            initial.update(quantized_codebooks=quantized, codebook_scale=scale)
+        else:
+            if layer.codebook_dtype == "int8":
+                quantized, scale = storage_lib.quantize_int8(result.codebooks, axis=(1, 2))
+                initial.update(quantized_codebooks=quantized, codebook_scale=scale)
+            if layer.exact_rows:
+                quantized, scale = storage_lib.quantize_int8(np.asarray(values, np.float32)[exact_ids], axis=1)
+                initial.update(quantized_exact_rows=quantized, exact_scale=scale)
         layer._initial_values = initial
         try:
             layer.build()
@@ -536,7 +685,12 @@ class CodebookEmbedding(layers.Layer):
             if self.codebook_dtype == "int8"
             else ["codebooks"]
         )
-        return {False: ["embeddings", "codebooks"], True: frozen_codebooks + ["packed_codes"]}
+        exact = ["quantized_exact_rows", "exact_scale"] if self.exact_rows else []
+        exact_map = ["exact_slots"] if self.exact_remap else []
+        return {
+            False: ["embeddings", "codebooks"] + exact_map,
+            True: frozen_codebooks + ["packed_codes"] + exact + exact_map,
+        }
 
     def save_own_variables(self, store):
         if not self.built:
@@ -571,6 +725,8 @@ class CodebookEmbedding(layers.Layer):
             ),
             "mask_zero": self.mask_zero,
             "codes_frozen": self.codes_frozen,
+            "exact_rows": self.exact_rows,
+            "exact_remap": self.exact_remap,
         }
         return {**base_config, **config}
 
@@ -590,3 +746,20 @@ class CodebookEmbedding(layers.Layer):
                 f"Cannot {action} a layer that isn't built. "
                 f"Layer '{self.name}' is not built yet."
             )
+
+
+def _exact_ids(values, result, row_weights, count, remap):
+    """The ids of the `count` rows a codebook table keeps exactly.
+
+    With `remap`, the rows whose weighted squared error through the
+    codebooks of `result` is largest (ties: the smaller id first), in
+    increasing id order; else the first `count` ids.
+    """
+    if not remap:
+        return np.arange(count)
+    groups, _, sub_dim = result.codebooks.shape
+    decoded = result.codebooks[np.arange(groups), result.codes].reshape(values.shape)
+    error = np.sum((np.asarray(values, np.float64) - decoded) ** 2, axis=1)
+    if row_weights is not None:
+        error = error * np.asarray(row_weights, np.float64)
+    return np.sort(np.argsort(-error, kind="stable")[:count])

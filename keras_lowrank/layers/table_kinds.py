@@ -127,6 +127,7 @@ def _build_codebook(layer, layout, row_weights=None, seed=0):
     return CodebookEmbedding.from_embedding(
         layer, layout.groups, layout.codes, row_weights=row_weights, seed=seed, freeze=False,
         codebook_dtype=layout.storage, iterations=CODEBOOK_INIT_ITERATIONS,
+        exact_rows=layout.exact_rows, exact_remap=layout.exact_remap,
     )
 
 

@@ -3,11 +3,12 @@
 A compressed table is described by a `TableLayout`: how many ids it answers
 (`input_dim`), how many rows it stores (vocabulary pruning) and whether an id
 remap table is needed to reach them, its kind (a dense table, two factors of
-some rank, or codes into product-quantization codebooks) with that kind's
-parameters, and how the stored numbers are kept (`layers.storage`). The
-budget planner produces layouts, the layers are built from them, and every
-table layer reports its own (`table_layout()`, read by `TableLayout.of`);
-Keras' own `Embedding` and `ReversibleEmbedding` are described here.
+some rank, or codes into product-quantization codebooks, optionally with some
+rows stored exactly) with that kind's parameters, and how the stored numbers
+are kept (`layers.storage`). The budget planner produces layouts, the layers
+are built from them, and every table layer reports its own
+(`table_layout()`, read by `TableLayout.of`); Keras' own `Embedding` and
+`ReversibleEmbedding` are described here.
 
 Byte counting has one owner: `table_bytes(layer)` counts what a built layer
 stores (every variable at its stored dtype: codes, scales, zero points, group
@@ -42,6 +43,15 @@ def remap_dtype(rows):
     return "int16" if rows <= np.iinfo(np.int16).max else "int32"
 
 
+def exact_map_dtype(exact_rows):
+    """The integer dtype of a codebook table's id -> exact row map.
+
+    The map holds, for each stored row, its exact row in `[0, exact_rows)`,
+    or `exact_rows` for a row answered by its codes.
+    """
+    return remap_dtype(exact_rows + 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class TableLayout:
     """What a (compressed) embedding table stores.
@@ -70,6 +80,13 @@ class TableLayout:
         untied_reverse: Whether a second table of the same layout computes
             the output logits (an untied `ReversibleEmbedding` or
             `LowRankReversibleEmbedding`): it stores twice the rows.
+        exact_rows: Codebook tables only: how many of the stored rows are
+            kept exactly, as int8 with one float32 scale per row, instead
+            of their codes (the rows codes serve worst: frequent ones, and
+            ones far from every codeword). Defaults to 0.
+        exact_remap: Whether an id -> exact row map (one small integer per
+            stored row) is stored; without it the exact rows are those of
+            the first `exact_rows` ids (a frequency-ordered vocabulary).
     """
 
     input_dim: int
@@ -81,6 +98,8 @@ class TableLayout:
     untied_reverse: bool = False
     groups: int = None
     codes: int = None
+    exact_rows: int = 0
+    exact_remap: bool = False
 
     def __post_init__(self):
         if self.rows is None:
@@ -114,6 +133,19 @@ class TableLayout:
             if self.untied_reverse:
                 raise ValueError("A codebook table has no reversible twin: untied_reverse=True is not supported")
         storage_lib.check_storage(self.storage, allowed=CODEBOOK_STORAGES if self.kind == "codebook" else STORAGES)
+        if isinstance(self.exact_rows, bool) or not isinstance(self.exact_rows, (int, np.integer)) \
+                or not 0 <= self.exact_rows < self.rows:
+            raise ValueError(
+                f"Expected `exact_rows` to be an integer in [0, rows={self.rows}), "
+                f"received: exact_rows={self.exact_rows!r}"
+            )
+        if self.exact_rows and self.kind != "codebook":
+            raise ValueError(
+                f"Only a codebook table keeps exact rows, received: exact_rows={self.exact_rows} "
+                f"for a {self.kind} table"
+            )
+        if self.exact_remap and not self.exact_rows:
+            raise ValueError("An exact-row map is only stored with exact rows: exact_remap=True with exact_rows=0")
         if self.remap and not self.pruned:
             raise ValueError("A remap table is only needed when rows are pruned: remap=True with rows == input_dim")
 
@@ -143,7 +175,7 @@ class TableLayout:
             return 1 <= self.rank <= decomposition.max_useful_rank(self.rows, self.output_dim)
         if self.kind == "codebook":
             # A codebook holding more codewords than rows stores more than the rows.
-            return self.codes <= self.rows
+            return self.codes <= self.rows - self.exact_rows
         return True
 
     def float32_bytes(self):
@@ -154,7 +186,7 @@ class TableLayout:
         """Bytes the built layer stores (what `table_bytes` counts)."""
         total = rows_bytes(
             self.rows, self.output_dim, self.storage, rank=self.rank, groups=self.groups, codes=self.codes,
-            untied_reverse=self.untied_reverse,
+            untied_reverse=self.untied_reverse, exact_rows=self.exact_rows, exact_remap=self.exact_remap,
         )
         if self.remap:
             total += self.input_dim * np.dtype(remap_dtype(self.rows)).itemsize
@@ -166,7 +198,7 @@ class TableLayout:
         if self.kind == "low-rank":
             return tables * self.rank * (self.rows + self.output_dim)
         if self.kind == "codebook":
-            return self.rows * self.groups + self.codes * self.output_dim
+            return self.rows * self.groups + self.codes * self.output_dim + self.exact_rows * self.output_dim
         return tables * self.rows * self.output_dim
 
     def describe(self):
@@ -175,6 +207,10 @@ class TableLayout:
             text = f"rank {self.rank} {self.storage}"
         elif self.kind == "codebook":
             text = f"codebook {self.groups}x{self.codes} {self.storage}"
+            if self.exact_rows:
+                text += f" + {self.exact_rows:,} exact int8 rows"
+                if self.exact_remap:
+                    text += " (mapped)"
         else:
             text = f"dense {self.storage}"
         if self.pruned:
@@ -239,7 +275,8 @@ def _check_positive(name, value, expected="a positive integer"):
         raise ValueError(f"Expected `{name}` to be {expected}, received: {name}={value!r}")
 
 
-def rows_bytes(rows, output_dim, storage, *, rank=None, groups=None, codes=None, untied_reverse=False):
+def rows_bytes(rows, output_dim, storage, *, rank=None, groups=None, codes=None, untied_reverse=False,
+               exact_rows=0, exact_remap=False):
     """Bytes of `rows` stored rows of one kind (no remap table).
 
     Args:
@@ -249,6 +286,8 @@ def rows_bytes(rows, output_dim, storage, *, rank=None, groups=None, codes=None,
         rank: the rank of a low-rank table.
         groups, codes: the codebook shape of a codebook table.
         untied_reverse: whether a reverse table of the same layout is stored.
+        exact_rows, exact_remap: a codebook table's exact rows, and whether
+            its id -> exact row map is stored.
     """
     if rank is not None:
         # An untied LowRankReversibleEmbedding quantizes its reverse
@@ -256,7 +295,12 @@ def rows_bytes(rows, output_dim, storage, *, rank=None, groups=None, codes=None,
         return (2 if untied_reverse else 1) * _low_rank_bytes(rows, output_dim, rank, storage)
     if groups is not None:
         sub_dim = output_dim // groups
-        return storage_lib.code_bytes(rows, groups, codes) + storage_lib.vector_bytes(groups, codes * sub_dim, storage)
+        total = storage_lib.code_bytes(rows, groups, codes) + storage_lib.vector_bytes(groups, codes * sub_dim, storage)
+        if exact_rows:
+            total += storage_lib.vector_bytes(exact_rows, output_dim, "int8")
+        if exact_remap:
+            total += rows * np.dtype(exact_map_dtype(exact_rows)).itemsize
+        return total
     return _dense_bytes(rows, output_dim, storage, untied_reverse)
 
 

@@ -306,6 +306,44 @@ def test_codebook_shapes_cover_every_group_width_from_2_to_32(width):
     assert any(r.layout.groups == 128 and r.layout.codes == 256 for r in recipes) == (width == 384)
 
 
+@pytest.mark.parametrize("frequency_ordered", [True, False])
+def test_exact_rows_fill_what_each_codebook_leaves_of_the_budget(frequency_ordered):
+    V, d = 30522, 384
+    budget = int(0.1 * 4 * V * d)
+    recipes = planner.plan_recipes(
+        V, d, budget, prune=False, kinds=("codebook",), selections=("first", "counts"),
+        needs_remap=lambda rows, selection: selection == "counts" and not frequency_ordered,
+    )
+    plain = {(r.layout.groups, r.layout.codes, r.layout.storage) for r in recipes if not r.layout.exact_rows}
+    exact = [r for r in recipes if r.layout.exact_rows]
+    assert {(r.layout.groups, r.layout.codes, r.layout.storage) for r in exact} == plain
+    for recipe in exact:
+        layout = recipe.layout
+        assert recipe.family == "codebook+exact"
+        # A frequency-ordered vocabulary keeps its first ids exact: no map.
+        assert layout.exact_remap is not frequency_ordered
+        whole = dataclasses.replace(layout, exact_rows=0, exact_remap=False).stored_bytes()
+        id_map = 2 * V if layout.exact_remap else 0
+        assert layout.stored_bytes() == whole + layout.exact_rows * (d + 4) + id_map <= budget
+        assert layout.stored_bytes() + d + 4 > budget  # one more row would not fit
+    # The search's first codebook candidates: the most code bits, then the
+    # most exact rows (int8 codebooks leave room for more).
+    ranked = planner.rank_recipes(recipes, np.zeros((V, d)), None, np.ones(V))
+    first = planner.choose_candidates(ranked, 2)
+    assert [r.family for r in first] == ["codebook+exact", "codebook"]
+    assert (first[0].layout.groups, first[0].layout.codes, first[0].layout.storage) == (128, 256, "int8")
+
+
+def test_no_exact_rows_when_the_budget_left_buys_too_few():
+    V, d = 1000, 16
+    whole = TableLayout(V, d, groups=8, codes=16)
+    for spare, planned in ((planner.MIN_EXACT_ROWS * (d + 4) - 1, False), (planner.MIN_EXACT_ROWS * (d + 4), True)):
+        recipes = planner.plan_recipes(V, d, whole.stored_bytes() + spare, prune=False, kinds=("codebook",),
+                                       selections=("first", "counts"))  # frequency-ordered: no map
+        assert any(r.layout.exact_rows and (r.layout.groups, r.layout.codes, r.layout.storage) == (8, 16, "float32")
+                   for r in recipes) == planned
+
+
 def test_proxy_error_matches_numpy_for_plain_low_rank():
     rng = np.random.default_rng(0)
     table = rng.normal(size=(VOCAB, DIM))

@@ -140,3 +140,28 @@ def test_every_recipe_trains_the_steps_its_rungs_give_it(task):
         # Every piece up to the last rung it reached, and no step more.
         expected = sum(steps for end, steps in pieces if end <= candidate.epochs + 1e-9)
         assert candidate.steps == expected > 0, candidate.description
+
+
+def test_the_search_fills_a_codebook_budget_with_exact_rows(task, tmp_path):
+    model, train, val = task
+    small, report = keras_lowrank.compress(
+        model, train, val, size=0.1, kinds=("codebook",), epochs=1, candidates=3, seed=0, verbose=0,
+        return_report=True,
+    )
+    families = [row["family"] for c in report.candidates for row in c.recipe.values()]
+    # Families take turns: each is compared by training.
+    assert sorted(families) == ["codebook", "codebook+exact", "pruned+codebook"]
+    exact = next(c for c in report.candidates if "exact" in next(iter(c.recipe.values()))["family"])
+    layout = TableLayout.from_dict(next(iter(exact.recipe.values()))["layout"])
+    assert layout.exact_rows > 0 and layout.stored_bytes() <= report.budget_bytes
+    assert layout.stored_bytes() + DIM + 4 > report.budget_bytes  # filled to the last row
+    assert exact.embedding_bytes == layout.stored_bytes()
+    table = table_kinds.stored_table(_table(small))
+    assert table_bytes(_table(small)) == report.embedding_bytes <= report.budget_bytes
+    if table.exact_rows:
+        # The stored exact rows are int8, and the saved file answers alike.
+        assert table.codes_frozen and str(table.quantized_exact_rows.dtype).endswith("int8")
+    expected = keras.ops.convert_to_numpy(small(val[0]))
+    small.save(tmp_path / "small.keras")
+    loaded = keras.saving.load_model(tmp_path / "small.keras")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(val[0])), expected)

@@ -53,7 +53,7 @@ def describe(model):
         input_dim, output_dim = int(layer.input_dim), int(layer.output_dim)
         quantization = getattr(layer, "quantization_mode", None)
         if layout.kind == "codebook":
-            quantization = f"codebook {layout.groups}x{layout.codes} {layout.storage}"
+            quantization = layout.describe()
         params = (
             layout.rank * (input_dim + output_dim) if factorized
             else layout.params() if layout.kind == "codebook" else input_dim * output_dim
