@@ -45,3 +45,15 @@ def test_the_plot_is_written(parts, tmp_path):
     assert search_report.plot(parts, (), path) == path
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chosen_kinds_name_exact_rows_and_pruning(tmp_path):
+    def chosen(seed, **layout):
+        record = _record("compress", seed, 0.8, 0.05)
+        record["recipe"] = {"layout": {"input_dim": 100, "rows": 100, "kind": "codebook", **layout}}
+        return record
+
+    records = [_record("uncompressed", s, 0.8) for s in (0, 1, 2)] + [
+        chosen(0, exact_rows=40), chosen(1, exact_rows=20), chosen(2, rows=60)]
+    text = "\n".join(search_report.render([_part(tmp_path, "p", records)]))
+    assert "- 5%: codebook + exact rows ×2, pruned codebook ×1" in text

@@ -55,6 +55,7 @@ def _measured(parts, earlier):
         if r["method"] == "compress" and r.get("recipe"):
             layout = r["recipe"]["layout"]
             kind = layout.get("kind") or ("low-rank" if layout.get("rank") else "dense")
+            kind += " + exact rows" if layout.get("exact_rows") else ""
             chosen[size][("pruned " if layout["rows"] < layout["input_dim"] else "") + kind] += 1
     seeds = sorted({r["seed"] for r in records})
     return drops, by_seed, method_seeds, chosen, seeds, bool(earlier_records)
