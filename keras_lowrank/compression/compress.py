@@ -87,7 +87,10 @@ def compress(
     - vocabulary pruning alone, rows in float32 or Keras' int8/int4;
     - codebook tables (`keras_lowrank.CodebookEmbedding`: product
       quantization, codes learned during the fine-tune) over the whole
-      vocabulary or its most frequent ids, codebooks in float32 or int8.
+      vocabulary or its most frequent ids, codebooks in float32 or int8;
+    - codebook tables over the whole vocabulary with exact rows: what the
+      codebook leaves of the budget buys int8 rows for the ids its codes
+      serve worst (`CodebookEmbedding(exact_rows=...)`).
 
     A cheap proxy orders the recipes within each family; `candidates`
     recipes, the families taking turns, enter a successive-halving search:

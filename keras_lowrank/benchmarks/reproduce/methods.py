@@ -364,10 +364,9 @@ def run_compress(cell, p):
                    recipe=recipe, candidates=[c.to_dict() for c in report.candidates],
                    compress_seconds=round(report.seconds, 2))
     out["vocab_rows"] = layout["rows"] if layout["rows"] < cell.vocab_size else None
-    out["embedding_params"] = (
-        layout["rows"] * layout["groups"] + layout["codes"] * cell.dim if layout.get("groups")
-        else embedding_params(layout["rows"], cell.dim, layout["rank"])
-    )
+    from keras_lowrank import TableLayout
+
+    out["embedding_params"] = TableLayout.from_dict(layout).params()
     out["search_rungs"] = report.rungs
     return out
 
