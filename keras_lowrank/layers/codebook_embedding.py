@@ -434,10 +434,7 @@ class CodebookEmbedding(layers.Layer):
 
         For inspection and export only: `call` never builds it.
         """
-        codebooks = storage_lib.to_numpy(self.dequantized_codebooks())
-        codes = self.get_codes()
-        rows = codebooks[np.arange(self.groups), codes]  # (V, groups, sub_dim)
-        table = rows.reshape(self.input_dim, self.output_dim)
+        table = _decode(storage_lib.to_numpy(self.dequantized_codebooks()), self.get_codes())
         if self.exact_rows:
             table[self.exact_ids()] = self._exact_values()
         return table
@@ -621,11 +618,12 @@ class CodebookEmbedding(layers.Layer):
         if layer.exact_rows:
             exact_ids = _exact_ids(values, result, row_weights, layer.exact_rows, layer.exact_remap)
             # The codebooks are fitted again to the rows they serve.
-            served = np.ones(input_dim) if row_weights is None else np.asarray(row_weights, np.float64).copy()
-            served[exact_ids] = 0.0
-            if not np.any(served > 0):
+            coded = np.ones(input_dim, bool)
+            coded[exact_ids] = False
+            served = np.ones(input_dim) if row_weights is None else np.asarray(row_weights, np.float64)
+            if not np.any(served[coded] > 0):
                 served = np.ones(input_dim)
-                served[exact_ids] = 0.0
+            served = np.where(coded, served, 0.0)
             result = kmeans.product_quantize(
                 values, layer.groups, layer.codes, row_weights=served,
                 iterations=iterations, seed=seed,
@@ -757,9 +755,14 @@ def _exact_ids(values, result, row_weights, count, remap):
     """
     if not remap:
         return np.arange(count)
-    groups, _, sub_dim = result.codebooks.shape
-    decoded = result.codebooks[np.arange(groups), result.codes].reshape(values.shape)
+    decoded = _decode(result.codebooks, result.codes)
     error = np.sum((np.asarray(values, np.float64) - decoded) ** 2, axis=1)
     if row_weights is not None:
         error = error * np.asarray(row_weights, np.float64)
     return np.sort(np.argsort(-error, kind="stable")[:count])
+
+
+def _decode(codebooks, codes):
+    """Rows `concat_g codebooks[g, codes[:, g]]` `(V, groups * sub_dim)`, in numpy."""
+    groups, _, sub_dim = codebooks.shape
+    return codebooks[np.arange(groups), codes].reshape(len(codes), groups * sub_dim)
