@@ -20,6 +20,8 @@ The private uses, one line each:
 - TensorFlow's `convert_to_constants`: freeze variables before the TFLite converter.
 - Adam's `_momentums` / `_velocities` / `_velocity_hats` via `_get_variable_index`: the moment
   slots of one variable, for `training.LazyAdam`'s row-wise update.
+- `EinsumDense._adjust_scale_for_dequant`: an int8 EinsumDense's kernel scale laid out as its
+  kernel, to export the layer in float32 (`export.keras_quantized`).
 """
 
 import contextlib
@@ -152,3 +154,14 @@ def output_on(layer, tensor):
         if len(node.input_tensors) == 1 and node.input_tensors[0] is tensor and len(node.output_tensors) == 1:
             return node.output_tensors[0]
     return None
+
+
+def einsum_kernel_scale(layer):
+    """An int8 `EinsumDense`'s kernel scale, broadcastable against its kernel (numpy).
+
+    Keras lays the scale out for its int8 product (axes moved, expanded or
+    squeezed by the equation) and undoes that only inside this method.
+    """
+    from keras import ops
+
+    return ops.convert_to_numpy(layer._adjust_scale_for_dequant(layer.kernel_scale))

@@ -164,3 +164,23 @@ def test_freeze_concrete_function():
     assert not frozen.variables
     np.testing.assert_allclose(frozen(tf.constant(ids))[0], model(ids), rtol=1e-6)
 
+
+
+@pytest.mark.parametrize(
+    "equation, output_shape, bias_axes, input_shape",
+    [
+        ("ab,bc->ac", 6, "c", (5, 7)),
+        ("abc,cde->abde", (None, 3, 4), "de", (2, 5, 8)),
+        ("abcd,cde->abe", (None, 8), "e", (2, 5, 3, 4)),
+    ],
+)
+def test_einsum_kernel_scale_lays_the_int8_scale_out_as_the_kernel(equation, output_shape, bias_axes, input_shape):
+    layer = keras.layers.EinsumDense(equation, output_shape=output_shape, bias_axes=bias_axes)
+    layer(np.random.default_rng(0).normal(size=input_shape).astype("float32"))
+    kernel = keras.ops.convert_to_numpy(layer.kernel).copy()
+    layer.quantize("int8")
+    scale = _keras_private.einsum_kernel_scale(layer)
+    # Keras' int8 kernel: round(kernel * scale), one abs-max scale per output channel.
+    codes = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
+    np.testing.assert_allclose(codes / scale, kernel, atol=np.abs(kernel).max() / 127 * 0.51)
+    assert np.broadcast_shapes(scale.shape, kernel.shape) == kernel.shape

@@ -26,6 +26,7 @@ from keras_lowrank.compression import data as data_lib
 from keras_lowrank.compression import embedding_objective
 from keras_lowrank.compression import fidelity as fidelity_lib
 from keras_lowrank.compression import options as options_lib
+from keras_lowrank.compression import other_layers as other_layers_lib
 from keras_lowrank.compression import planner
 from keras_lowrank.compression import search
 from keras_lowrank.compression.pruning import kept_ids
@@ -139,8 +140,9 @@ def compress(
         max_model_bytes: Budget in bytes for the whole model: every weight
             it stores, as `report.model_bytes` counts them. The tables get
             what the other weights leave (said in `report.notes`); a budget
-            those alone exceed is a `ValueError` naming their bytes. Only
-            the tables are compressed: the other layers keep their weights.
+            those alone exceed is a `ValueError` naming their bytes. The
+            other layers keep their weights unless `other_layers` allows
+            Keras' quantization of them.
         layer_names: `None` (every vocabulary `Embedding`: segment/type and
             position tables are not compressed, said in `report.notes`), a
             name or a list of names.
@@ -158,7 +160,16 @@ def compress(
             `storages` (`("float32", "int8", "int4")`; codebooks use the
             float32 and int8 ones); `kinds` (`("dense", "low-rank",
             "codebook")`: the table kinds recipes may use, `"dense"` being
-            pruned rows stored whole); `prune` (`True`:
+            pruned rows stored whole); `other_layers` (with
+            `max_model_bytes` only; default `None`: the layers that are not
+            tables keep their weights): Keras quantization modes
+            (`("int8",)`, `("int8", "int4")`) the `Dense` and `EinsumDense`
+            layers outside the tables may take, with Keras'
+            `Model.quantize`, before the fine-tune. Each mode leaves the
+            tables its own share of the budget, the recipes of every mode
+            take turns in the search, and validation data choose
+            (`report.other_layers`); int8 layers export to LiteRT, int4
+            ones have no builtin LiteRT form; `prune` (`True`:
             allow vocabulary pruning; never of a reversible table that
             computes logits, such as a language model's tied head: said in
             `report.notes`); `oov_id` (the row pruned ids share; default:
@@ -202,7 +213,7 @@ def compress(
         loss, metrics = embedding_objective.loss_and_metrics()
         opts["loss"] = opts["loss"] or loss
     options_lib.check_model(model, opts["loss"])
-    options_lib.check_budget(size, max_bytes, max_model_bytes)
+    options_lib.check_budget(size, max_bytes, max_model_bytes, opts["other_layers"])
     options_lib.check_layer_names(layer_names)
     options_lib.check_bool(return_report, "return_report")
     notes = []
@@ -214,7 +225,7 @@ def compress(
             model, embedding_objective.inputs_of(validation_data, "validation_data"), opts["batch_size"])
         opts["metrics"], opts["monitor"], opts["alpha"] = metrics, embedding_objective.MONITOR, 0.0
         notes.append("objective 'embedding': candidates fine-tuned to the input model's output vectors "
-                     "(cosine), chosen on their mean cosine to them on `validation_data`")
+                     "(cosine, dropout off), chosen on their mean cosine to them on `validation_data`")
         if opts["prune"] is None:
             opts["prune"] = False
             notes.append("vocabulary not pruned (an encoder keeps every token): pass prune=True for a domain "
@@ -240,55 +251,54 @@ def compress(
     # An untied reversible table stores a second table for its logits: both count.
     float32_bytes = sum(TableLayout.of(layer).float32_bytes() for _, layer in tables)
     if size is not None:
-        budget, received = int(math.floor(size * float32_bytes)), f"size={size!r}"
+        budgets, received = {None: int(math.floor(size * float32_bytes))}, f"size={size!r}"
     elif max_bytes is not None:
-        budget, received = int(max_bytes), f"max_bytes={max_bytes!r}"
+        budgets, received = {None: int(max_bytes)}, f"max_bytes={max_bytes!r}"
     else:
-        budget, received = _table_share_of_model_budget(model, tables, max_model_bytes, notes)
+        budgets, received = _table_shares_of_model_budget(model, tables, max_model_bytes, opts["other_layers"],
+                                                          notes)
 
     # Plan every table with its share of the budget (proportional to its
-    # float32 bytes), before any training, so an infeasible budget fails fast.
+    # float32 bytes), before any training, so an infeasible budget fails
+    # fast; once for each way of storing the other layers.
     lookups = vocabulary_layers(model)
     logits = {path: _computes_logits(model, path, layer, train_data, notes) for path, layer in tables}
     prunable = {path: opts["prune"] and _prunable(path, layer, opts["oov_id"], logits[path], notes)
                 for path, layer in tables}
-    plans = {}
+    counts = {}
     for path, layer in tables:
-        share = int(budget * TableLayout.of(layer).float32_bytes() / float32_bytes)
-        counts = data_lib.token_counts(model, path, layer, train_data, notes)
+        counts[path] = data_lib.token_counts(model, path, layer, train_data, notes)
         if not has_preprocessor:
             # A preprocessor's tokenizer numbers ids within its own vocabulary.
             data_lib.check_ids(model, path, layer, validation_data, "validation_data")
-        plans[path] = _plan_table(layer, share, counts, lookup_of(lookups, layer), opts, prunable[path],
-                                  codebooks=logits[path] is False)
-        if not plans[path]["ranked"]:
-            smallest = {
-                p: planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
-                                                 prune=prunable[p], untied_reverse=TableLayout.of(l).untied_reverse,
-                                                 kinds=[k for k in opts["kinds"]
-                                                        if k != "codebook" or logits[p] is False])
-                for p, l in tables
-            }
-            too_small = [(p, l) for p, l in tables if smallest[p] is None]
-            if too_small:
-                listing = "; ".join(f"'{p}' ({l.input_dim}x{l.output_dim})" for p, l in too_small)
-                raise ValueError(
-                    f"Embedding table(s) {listing} too small to compress: no low-rank layout stores fewer bytes "
-                    f"and pruning needs more than {planner.MIN_ROWS} rows. Leave them out with `layer_names`. "
-                    f"Received: {received}"
-                )
-            total = sum(smallest.values())
-            raise ValueError(
-                f"No recipe fits the budget of {budget:,} bytes for the embedding tables "
-                f"({float32_bytes:,} bytes as float32): the smallest feasible is {total:,} bytes, "
-                f"size={total / float32_bytes:.6f}. Received: {received}"
-            )
+    planned = {}
+    for other_mode, budget in budgets.items():
+        plans = {}
+        for path, layer in tables:
+            share = int(budget * TableLayout.of(layer).float32_bytes() / float32_bytes)
+            plans[path] = _plan_table(layer, share, counts[path], lookup_of(lookups, layer), opts, prunable[path],
+                                      codebooks=logits[path] is False)
+        if all(plan["ranked"] for plan in plans.values()):
+            planned[other_mode] = plans
+        elif len(budgets) > 1:
+            notes.append(f"{other_layers_lib.describe(other_mode)}: the {budget:,} B they leave fit no recipe "
+                         "of the tables")
+    if not planned:
+        _raise_no_recipe(tables, max(budgets.values()), float32_bytes, received, prunable, logits, opts)
+    plans = next(iter(planned.values()))
     count = opts["candidates"]
-    chosen = [planner.choose_candidates(plans[path]["ranked"], count) for path, _ in tables]
-    combos = [
-        {path: picks[min(i, len(picks) - 1)] for (path, _), picks in zip(tables, chosen)}
-        for i in range(max(len(picks) for picks in chosen))
-    ]
+    by_mode = []
+    for other_mode, mode_plans in planned.items():
+        chosen = [planner.choose_candidates(mode_plans[path]["ranked"], count) for path, _ in tables]
+        by_mode.append([
+            ({path: picks[min(i, len(picks) - 1)] for (path, _), picks in zip(tables, chosen)}, other_mode)
+            for i in range(max(len(picks) for picks in chosen))
+        ])
+    # The ways of storing the other layers take turns, as families do.
+    candidates = [queue[depth] for depth in range(max(map(len, by_mode))) for queue in by_mode
+                  if depth < len(queue)][:count]
+    combos = [combo for combo, _ in candidates]
+    other_modes = [other_mode for _, other_mode in candidates]
 
     if opts["learning_rate"] is None:
         peak, floor = _default_learning_rates(model)
@@ -298,14 +308,18 @@ def compress(
                         if peak == _ATTENTION_PEAK_LEARNING_RATE else ""))
     monitor, mode, input_score = _input_score(model, loss, metrics, validation_data, opts)
     rungs = search.rung_plan(len(combos), opts["epochs"]) if opts["epochs"] > 0 else []
+    budget = max(budgets[m] for m in planned)
     _say(opts, f"compress: {len(combos)} recipe(s) for {budget:,} B ({budget / float32_bytes:.2%} of "
-               f"{float32_bytes:,} B float32); input model val {monitor} {input_score:.4f}"
+               f"{float32_bytes:,} B float32"
+               + (f"; {len(planned)} ways of storing the other layers" if len(planned) > 1 else "")
+               + f"); input model val {monitor} {input_score:.4f}"
                + (f"; search: {_describe_rungs(rungs)}" if len(rungs) > 1 else ""))
 
     was_trainable = model.trainable
     try:
-        results, best, best_model = _search(model, combos, plans, rungs, train_data, validation_data,
-                                            loss, metrics, monitor, mode, opts, objective)
+        results, best, best_model = _search(model, combos, other_modes, plans, rungs, train_data,
+                                            validation_data, loss, metrics, monitor, mode, opts, objective,
+                                            max_model_bytes)
     finally:
         model.trainable = was_trainable
     if best is None:
@@ -326,8 +340,9 @@ def compress(
         input_model_bytes=table_bytes(model),
         embedding_bytes=best.embedding_bytes,
         float32_embedding_bytes=float32_bytes,
-        budget_bytes=budget,
+        budget_bytes=budgets[best.other_layers],
         recipe=best.recipe,
+        other_layers=best.other_layers,
         candidates=results,
         monitor=monitor,
         mode=mode,
@@ -442,8 +457,8 @@ def _oov_id(model, requested, notes):
     return 1
 
 
-def _search(model, combos, plans, rungs, train_data, validation_data, loss, metrics, monitor, mode, opts,
-            objective="classification"):
+def _search(model, combos, other_modes, plans, rungs, train_data, validation_data, loss, metrics, monitor, mode,
+            opts, objective="classification", max_model_bytes=None):
     """Builds every recipe, runs the successive-halving search, finalizes the finalists.
 
     Returns:
@@ -458,20 +473,24 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
     # Every student is built before any trial starts: a trial's distiller
     # freezes the teacher, and a copy of a frozen model holds variables that
     # `trainable = True` no longer makes trainable.
-    students = {}
+    students, dropout = {}, {}
     for index, combo in enumerate(combos):
         started = time.perf_counter()
         if opts["seed"] is not None:
             keras.utils.set_random_seed(opts["seed"])
         try:
-            student = _build(model, combo, plans, opts)
+            student = _build(model, combo, plans, opts, other_modes[index])
             # The evaluator of every rung. Eager: tracing a graph for each of
             # the search's students costs more than the few batches it scores.
             # Fresh metric objects: one shared by two compiled models reports
             # the other's result on its first evaluation.
             student.compile(loss=loss, metrics=fresh_metrics(metrics), run_eagerly=True)
+            if objective == "embedding":
+                # Deterministic targets: the student learns them as it will compute.
+                dropout[index] = embedding_objective.without_dropout(student)
         except (ValueError, RuntimeError, TypeError) as error:  # one bad recipe must not end the search
-            results[index] = _failed(combo, search.first_line(error), time.perf_counter() - started)
+            results[index] = _failed(combo, other_modes[index], search.first_line(error),
+                                     time.perf_counter() - started)
             continue
         students[index] = student, time.perf_counter() - started
     for index, (student, seconds) in students.items():
@@ -482,18 +501,19 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
     def progress(rung_index, index, trial):
         score = "n/a" if trial.best_score is None else f"{trial.best_score:.4f}"
         _say(opts, f"rung {rung_index + 1}/{len(rungs)}, recipe {index + 1}/{len(combos)}: "
-                   f"{_description(combos[index])}: val {monitor} {score} after {trial.epochs:.3g} epoch(s)")
+                   f"{_description(combos[index], other_modes[index])}: val {monitor} {score} after "
+                   f"{trial.epochs:.3g} epoch(s)")
 
     if rungs:
         finalists, errors = search.successive_halving(trials, rungs, mode, on_rung=progress)
     else:
         finalists, errors = list(trials), {}
     for index, error in errors.items():
-        results[index] = _failed(combos[index], error, trials[index].seconds, trials[index])
+        results[index] = _failed(combos[index], other_modes[index], error, trials[index].seconds, trials[index])
     for index, trial in trials.items():
         if index not in finalists and index not in errors:
             # Stopped by the search: its last rung's score, before storage.
-            results[index] = _result(combos[index], trial, trial.best_score, None, final=False)
+            results[index] = _result(combos[index], other_modes[index], trial, trial.best_score, None, final=False)
 
     best, best_model = None, None
     for index in finalists:
@@ -501,13 +521,16 @@ def _search(model, combos, plans, rungs, train_data, validation_data, loss, metr
         combo = combos[index]
         started = time.perf_counter()
         try:
-            score, stored = _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned=bool(rungs))
+            score, stored = _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned=bool(rungs),
+                                      max_model_bytes=max_model_bytes)
         except (ValueError, RuntimeError, TypeError) as error:
             trial.seconds += time.perf_counter() - started
-            results[index] = _failed(combo, search.first_line(error), trial.seconds, trial)
+            results[index] = _failed(combo, other_modes[index], search.first_line(error), trial.seconds, trial)
             continue
         trial.seconds += time.perf_counter() - started
-        results[index] = _result(combo, trial, score, stored, final=True)
+        if index in dropout:
+            dropout[index]()
+        results[index] = _result(combo, other_modes[index], trial, score, stored, final=True)
         result = results[index]
         if objective == "embedding":
             result.fidelity = _fidelity(trial.student, validation_data, opts)
@@ -526,7 +549,7 @@ def _fidelity(student, validation_data, opts):
     return fidelity_lib.embedding_fidelity(targets, vectors)
 
 
-def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned):
+def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned, max_model_bytes=None):
     """The best weights, the stored form of every table, the final score and bytes."""
     student = trial.student
     if fine_tuned:
@@ -548,39 +571,42 @@ def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned):
             r.layout.stored_bytes()
         ):
             raise RuntimeError(f"table '{path}' stores {built.describe()}, planned {r.layout.describe()}")
+    if max_model_bytes is not None and table_bytes(student) > max_model_bytes:
+        raise RuntimeError(f"the model stores {table_bytes(student):,} B, over max_model_bytes={max_model_bytes}")
     stored = sum(table_bytes(_table(student, path)) for path in combo)
     return score, stored
 
 
-def _description(combo):
+def _description(combo, other_mode=None):
     return "; ".join(
         (f"{path}: " if len(combo) > 1 else "") + recipe.describe() for path, recipe in combo.items()
-    )
+    ) + ("" if other_mode is None else f"; {other_layers_lib.describe(other_mode)}")
 
 
-def _result(combo, trial, score, stored, final):
+def _result(combo, other_mode, trial, score, stored, final):
     planned = sum(r.layout.stored_bytes() for r in combo.values())
     return CandidateResult(
-        {path: r.to_dict() for path, r in combo.items()}, _description(combo),
+        {path: r.to_dict() for path, r in combo.items()}, _description(combo, other_mode),
         planned if stored is None else stored, score, trial.best_epochs, trial.seconds,
         rung_scores=list(trial.scores), epochs=trial.epochs, final=final,
-        steps=trial.steps, diverged_at=trial.diverged_at,
+        steps=trial.steps, diverged_at=trial.diverged_at, other_layers=other_mode,
     )
 
 
-def _failed(combo, message, seconds, trial=None):
+def _failed(combo, other_mode, message, seconds, trial=None):
     planned = sum(r.layout.stored_bytes() for r in combo.values())
     return CandidateResult(
-        {path: r.to_dict() for path, r in combo.items()}, _description(combo), planned, None, 0,
+        {path: r.to_dict() for path, r in combo.items()}, _description(combo, other_mode), planned, None, 0,
         seconds, message,
         rung_scores=list(trial.scores) if trial is not None else [],
         epochs=trial.epochs if trial is not None else 0.0,
         steps=trial.steps if trial is not None else 0,
+        other_layers=other_mode,
     )
 
 
-def _build(model, combo, plans, opts):
-    """The student of one recipe: pruned, then each table rebuilt in its kind."""
+def _build(model, combo, plans, opts, other_mode=None):
+    """The student of one recipe: pruned, each table rebuilt in its kind, the other layers stored as asked."""
     student = None
     for path, recipe in combo.items():
         layout = recipe.layout
@@ -612,22 +638,67 @@ def _build(model, combo, plans, opts):
     if replacements:
         # The student is a fresh copy: its tables are replaced in place.
         student = replace_layers(student, replacements)
+    # Quantized before the fine-tune, so that the tables and every float
+    # weight left learn around the other layers' stored weights.
+    other_layers_lib.quantize_other_layers(student, other_mode)
     return student
 
 
-def _table_share_of_model_budget(model, tables, max_model_bytes, notes):
-    """`(table budget, received)` for a whole-model budget: what the other weights leave."""
-    other = table_bytes(model) - sum(table_bytes(layer) for _, layer in tables)
+def _table_shares_of_model_budget(model, tables, max_model_bytes, other_modes, notes):
+    """`({other layers' mode: table budget}, received)` for a whole-model budget.
+
+    The tables get what the other weights leave: as they are, and stored in
+    each of `other_modes` (Keras' quantization of the other layers) when
+    the user allows it. Modes that leave nothing are left out (a note says
+    so); when none leaves anything, the error names the other weights' bytes.
+    """
     received = f"max_model_bytes={max_model_bytes!r}"
-    budget = max_model_bytes - other
-    if budget < 1:
+    budgets, stored = {}, {}
+    for mode in (None, *(other_modes or ())):
+        stored[mode] = other_layers_lib.other_bytes(model, tables, mode)
+        if mode is not None and stored[mode] == stored[None]:
+            notes.append(f"other_layers={mode!r}: no Dense or EinsumDense layer outside the tables to quantize")
+            continue
+        budget = max_model_bytes - stored[mode]
+        if budget < 1:
+            notes.append(f"whole-model budget {max_model_bytes:,} B: the other weights store {stored[mode]:,} B"
+                         + (f" as Keras {mode}" if mode else " as they are") + ", more than the budget")
+        else:
+            budgets[mode] = budget
+            notes.append(f"whole-model budget {max_model_bytes:,} B: the other weights store {stored[mode]:,} B"
+                         + (f" as Keras {mode}" if mode else "") + f", leaving {budget:,} B for the tables")
+    if not budgets:
+        least = min(stored.values())
+        hint = "" if other_modes else " (allow Keras' quantization of them with other_layers=('int8', 'int4'))"
         raise ValueError(
             f"`max_model_bytes` cannot be met by compressing the embedding tables: the model's other weights "
-            f"alone store {other:,} bytes. Received: {received}"
+            f"alone store {least:,} bytes{hint}. Received: {received}"
         )
-    notes.append(f"whole-model budget {max_model_bytes:,} B: the other weights store {other:,} B, "
-                 f"leaving {budget:,} B for the tables")
-    return budget, received
+    return budgets, received
+
+
+def _raise_no_recipe(tables, budget, float32_bytes, received, prunable, logits, opts):
+    """The `ValueError` when no recipe of some table fits `budget`: too small a table, or too small a budget."""
+    smallest = {
+        p: planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
+                                         prune=prunable[p], untied_reverse=TableLayout.of(l).untied_reverse,
+                                         kinds=[k for k in opts["kinds"] if k != "codebook" or logits[p] is False])
+        for p, l in tables
+    }
+    too_small = [(p, l) for p, l in tables if smallest[p] is None]
+    if too_small:
+        listing = "; ".join(f"'{p}' ({l.input_dim}x{l.output_dim})" for p, l in too_small)
+        raise ValueError(
+            f"Embedding table(s) {listing} too small to compress: no low-rank layout stores fewer bytes "
+            f"and pruning needs more than {planner.MIN_ROWS} rows. Leave them out with `layer_names`. "
+            f"Received: {received}"
+        )
+    total = sum(smallest.values())
+    raise ValueError(
+        f"No recipe fits the budget of {budget:,} bytes for the embedding tables "
+        f"({float32_bytes:,} bytes as float32): the smallest feasible is {total:,} bytes, "
+        f"size={total / float32_bytes:.6f}. Received: {received}"
+    )
 
 
 def _learning_rate(teacher, pieces, opts):

@@ -8,8 +8,13 @@ and chooses on the mean cosine of the validation vectors; the report adds
 `keras_lowrank.compression.fidelity` figures (NN@1, NN@10). The rest of the
 search is the classification one.
 
-This module only prepares data and names the loss and metric: it must not
-plan or train.
+Candidates are fine-tuned with dropout off (`without_dropout`): the
+targets are the input model's deterministic vectors, and a student with
+dropout on cannot reproduce them (on all-MiniLM-L6-v2 the training cosine
+sat at 0.92 next to a validation cosine of 0.97).
+
+This module only prepares data, names the loss and metric and switches
+dropout: it must not plan or train.
 """
 
 import sys
@@ -17,6 +22,7 @@ import sys
 import keras
 import numpy as np
 
+from keras_lowrank._keras_private import flatten_layers
 from keras_lowrank.compression import data as data_lib
 from keras_lowrank.utils import texts as texts_lib
 
@@ -88,3 +94,22 @@ def with_targets(model, inputs, batch_size):
 def loss_and_metrics():
     """The fine-tune loss (cosine distance to the input model's vectors) and the compared metric."""
     return keras.losses.CosineSimilarity(axis=-1), [keras.metrics.CosineSimilarity(name=MONITOR, axis=-1)]
+
+
+def without_dropout(model):
+    """Sets the rate of every `keras.layers.Dropout` in `model` to 0 (nested
+    ones included, e.g. a transformer's attention dropout).
+
+    Returns:
+        A function of no arguments that puts the rates back (the saved
+        model keeps its dropout for later training).
+    """
+    rates = [(layer, layer.rate) for layer in flatten_layers(model) if isinstance(layer, keras.layers.Dropout)]
+    for layer, _ in rates:
+        layer.rate = 0.0
+
+    def restore():
+        for layer, rate in rates:
+            layer.rate = rate
+
+    return restore

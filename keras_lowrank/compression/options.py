@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from keras_lowrank.compression.embedding_objective import OBJECTIVES
+from keras_lowrank.compression.other_layers import MODES as OTHER_LAYER_MODES
 from keras_lowrank.layers.table_layout import KINDS
 from keras_lowrank.layers.table_layout import STORAGES
 from keras_lowrank.surgery.replace import normalize_layer_names
@@ -28,6 +29,7 @@ DEFAULT_OPTIONS = {
     "monitor": None,
     "storages": STORAGES,
     "kinds": KINDS,
+    "other_layers": None,
     "prune": None,
     "objective": None,
     "oov_id": None,
@@ -81,6 +83,8 @@ def check_options(options):
         raise ValueError(f"Expected `monitor` to be None or a validation log name, received: monitor={monitor!r}")
     opts["storages"] = _check_choices(opts["storages"], "storages", STORAGES)
     opts["kinds"] = _check_choices(opts["kinds"], "kinds", KINDS)
+    if opts["other_layers"] is not None:
+        opts["other_layers"] = _check_choices(opts["other_layers"], "other_layers", OTHER_LAYER_MODES)
     if opts["prune"] is not None:
         check_bool(opts["prune"], "prune")
     if opts["objective"] is not None and opts["objective"] not in OBJECTIVES:
@@ -108,8 +112,12 @@ def _check_choices(values, name, allowed):
     return tuple(values)
 
 
-def check_budget(size, max_bytes, max_model_bytes=None):
-    """Checks that exactly one budget is given: `size` in (0, 1), or `max_bytes` / `max_model_bytes` >= 1."""
+def check_budget(size, max_bytes, max_model_bytes=None, other_layers=None):
+    """Checks that exactly one budget is given: `size` in (0, 1), or `max_bytes` / `max_model_bytes` >= 1.
+
+    `other_layers` (quantizing the layers that are not tables) serves a
+    whole-model budget only.
+    """
     given = [value is not None for value in (size, max_bytes, max_model_bytes)]
     if sum(given) != 1:
         raise ValueError(
@@ -121,6 +129,11 @@ def check_budget(size, max_bytes, max_model_bytes=None):
     for name, value in (("max_bytes", max_bytes), ("max_model_bytes", max_model_bytes)):
         if value is not None and (not _is_int(value) or value < 1):
             raise ValueError(f"Expected `{name}` to be a positive integer, received: {name}={value!r}")
+    if other_layers is not None and max_model_bytes is None:
+        raise ValueError(
+            "Expected `max_model_bytes` with `other_layers` (the other layers' bytes count against a whole-model "
+            f"budget only), received: other_layers={other_layers!r}, max_model_bytes=None"
+        )
 
 
 def check_layer_names(layer_names):

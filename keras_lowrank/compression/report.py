@@ -35,6 +35,8 @@ class CandidateResult:
         diverged_at: epochs of fine-tune at which its weights or validation
             scores became non-finite (it stopped there and kept its best
             weights before), or `None`.
+        other_layers: the Keras quantization mode (`"int8"`, `"int4"`) of
+            the layers that are not tables, or `None` (kept as they were).
     """
 
     recipe: dict
@@ -50,6 +52,7 @@ class CandidateResult:
     steps: int = 0
     fidelity: dict = None
     diverged_at: float = None
+    other_layers: str = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -85,6 +88,10 @@ class CompressionReport:
             input model's output vectors, chosen on their mean cosine).
         fidelity: the chosen model's embedding fidelity figures (embedding
             objective), else `None`.
+        other_layers: how the chosen model stores the layers that are not
+            tables: `None` (as the input did), or the mode of Keras'
+            quantization of its `Dense`/`EinsumDense` layers (`"int8"`,
+            `"int4"`; `compress(other_layers=...)`).
     """
 
     embedding_bytes: int
@@ -103,6 +110,7 @@ class CompressionReport:
     input_model_bytes: int = None
     objective: str = "classification"
     fidelity: dict = None
+    other_layers: str = None
 
     @property
     def size(self):
@@ -126,6 +134,7 @@ class CompressionReport:
                 f"whole model: {self.input_model_bytes:,} B -> {self.model_bytes:,} B stored "
                 f"({self.model_bytes / self.input_model_bytes:.2%}; the tables are "
                 f"{self.embedding_bytes / self.model_bytes:.1%} of it)"
+                + (f"; other layers quantized by Keras to {self.other_layers}" if self.other_layers else "")
             )
         if self.fidelity:
             lines.append("embedding fidelity on validation: " + ", ".join(
@@ -139,7 +148,8 @@ class CompressionReport:
         header = ("", "candidate", "bytes", *rung_headers, f"val {self.monitor}", "epoch", "seconds")
         rows = []
         for result in self.candidates:
-            chosen = "*" if result.recipe == self.recipe and result.error is None else ""
+            chosen = "*" if (result.recipe, result.other_layers) == (self.recipe, self.other_layers) and (
+                result.error is None) else ""
             if result.error is not None:
                 score = f"failed: {result.error}"
             else:

@@ -250,6 +250,7 @@ def export_tflite(
     import keras
 
     from keras_lowrank.export import folding
+    from keras_lowrank.export import keras_quantized
 
     backend = keras.backend.backend()
     if backend not in _CONVERTERS:
@@ -278,7 +279,9 @@ def export_tflite(
     if text is not None:
         model = text.ids_model
         _check_text_sequence_length(text, sequence_length)
-    _check_quantized_layers(model, folding)
+    # Keras-int8 Dense/EinsumDense (e.g. `compress(other_layers=...)`) back
+    # to float32 kernels for the converter; other Keras quantization refused.
+    model = keras_quantized.dequantized(model)
 
     seq_len = model.inputs[0].shape[1] if len(model.inputs[0].shape) > 1 else None
     if sequence_length is not None:
@@ -509,23 +512,6 @@ def _ops_used(flatbuffer):
     builtin = set(names.values()) - {"CUSTOM"}
     flex = sorted(name for name in ops if name not in builtin)
     return ops, flex
-
-
-def _check_quantized_layers(model, folding):
-    quantized = [
-        layer.name
-        for layer in _keras_private.flatten_layers(model, include_self=False)
-        if getattr(layer, "quantization_mode", None) is not None
-        # Every table kind exports its own stored form (builtin gathers).
-        and not table_kinds.is_table(layer)
-    ]
-    if quantized:
-        raise ValueError(
-            "Layers quantized with Keras' `quantize` cannot be converted to "
-            f"builtin TFLite ops: {', '.join(quantized)}. Quantize only the "
-            "embedding (`model.get_layer(name).quantize('int8')`) and let the "
-            "export quantize the rest (`quantize='dynamic'`)."
-        )
 
 
 def _as_float32(model, folding):

@@ -35,6 +35,20 @@ def test_size_budget_saves_the_searched_model_and_its_report(files, capsys, tmp_
     assert f"{saved['embedding_bytes']:,} B" in printed
 
 
+def test_whole_model_budget_with_quantized_other_layers(files, capsys, tmp_path):
+    out, report = tmp_path / "small.keras", tmp_path / "report.json"
+    rc = main(["compress", files["model"], str(out), "--max-model-bytes", "1200", "--other-layers", "int8",
+               "--train", files["data"], "--validation", files["data"], "--epochs", "1", "--candidates", "4",
+               "--json", str(report)])
+    assert rc == 0
+    saved = json.loads(report.read_text())
+    model = keras.saving.load_model(out)
+    assert saved["model_bytes"] <= 1200
+    # Both ways of storing the logits layer entered the search; the saved model is the chosen one.
+    assert {c["other_layers"] for c in saved["candidates"]} == {None, "int8"}
+    assert model.get_layer("logits").quantization_mode == saved["other_layers"]
+
+
 @pytest.mark.parametrize(
     "extra, fragment",
     [
@@ -48,6 +62,10 @@ def test_size_budget_saves_the_searched_model_and_its_report(files, capsys, tmp_
         (["--max-model-bytes", "10", "--train", "{data}", "--validation", "{data}", "--epochs", "1"],
          "other weights alone store"),
         (["--max-model-bytes", "10", "--size", "5%"], "not allowed with argument"),
+        (["--size", "5%", "--train", "{data}", "--validation", "{data}", "--other-layers", "int8"],
+         "--other-layers needs --max-model-bytes"),
+        (["--max-model-bytes", "2000", "--other-layers", "int2"], "expected comma-separated modes among int8, int4"),
+        (["--rank", "2", "--other-layers", "int8"], "--other-layers is used only with"),
     ],
 )
 def test_budget_mode_errors_are_one_line(files, capsys, tmp_path, extra, fragment):

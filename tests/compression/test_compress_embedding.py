@@ -121,3 +121,28 @@ def test_objective_is_checked_and_labels_are_refused_for_the_embedding_objective
     with pytest.raises(ValueError, match="without labels"):
         keras_lowrank.compress(encoder, (train, np.zeros(50)), (train, np.zeros(50)), size=0.2,
                                objective="embedding")
+
+
+def test_candidates_learn_the_vectors_with_dropout_off_and_keep_their_rates(monkeypatch):
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((LENGTH,), dtype="int32", name="token_ids")
+    x = keras.layers.Embedding(VOCAB, DIM, mask_zero=True, name="embedding")(ids)
+    x = keras.layers.Dropout(0.3, name="token_dropout")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(ids, keras.layers.UnitNormalization()(keras.layers.Dense(DIM)(x)), name="encoder")
+    # Every call of a Dropout layer in training mode, with the rate it ran at.
+    calls = []
+    original = keras.layers.Dropout.call
+
+    def spy(self, inputs, training=False):
+        if training:
+            calls.append(self.rate)
+        return original(self, inputs, training=training)
+
+    monkeypatch.setattr(keras.layers.Dropout, "call", spy)
+    small, report = keras_lowrank.compress(
+        model, _ids(200, 1), _ids(60, 2), size=0.2, epochs=1, candidates=2, seed=0, verbose=0,
+        return_report=True)
+    assert calls and set(calls) == {0.0}
+    assert small.get_layer("token_dropout").rate == 0.3 == model.get_layer("token_dropout").rate
+    assert any("dropout off" in note for note in report.notes)

@@ -3,8 +3,9 @@
 Each part writes its own `results.json` under `--output` (default
 `benchmark_results/minilm`), so a stopped session loses one part, not all:
 
-- `--part classifier --dataset D --seed S`: the text classifier grid on one
-  bundled dataset and seed (`classifier.py`), in `OUTPUT/classifier_D_sS/`;
+- `--part classifier --dataset D --seed S [--methods ...]`: the text
+  classifier grid on one bundled dataset and seed (`classifier.py`), in
+  `OUTPUT/classifier_D_sS/`;
 - `--part encoder [--texts N --methods ... --epochs E --candidates C --sizes S]`: the
   compressed model as a sentence encoder (`encoder.py`), in `OUTPUT/encoder/`
   (`OUTPUT/encoder_<N>texts/` with `--texts N`);
@@ -51,8 +52,9 @@ def add_arguments(parser):
                         help="Encoder part: unlabeled training texts (default 1,500, in OUTPUT/encoder/; "
                              "another count writes OUTPUT/encoder_<N>texts/).")
     parser.add_argument("--methods", default=None,
-                        help="Encoder part: comma-separated rows to measure (default all: "
-                             "keras_int8,keras_int4,low_rank,low_rank_int4,compress).")
+                        help="Encoder or classifier part: comma-separated rows to measure (default all; the "
+                             "encoder's: keras_int8,keras_int4,low_rank,low_rank_int4,compress; the "
+                             "classifier's: see classifier.METHODS).")
     parser.add_argument("--epochs", type=int, default=None, help="Encoder part: fine-tune epochs (default 2).")
     parser.add_argument("--candidates", type=int, default=None,
                         help="Encoder part: compress()'s candidates (default 6).")
@@ -75,6 +77,8 @@ def run(args):
         from keras_lowrank.benchmarks.minilm import classifier
 
         settings = {"train_size": args.train_size} if args.train_size else {}
+        if args.methods:
+            settings["methods"] = tuple(m.strip() for m in args.methods.split(","))
         output = os.path.join(args.output, f"classifier_{args.dataset}_s{args.seed}")
         classifier.run_part(args.dataset, args.seed, output, source=args.source, cache=args.cache,
                             **settings)

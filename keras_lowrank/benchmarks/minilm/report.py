@@ -22,6 +22,7 @@ METHOD_NAMES = {
     "online_distill": "online low rank + distillation",
     "compress": "`compress()`",
     "compress_whole_vocabulary": "`compress(prune=False)`: low rank of the whole vocabulary",
+    "compress_whole_model": "`compress(max_model_bytes=10% of the model, other_layers=(\"int8\", \"int4\"))`",
     "uncompressed_finetune": "uncompressed + the same distilled fine-tune (control)",
 }
 
@@ -146,17 +147,20 @@ def _classifier_section(root, link_base):
 def _recipes(runs):
     """One line per `compress()` row: the recipe it chose, seed by seed."""
     lines = []
-    for method in ("compress", "compress_whole_vocabulary"):
+    for method in ("compress", "compress_whole_vocabulary", "compress_whole_model"):
         chosen = {}
         for run in sorted(runs, key=lambda r: r["seed"]):
             for row in run["rows"]:
                 if row["method"] == method:
                     recipe = next(iter(row["detail"]["recipe"].values()))
+                    other = row["detail"].get("other_layers")
                     chosen.setdefault(row["size"], []).append(
                         f"seed {run['seed']}: {_describe(recipe)}"
+                        + (f", other layers Keras {other}" if other else "")
                         + (f" (best of {row['detail']['candidates']})" if "candidates" in row["detail"] else ""))
-        for size in sorted(chosen, reverse=True):
-            lines.append(f"- {METHOD_NAMES[method]} at {size:.0%} chose " + "; ".join(chosen[size]))
+        for size in sorted(chosen, key=lambda s: -(s or 0)):
+            at = f" at {size:.0%}" if size is not None else ""
+            lines.append(f"- {METHOD_NAMES[method]}{at} chose " + "; ".join(chosen[size]))
     return lines
 
 

@@ -56,6 +56,11 @@ def add_arguments(parser):
     parser.add_argument("--candidates", type=int, default=None, help="Budget mode: recipes entering the search (default 12).")
     parser.add_argument("--json", metavar="REPORT.json", default=None, help="Budget mode: also write the report as JSON.")
     parser.add_argument(
+        "--other-layers", type=_parse_other_layers, default=None, metavar="MODES",
+        help="With --max-model-bytes: Keras quantization modes the layers that are not tables (Dense, "
+        "EinsumDense) may take to meet the budget, e.g. int8 or int8,int4; chosen on validation data.",
+    )
+    parser.add_argument(
         "--fine-tune", metavar="DATA.npz",
         help="Fine-tune after factorizing on a .npz with arrays x (int ids) and y (labels); "
         "optional x_val, y_val for validation.",
@@ -118,6 +123,17 @@ def _parse_bytes(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive byte count, received: {text!r}")
     return value
+
+
+def _parse_other_layers(text):
+    import argparse
+
+    from keras_lowrank.compression.other_layers import MODES
+
+    modes = tuple(part.strip() for part in text.split(","))
+    if not all(mode in MODES for mode in modes):
+        raise argparse.ArgumentTypeError(f"expected comma-separated modes among {', '.join(MODES)}, received: {text!r}")
+    return modes
 
 
 def _load_labelled(path, flag):
@@ -185,6 +201,11 @@ def _run_budget(args):
     options = {"epochs": args.epochs, "batch_size": args.batch_size, "verbose": 1}
     if args.candidates is not None:
         options["candidates"] = args.candidates
+    if args.other_layers is not None:
+        if args.max_model_bytes is None:
+            raise CLIError(f"--other-layers needs --max-model-bytes, received: --other-layers "
+                           f"{','.join(args.other_layers)}")
+        options["other_layers"] = args.other_layers
     if args.loss is not None or getattr(model, "loss", None) is None:
         options["loss"] = args.loss or keras.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model))
         options["metrics"] = ["accuracy"]
@@ -247,9 +268,10 @@ def run(args):
     if args.size is not None or args.max_bytes is not None or args.max_model_bytes is not None:
         return _run_budget(args)
     for flag, value in (("--train", args.train), ("--validation", args.validation),
-                        ("--candidates", args.candidates), ("--json", args.json)):
+                        ("--candidates", args.candidates), ("--json", args.json),
+                        ("--other-layers", args.other_layers)):
         if value is not None:
-            raise CLIError(f"{flag} is used only with --size/--max-bytes")
+            raise CLIError(f"{flag} is used only with --size/--max-bytes/--max-model-bytes")
     # Flags default to None so that one given without --fine-tune is an error.
     from keras_lowrank.cli.options import resolve_dependent_options
 

@@ -1,0 +1,93 @@
+"""LiteRT export of layers quantized by Keras' `quantize("int8")` (e.g. `compress(other_layers=...)`)."""
+
+import keras
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+
+from keras_lowrank.compression.other_layers import quantize_other_layers
+from keras_lowrank.export import export_tflite
+from keras_lowrank.export import run_tflite
+
+V, L = 300, 10
+
+
+def _ids(n=8):
+    return np.random.default_rng(1).integers(1, V, size=(n, L)).astype("int32")
+
+
+def _int8_per_channel(kernel, reduced_axes):
+    """Keras' int8 rule by hand: one abs-max scale per output channel, codes rounded; back to float."""
+    peak = np.max(np.abs(kernel), axis=reduced_axes, keepdims=True)
+    scale = 127.0 / np.where(peak > 0, peak, 1.0)
+    return np.clip(np.round(kernel * scale), -127, 127) / scale
+
+
+def _dan():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((L,), dtype="int32")
+    x = keras.layers.Embedding(V, 16, name="embedding")(ids)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    x = keras.layers.Dense(24, activation="relu", name="hidden")(x)
+    return keras.Model(ids, keras.layers.Dense(3, name="logits")(x))
+
+
+def _attention_like():
+    # EinsumDense with a multi-axis output, as a transformer's projections.
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((L,), dtype="int32")
+    x = keras.layers.Embedding(V, 8, name="embedding")(ids)
+    x = keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 2, 4), bias_axes="de", name="heads")(x)
+    x = keras.layers.EinsumDense("abcd,cde->abe", output_shape=(None, 6), bias_axes="e", name="merge")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(ids, keras.layers.Dense(3, name="logits")(x))
+
+
+@pytest.mark.parametrize(
+    "build, reduced",
+    [(_dan, {"hidden": (0,), "logits": (0,)}),
+     (_attention_like, {"heads": (0,), "merge": (0, 1), "logits": (0,)})],
+)
+def test_keras_int8_layers_export_as_their_dequantized_weights(tmp_path, build, reduced):
+    model = build()
+    # The reference: the float model with each kernel put through Keras' int8 rule by hand.
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    for name, axes in reduced.items():
+        layer = reference.get_layer(name)
+        layer.kernel.assign(_int8_per_channel(keras.ops.convert_to_numpy(layer.kernel), axes))
+    assert sorted(quantize_other_layers(model, "int8")) == sorted(reduced)
+    ids = _ids()
+    report = export_tflite(model, tmp_path / "m.tflite", probe=ids)
+    got = run_tflite(str(tmp_path / "m.tflite"), ids)
+    np.testing.assert_allclose(got, reference.predict(ids, verbose=0), atol=1e-5)
+    assert report.flex_ops == []
+    # The Keras model itself is unchanged (still int8).
+    assert model.get_layer("logits").quantization_mode == "int8"
+
+
+def test_dynamic_range_file_stores_the_int8_layers_in_int8(tmp_path):
+    model = _dan()
+    float_report = export_tflite(model, tmp_path / "float.tflite", quantize="dynamic")
+    quantize_other_layers(model, "int8")
+    report = export_tflite(model, tmp_path / "int8.tflite", quantize="dynamic")
+    # Same weights per channel as LiteRT's own dynamic range: the same file size.
+    assert abs(report.bytes - float_report.bytes) < 1024
+
+
+def test_keras_int4_layers_are_refused_with_what_to_do(tmp_path):
+    model = _dan()
+    quantize_other_layers(model, "int4")
+    with pytest.raises(ValueError, match=r"no builtin TFLite form: hidden \(Dense, int4\).*other_layers=\('int8',\)"):
+        export_tflite(model, tmp_path / "m.tflite")
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_quantized_layers_nested_in_an_inner_model_are_refused(tmp_path):
+    inner = _dan()
+    ids = keras.Input((L,), dtype="int32")
+    outer = keras.Model(ids, inner(ids))
+    quantize_other_layers(outer, "int8")
+    with pytest.raises(ValueError, match="nested inside another model"):
+        export_tflite(outer, tmp_path / "m.tflite")
