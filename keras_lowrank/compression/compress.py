@@ -250,13 +250,14 @@ def compress(
     train_data = data_lib.preprocessed(model, train_data, opts["batch_size"], notes)
     # An untied reversible table stores a second table for its logits: both count.
     float32_bytes = sum(TableLayout.of(layer).float32_bytes() for _, layer in tables)
+    other_plans = {None: None}
     if size is not None:
         budgets, received = {None: int(math.floor(size * float32_bytes))}, f"size={size!r}"
     elif max_bytes is not None:
         budgets, received = {None: int(max_bytes)}, f"max_bytes={max_bytes!r}"
     else:
-        budgets, received = _table_shares_of_model_budget(model, tables, max_model_bytes, opts["other_layers"],
-                                                          notes)
+        budgets, other_plans, received = _table_shares_of_model_budget(
+            model, tables, max_model_bytes, opts["other_layers"], notes)
 
     # Plan every table with its share of the budget (proportional to its
     # float32 bytes), before any training, so an infeasible budget fails
@@ -317,9 +318,9 @@ def compress(
 
     was_trainable = model.trainable
     try:
-        results, best, best_model = _search(model, combos, other_modes, plans, rungs, train_data,
-                                            validation_data, loss, metrics, monitor, mode, opts, objective,
-                                            max_model_bytes)
+        results, best, best_model = _search(model, combos, [other_plans[m] for m in other_modes], plans, rungs,
+                                            train_data, validation_data, loss, metrics, monitor, mode, opts,
+                                            objective, max_model_bytes)
     finally:
         model.trainable = was_trainable
     if best is None:
@@ -457,7 +458,7 @@ def _oov_id(model, requested, notes):
     return 1
 
 
-def _search(model, combos, other_modes, plans, rungs, train_data, validation_data, loss, metrics, monitor, mode,
+def _search(model, combos, other_plans, plans, rungs, train_data, validation_data, loss, metrics, monitor, mode,
             opts, objective="classification", max_model_bytes=None):
     """Builds every recipe, runs the successive-halving search, finalizes the finalists.
 
@@ -466,6 +467,7 @@ def _search(model, combos, other_modes, plans, rungs, train_data, validation_dat
         candidate failed.
     """
     trials, results = {}, {}
+    other_modes = [None if other is None else other.mode for other in other_plans]
     # Shuffled full batches every piece (the left-out examples change from
     # pass to pass): one traced train step per student.
     pieces = search.piece_plan(rungs, data_lib.full_batches_per_epoch(train_data, opts["batch_size"]))
@@ -479,7 +481,7 @@ def _search(model, combos, other_modes, plans, rungs, train_data, validation_dat
         if opts["seed"] is not None:
             keras.utils.set_random_seed(opts["seed"])
         try:
-            student = _build(model, combo, plans, opts, other_modes[index])
+            student = _build(model, combo, plans, opts, other_plans[index])
             # The evaluator of every rung. Eager: tracing a graph for each of
             # the search's students costs more than the few batches it scores.
             # Fresh metric objects: one shared by two compiled models reports
@@ -605,7 +607,7 @@ def _failed(combo, other_mode, message, seconds, trial=None):
     )
 
 
-def _build(model, combo, plans, opts, other_mode=None):
+def _build(model, combo, plans, opts, other=None):
     """The student of one recipe: pruned, each table rebuilt in its kind, the other layers stored as asked."""
     student = None
     for path, recipe in combo.items():
@@ -640,12 +642,13 @@ def _build(model, combo, plans, opts, other_mode=None):
         student = replace_layers(student, replacements)
     # Quantized before the fine-tune, so that the tables and every float
     # weight left learn around the other layers' stored weights.
-    other_layers_lib.quantize_other_layers(student, other_mode)
+    if other is not None:
+        other_layers_lib.quantize_other_layers(student, other)
     return student
 
 
 def _table_shares_of_model_budget(model, tables, max_model_bytes, other_modes, notes):
-    """`({other layers' mode: table budget}, received)` for a whole-model budget.
+    """`({mode: table budget}, {mode: OtherLayersPlan}, received)` for a whole-model budget.
 
     The tables get what the other weights leave: as they are, and stored in
     each of `other_modes` (Keras' quantization of the other layers) when
@@ -653,10 +656,14 @@ def _table_shares_of_model_budget(model, tables, max_model_bytes, other_modes, n
     so); when none leaves anything, the error names the other weights' bytes.
     """
     received = f"max_model_bytes={max_model_bytes!r}"
-    budgets, stored = {}, {}
+    budgets, stored, other_plans = {}, {}, {}
     for mode in (None, *(other_modes or ())):
-        stored[mode] = other_layers_lib.other_bytes(model, tables, mode)
-        if mode is not None and stored[mode] == stored[None]:
+        other = other_layers_lib.plan(model, tables, mode)
+        stored[mode], other_plans[mode] = other.bytes, other
+        if other.left_out:
+            notes.append(f"other_layers={mode!r}: {', '.join(other.left_out)} kept as they are (the model's config "
+                         "would not record their quantization, so a .keras file could not load them)")
+        if mode is not None and not other.quantized:
             notes.append(f"other_layers={mode!r}: no Dense or EinsumDense layer outside the tables to quantize")
             continue
         budget = max_model_bytes - stored[mode]
@@ -674,7 +681,7 @@ def _table_shares_of_model_budget(model, tables, max_model_bytes, other_modes, n
             f"`max_model_bytes` cannot be met by compressing the embedding tables: the model's other weights "
             f"alone store {least:,} bytes{hint}. Received: {received}"
         )
-    return budgets, received
+    return budgets, other_plans, received
 
 
 def _raise_no_recipe(tables, budget, float32_bytes, received, prunable, logits, opts):

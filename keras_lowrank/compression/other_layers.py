@@ -14,6 +14,8 @@ This module says which layers that is, what they store under each mode
 counter), and applies the quantization. It must not plan or train.
 """
 
+import dataclasses
+
 import keras
 
 from keras_lowrank._keras_private import flatten_layers
@@ -26,19 +28,11 @@ from keras_lowrank.surgery import copy_model
 MODES = ("int8", "int4")
 
 
-def quantizable_layers(model):
-    """The layers of `model` that `quantize_other_layers` quantizes.
+def linear_layers(model):
+    """The `Dense` and `EinsumDense` layers of `model` outside its embedding tables.
 
-    `Dense` and `EinsumDense` layers, also inside nested models and
-    KerasHub backbones, that Keras has not quantized yet and that are not
-    part of an embedding table (a table's own parts are its kind's to
-    store).
-
-    Args:
-        model: a built `keras.Model`.
-
-    Returns:
-        A list of layers, in Keras' walk order.
+    Also inside nested models and KerasHub backbones, in Keras' walk order;
+    a table's own parts are its kind's to store.
     """
     inside_tables = set()
     for layer in flatten_layers(model, include_self=False):
@@ -47,36 +41,44 @@ def quantizable_layers(model):
     return [
         layer
         for layer in flatten_layers(model, include_self=False)
-        if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense))
-        and getattr(layer, "quantization_mode", None) is None
-        and id(layer) not in inside_tables
+        if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)) and id(layer) not in inside_tables
     ]
 
 
-def quantize_other_layers(model, mode):
-    """Quantizes `quantizable_layers(model)` in place with Keras' `quantize(mode)`.
+def quantizable_layers(model):
+    """The layers of `linear_layers(model)` that Keras has not quantized yet."""
+    return [layer for layer in linear_layers(model) if getattr(layer, "quantization_mode", None) is None]
+
+
+@dataclasses.dataclass(frozen=True)
+class OtherLayersPlan:
+    """How a model's other layers are stored under one Keras quantization mode.
 
     Args:
-        model: a built `keras.Model`.
-        mode: `None` (nothing is done) or one of `MODES`.
-
-    Returns:
-        The names of the layers quantized.
+        mode: `None` (as they are) or one of `MODES`.
+        quantized: positions in `linear_layers(model)` of the layers
+            quantized (those a `.keras` file of the quantized model records
+            as quantized: a KerasHub task records its backbone's, not its
+            head's).
+        bytes: what every weight but the tables stores then.
+        left_out: names of quantizable layers left in float because the
+            model's config would not record their quantization.
     """
-    if mode is None:
-        return []
-    layers = quantizable_layers(model)
-    chosen = {id(layer) for layer in layers}
-    if chosen:
-        model.quantize(mode, filters=lambda layer: id(layer) in chosen)
-    return [layer.name for layer in layers]
+
+    mode: str
+    quantized: tuple
+    bytes: int
+    left_out: tuple = ()
 
 
-def other_bytes(model, tables, mode):
-    """Bytes every weight of `model` but `tables` stores once quantized in `mode`.
+def plan(model, tables, mode):
+    """The `OtherLayersPlan` of `model` under `mode`, measured on a quantized copy.
 
-    Measured on a quantized copy (`model` is left as it is), with the same
-    counter as every other byte figure of the package.
+    `model` is left as it is. Only layers whose quantization the model's
+    config records are quantized, so that the result saves and loads as
+    `.keras` (Keras rebuilds quantized layers from their dtype policy in
+    the config; a layer the config does not record would be rebuilt float
+    and fail to load its int8 weights).
 
     Args:
         model: a built `keras.Model`.
@@ -85,11 +87,65 @@ def other_bytes(model, tables, mode):
         mode: `None` (as stored now) or one of `MODES`.
     """
     tables_bytes = sum(table_bytes(layer) for _, layer in tables)
-    if mode is None or not quantizable_layers(model):
-        return table_bytes(model) - tables_bytes
+    position = {id(layer): i for i, layer in enumerate(linear_layers(model))}
+    candidates = tuple(position[id(layer)] for layer in quantizable_layers(model))
+    if mode is None or not candidates:
+        return OtherLayersPlan(mode, (), table_bytes(model) - tables_bytes)
     copy = copy_model(model)
-    quantize_other_layers(copy, mode)
-    return table_bytes(copy) - tables_bytes
+    _quantize_positions(copy, mode, candidates)
+    recorded = _recorded_quantized(copy)
+    kept = tuple(i for i in candidates if recorded is None or recorded[i])
+    if kept != candidates:
+        copy = copy_model(model)
+        _quantize_positions(copy, mode, kept)
+    names = [layer.name for layer in linear_layers(model)]
+    return OtherLayersPlan(mode, kept, table_bytes(copy) - tables_bytes,
+                           tuple(names[i] for i in candidates if i not in kept))
+
+
+def quantize_other_layers(model, other):
+    """Quantizes a model's other layers in place with Keras' `Model.quantize`.
+
+    Args:
+        model: a built `keras.Model`.
+        other: an `OtherLayersPlan` made for this model or a copy of it
+            (its positions in `linear_layers`), or a mode (`None`: nothing
+            is done; a string: every layer of `quantizable_layers`).
+
+    Returns:
+        The names of the layers quantized.
+    """
+    if other is None:
+        return []
+    if isinstance(other, str):
+        layers = linear_layers(model)
+        positions = tuple(i for i, layer in enumerate(layers) if getattr(layer, "quantization_mode", None) is None)
+        return _quantize_positions(model, other, positions)
+    return _quantize_positions(model, other.mode, other.quantized)
+
+
+def _quantize_positions(model, mode, positions):
+    layers = linear_layers(model)
+    chosen = [layers[i] for i in positions]
+    ids = {id(layer) for layer in chosen}
+    if ids:
+        model.quantize(mode, filters=lambda layer: id(layer) in ids)
+    return [layer.name for layer in chosen]
+
+
+def _recorded_quantized(model):
+    """For each of `linear_layers(model)`, whether the model's config records it as quantized.
+
+    `None` when the config cannot be rebuilt here (nothing is then known).
+    """
+    try:
+        rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    except Exception:  # noqa: BLE001 - an unregistered custom class: unknown
+        return None
+    before, after = linear_layers(model), linear_layers(rebuilt)
+    if [type(layer) for layer in before] != [type(layer) for layer in after]:
+        return None
+    return [getattr(layer, "quantization_mode", None) is not None for layer in after]
 
 
 def describe(mode):

@@ -235,3 +235,30 @@ def test_text_embedder_compressed_without_labels_keeps_its_class_and_exports(tmp
     keras_lowrank.export_tflite(small, path)
     ids = keras.ops.convert_to_numpy(small.preprocessor(texts[64:])["token_ids"])
     np.testing.assert_allclose(keras_lowrank.export.run_tflite(path, ids), compressed, atol=1e-5)
+
+
+def test_whole_model_budget_quantizes_the_backbone_and_the_result_reloads(tmp_path):
+    model = _classifier()
+    train, validation = _data(48, 0), _data(16, 1)
+    token = model.backbone.token_embedding
+    float_other = table_bytes(model) - table_bytes(token)
+    # Below what the float32 layers alone store: only Keras' int8 of them can meet it.
+    budget = float_other - 1000
+    small, report = keras_lowrank.compress(
+        model, train, validation, max_model_bytes=budget, other_layers=("int8",), epochs=1, candidates=2,
+        batch_size=16, seed=0, verbose=0, return_report=True,
+    )
+    assert report.other_layers == "int8"
+    assert report.model_bytes == table_bytes(small) <= budget
+    assert type(small) is keras_hub.models.BertTextClassifier
+    # A KerasHub task records its backbone's quantization in its config, not its head's: the
+    # head stays float32 (said in the notes) so that the .keras file loads.
+    assert small.get_layer("logits").quantization_mode is None
+    assert any("logits kept as they are" in note for note in report.notes)
+    quantized = [layer for layer in small.backbone._flatten_layers() if getattr(layer, "quantization_mode", None)]
+    assert any(isinstance(layer, keras.layers.EinsumDense) for layer in quantized)
+    path = tmp_path / "small.keras"
+    small.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(validation[0], verbose=0), small.predict(validation[0], verbose=0), atol=1e-5)

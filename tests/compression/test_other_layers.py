@@ -46,8 +46,10 @@ INT8_OTHER = _int8_bytes(D, HIDDEN) + _int8_bytes(HIDDEN, CLASSES)
 def test_other_bytes_under_int8_match_keras_storage_by_hand():
     model = _model()
     tables = [("embedding", model.get_layer("embedding"))]
-    assert other_layers.other_bytes(model, tables, None) == FLOAT_OTHER
-    assert other_layers.other_bytes(model, tables, "int8") == INT8_OTHER
+    assert other_layers.plan(model, tables, None).bytes == FLOAT_OTHER
+    int8 = other_layers.plan(model, tables, "int8")
+    assert int8.bytes == INT8_OTHER
+    assert int8.quantized == (0, 1) and int8.left_out == ()
     # Measured on a copy: the model keeps its float weights.
     assert all(getattr(layer, "quantization_mode", None) is None for layer in model.layers)
 
@@ -90,8 +92,8 @@ def test_the_ways_of_storing_the_other_layers_compete_in_one_search(tmp_path):
     assert len(chosen) == 1 and chosen[0].final
     assert report.model_bytes == table_bytes(small) <= budget
     # Each mode's tables had what its other layers leave.
-    assert report.budget_bytes == budget - other_layers.other_bytes(
-        model, [("embedding", model.get_layer("embedding"))], report.other_layers)
+    assert report.budget_bytes == budget - other_layers.plan(
+        model, [("embedding", model.get_layer("embedding"))], report.other_layers).bytes
     path = tmp_path / "small.keras"
     small.save(path)
     loaded = keras.models.load_model(path)

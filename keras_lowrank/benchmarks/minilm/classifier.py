@@ -98,6 +98,7 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
         "rows": [],
     }
     done = {(row["method"], row.get("size")) for row in results["rows"]}
+    started_rows = bool(results["rows"])
     machine = environment.describe_machine(("numpy", "tensorflow", "keras", "keras_hub"))
 
     folder = pretrained.model_folder(source)
@@ -111,7 +112,12 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
         results["rows"] = [
             r for r in results["rows"] if (r["method"], r.get("size")) != (row["method"], row.get("size"))
         ] + [row]
-        results["machine"] = output_lib.finish_machine(dict(machine))
+        finished = output_lib.finish_machine(dict(machine))
+        if started_rows and results.get("machine", {}).get("cpu") not in (None, finished["cpu"]):
+            # A row added later on another machine says so; the part keeps its own.
+            row["machine"] = finished
+        else:
+            results["machine"] = finished
         output_lib.write_progress(results, output)
         print(f"[{dataset} seed {seed}] {row['method']}"
               + (f" {row['size']:.0%}" if row.get("size") else "")
