@@ -168,8 +168,11 @@ def compress(
             `Model.quantize`, before the fine-tune. Each mode leaves the
             tables its own share of the budget, the recipes of every mode
             take turns in the search, and validation data choose
-            (`report.other_layers`); int8 layers export to LiteRT, int4
-            ones have no builtin LiteRT form; `prune` (`True`:
+            (`report.other_layers`). Only layers whose quantization the
+            model's config records are quantized (a KerasHub task's
+            backbone, not its head), so the result reloads; int8 layers of
+            a Functional or Sequential model export to LiteRT, int4 ones
+            have no builtin LiteRT form; `prune` (`True`:
             allow vocabulary pruning; never of a reversible table that
             computes logits, such as a language model's tied head: said in
             `report.notes`); `oov_id` (the row pruned ids share; default:

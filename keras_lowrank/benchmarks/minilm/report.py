@@ -136,6 +136,11 @@ def _classifier_section(root, link_base):
         lines.append("")
         lines += _recipes(runs)
         for run in sorted(runs, key=lambda r: r["seed"]):
+            for row in run["rows"]:
+                if "machine" in row:
+                    lines.append(f"- {METHOD_NAMES.get(row['method'], row['method'])}, seed {run['seed']}: measured "
+                                 f"later, on {environment.machine_summary(row['machine'])}")
+        for run in sorted(runs, key=lambda r: r["seed"]):
             lines.append(f"- seed {run['seed']}: [results.json]({link_base}{os.path.basename(os.path.dirname(_path_of(root, run)))}/results.json)")
         lines.append("")
     lines += _goals(summary)
