@@ -170,9 +170,9 @@ def compress(
             take turns in the search, and validation data choose
             (`report.other_layers`). Only layers whose quantization the
             model's config records are quantized (a KerasHub task's
-            backbone, not its head), so the result reloads; int8 layers of
-            a Functional or Sequential model export to LiteRT, int4 ones
-            have no builtin LiteRT form; `prune` (`True`:
+            backbone, not its head), so the result reloads; int8 layers
+            export to LiteRT, int4 ones have no builtin LiteRT form;
+            `prune` (`True`:
             allow vocabulary pruning; never of a reversible table that
             computes logits, such as a language model's tied head: said in
             `report.notes`); `oov_id` (the row pruned ids share; default:

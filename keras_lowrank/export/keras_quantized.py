@@ -46,12 +46,15 @@ def dequantized(model):
 
     Returns:
         `model` itself when no layer outside its tables is quantized by
-        Keras, else a Functional copy sharing every other layer.
+        Keras; else, when they are all layers of its own graph, a clone
+        sharing every other layer; else (layers inside a nested model or a
+        subclassed one, such as a KerasHub backbone's) a copy with the
+        layers swapped (`keras_lowrank.surgery.replace_layers`).
 
     Raises:
         ValueError: when a quantized layer is not an int8 `Dense` or
-            `EinsumDense`, or is not a layer of the model's own graph (a
-            subclassed model, or one nested inside another model).
+            `EinsumDense`, or when the model cannot be copied to swap the
+            layers nested inside it.
     """
     layers = quantized_layers(model)
     if not layers:
@@ -68,35 +71,48 @@ def dequantized(model):
         )
     graph = isinstance(model, keras.Sequential) or _keras_private.is_functional(model)
     top = {id(layer) for layer in model.layers}
-    nested = [layer.name for layer in layers if id(layer) not in top]
-    if not graph or nested:
-        where = f"layers {', '.join(nested)} are nested inside another model" if graph and nested else (
-            f"'{model.name}' is a subclassed model")
+    if graph and all(id(layer) in top for layer in layers):
+        return _cloned_with_float_layers(model, layers)
+    # Layers inside a nested or subclassed model (a KerasHub backbone's
+    # attention and feed-forward layers): swapped in a copy, as surgery
+    # swaps tables.
+    from keras_lowrank.surgery import copy_model
+    from keras_lowrank.surgery import replace_layers
+
+    try:
+        copy = copy_model(model)
+        replacements = {id(layer): _float_twin(layer) for layer in quantized_layers(copy)}
+        return replace_layers(copy, replacements)
+    except ValueError as error:
         raise ValueError(
-            f"Cannot export Keras-quantized layers here: {where}, and only a Functional or Sequential model's own "
-            "layers are put back in float32 for the converter. Export the model before Keras' quantization and "
-            "pass quantize='dynamic' (the same int8 weights per output channel)."
-        )
+            f"Cannot put the Keras-quantized layers of '{model.name}' back in float32 for the converter "
+            f"({str(error).splitlines()[0]}). Export the model before Keras' quantization and pass "
+            "quantize='dynamic' (the same int8 weights per output channel)."
+        ) from error
+
+
+def _cloned_with_float_layers(model, layers):
+    """A Functional/Sequential `model` cloned with float twins of its own quantized `layers`."""
     replaced = {id(layer) for layer in layers}
-    built = {}
 
     def clone(layer):
-        if id(layer) not in replaced:
-            return layer
-        config = layer.get_config()
-        config["dtype"] = "float32"
-        new = layer.__class__.from_config(config)
-        built[id(layer)] = (layer, new)
-        return new
+        return _float_twin(layer) if id(layer) in replaced else layer
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    for layer, new in built.values():
-        weights = [dequantized_kernel(layer)]
-        bias = getattr(layer, "bias", None)
-        if bias is not None:
-            weights.append(keras.ops.convert_to_numpy(bias))
-        new.set_weights(weights)
-    return copy
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def _float_twin(layer):
+    """A float32 layer of `layer`'s configuration holding its dequantized kernel and its bias."""
+    config = layer.get_config()
+    config["dtype"] = "float32"
+    new = layer.__class__.from_config(config)
+    new.build_from_config(layer.get_build_config())
+    weights = [dequantized_kernel(layer)]
+    bias = getattr(layer, "bias", None)
+    if bias is not None:
+        weights.append(keras.ops.convert_to_numpy(bias))
+    new.set_weights(weights)
+    return new
 
 
 def dequantized_kernel(layer):

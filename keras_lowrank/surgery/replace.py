@@ -477,7 +477,7 @@ class _Converter:
         for child in getattr(owner, "_layers", ()):
             if id(child) not in reached and self._holds_target(child):
                 raise ValueError(
-                    f"Cannot replace the Embedding inside layer "
+                    f"Cannot replace a layer inside layer "
                     f"'{child.name}' of '{owner.name}': it is tracked by the "
                     "layer but not held by one of its attributes (directly, "
                     "or in a list, tuple or dict attribute). Received: "
@@ -641,12 +641,34 @@ def _children(layer):
     return children
 
 
+# TensorFlow's trackable bookkeeping (`tensorflow/python/trackable`), which
+# repeats every tracked sublayer. Named one by one: a layer's own attribute
+# may begin with `_self_` too (KerasHub's `_self_attention_layer`).
+_TRACKABLE_ATTRIBUTES = frozenset(
+    {
+        "_self_attribute_sentinel",
+        "_self_destruction_context",
+        "_self_external_modification",
+        "_self_extra_variables",
+        "_self_last_wrapped_dict_snapshot",
+        "_self_name_based_restores",
+        "_self_non_string_key",
+        "_self_saveable_object_factories",
+        "_self_setattr_tracking",
+        "_self_trainable",
+        "_self_tuple_is_constructable",
+        "_self_unconditional_checkpoint_dependencies",
+        "_self_unconditional_deferred_dependencies",
+        "_self_unconditional_dependency_names",
+        "_self_update_uid",
+    }
+)
+
+
 def _attribute_children(owner):
     """Yields (attribute, value, key, layer) for layers held by attributes."""
     for attribute, value in list(vars(owner).items()):
-        if attribute in _BOOKKEEPING_ATTRIBUTES or attribute.startswith(
-            "_self_"
-        ):
+        if attribute in _BOOKKEEPING_ATTRIBUTES or attribute in _TRACKABLE_ATTRIBUTES:
             continue
         if isinstance(value, keras.layers.Layer):
             yield attribute, value, None, value

@@ -262,3 +262,15 @@ def test_whole_model_budget_quantizes_the_backbone_and_the_result_reloads(tmp_pa
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(
         loaded.predict(validation[0], verbose=0), small.predict(validation[0], verbose=0), atol=1e-5)
+    # The int8 backbone layers export as their dequantized kernels (swapped in a copy of the task).
+    pytest.importorskip("ai_edge_litert")
+    from keras_lowrank.export import export_tflite
+    from keras_lowrank.export.tflite import TOLERANCES
+
+    exported = export_tflite(small, tmp_path / "small.tflite", sequence_length=LENGTH,
+                             probe=validation[0]["token_ids"])
+    assert exported.flex_ops == []
+    # Keras quantizes activations on the fly in its int8 products; the file computes in float32
+    # with the same weights: within what dynamic-range quantization is allowed.
+    assert exported.max_abs_difference < TOLERANCES["dynamic"]
+    assert small.backbone.transformer_layers[0]._self_attention_layer._query_dense.quantization_mode == "int8"

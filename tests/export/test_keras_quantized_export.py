@@ -84,10 +84,19 @@ def test_keras_int4_layers_are_refused_with_what_to_do(tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
-def test_quantized_layers_nested_in_an_inner_model_are_refused(tmp_path):
+def test_quantized_layers_nested_in_an_inner_model_export(tmp_path):
     inner = _dan()
+    reference = keras.models.clone_model(inner)
+    reference.set_weights(inner.get_weights())
+    for name in ("hidden", "logits"):
+        layer = reference.get_layer(name)
+        layer.kernel.assign(_int8_per_channel(keras.ops.convert_to_numpy(layer.kernel), (0,)))
     ids = keras.Input((L,), dtype="int32")
     outer = keras.Model(ids, inner(ids))
-    quantize_other_layers(outer, "int8")
-    with pytest.raises(ValueError, match="nested inside another model"):
-        export_tflite(outer, tmp_path / "m.tflite")
+    assert sorted(quantize_other_layers(outer, "int8")) == ["hidden", "logits"]
+    probe = _ids()
+    export_tflite(outer, tmp_path / "m.tflite", probe=probe)
+    np.testing.assert_allclose(run_tflite(str(tmp_path / "m.tflite"), probe), reference.predict(probe, verbose=0),
+                               atol=1e-5)
+    # The caller's model keeps its int8 layers.
+    assert inner.get_layer("hidden").quantization_mode == "int8"
