@@ -63,12 +63,15 @@ class OtherLayersPlan:
         bytes: what every weight but the tables stores then.
         left_out: names of quantizable layers left in float because the
             model's config would not record their quantization.
+        layer_types: the class names of `linear_layers(model)`, which a
+            model the plan is applied to must have too.
     """
 
     mode: str
     quantized: tuple
     bytes: int
     left_out: tuple = ()
+    layer_types: tuple = ()
 
 
 def plan(model, tables, mode):
@@ -87,10 +90,12 @@ def plan(model, tables, mode):
         mode: `None` (as stored now) or one of `MODES`.
     """
     tables_bytes = sum(table_bytes(layer) for _, layer in tables)
-    position = {id(layer): i for i, layer in enumerate(linear_layers(model))}
+    linear = linear_layers(model)
+    types = tuple(type(layer).__name__ for layer in linear)
+    position = {id(layer): i for i, layer in enumerate(linear)}
     candidates = tuple(position[id(layer)] for layer in quantizable_layers(model))
     if mode is None or not candidates:
-        return OtherLayersPlan(mode, (), table_bytes(model) - tables_bytes)
+        return OtherLayersPlan(mode, (), table_bytes(model) - tables_bytes, layer_types=types)
     copy = copy_model(model)
     _quantize_positions(copy, mode, candidates)
     recorded = _recorded_quantized(copy)
@@ -98,9 +103,9 @@ def plan(model, tables, mode):
     if kept != candidates:
         copy = copy_model(model)
         _quantize_positions(copy, mode, kept)
-    names = [layer.name for layer in linear_layers(model)]
+    names = [layer.name for layer in linear]
     return OtherLayersPlan(mode, kept, table_bytes(copy) - tables_bytes,
-                           tuple(names[i] for i in candidates if i not in kept))
+                           tuple(names[i] for i in candidates if i not in kept), types)
 
 
 def quantize_other_layers(model, other):
@@ -121,6 +126,10 @@ def quantize_other_layers(model, other):
         layers = linear_layers(model)
         positions = tuple(i for i, layer in enumerate(layers) if getattr(layer, "quantization_mode", None) is None)
         return _quantize_positions(model, other, positions)
+    found = tuple(type(layer).__name__ for layer in linear_layers(model))
+    if found != other.layer_types:
+        raise RuntimeError(
+            f"The plan of the other layers was made for layers {list(other.layer_types)}, not {list(found)}")
     return _quantize_positions(model, other.mode, other.quantized)
 
 

@@ -120,3 +120,14 @@ def test_a_budget_the_other_layers_exceed_names_the_option():
     x, y = _data()
     with pytest.raises(ValueError, match=rf"other weights alone store {FLOAT_OTHER:,} bytes.*other_layers="):
         keras_lowrank.compress(model, (x, y), (x, y), max_model_bytes=FLOAT_OTHER - 1)
+
+
+def test_a_plan_applies_to_the_model_it_was_made_for_only():
+    model = _model()
+    plan = other_layers.plan(model, [("embedding", model.get_layer("embedding"))], "int8")
+    copy = keras.models.clone_model(model)
+    assert other_layers.quantize_other_layers(copy, plan) == ["hidden", "logits"]
+    other = keras.Sequential([keras.Input((L,), dtype="int32"), keras.layers.Embedding(V, D),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(CLASSES)])
+    with pytest.raises(RuntimeError, match="made for layers"):
+        other_layers.quantize_other_layers(other, plan)
