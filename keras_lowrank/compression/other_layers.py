@@ -97,15 +97,14 @@ def plan(model, tables, mode):
     if mode is None or not candidates:
         return OtherLayersPlan(mode, (), table_bytes(model) - tables_bytes, layer_types=types)
     copy = copy_model(model)
-    _quantize_positions(copy, mode, candidates)
+    quantized_copy = linear_layers(copy)
+    _quantize(copy, mode, [quantized_copy[i] for i in candidates])
     recorded = _recorded_quantized(copy)
     kept = tuple(i for i in candidates if recorded is None or recorded[i])
-    if kept != candidates:
-        copy = copy_model(model)
-        _quantize_positions(copy, mode, kept)
-    names = [layer.name for layer in linear]
-    return OtherLayersPlan(mode, kept, table_bytes(copy) - tables_bytes,
-                           tuple(names[i] for i in candidates if i not in kept), types)
+    # A layer left out stores its float weights, not the quantized copy's.
+    left_out = [i for i in candidates if i not in kept]
+    stored = table_bytes(copy) + sum(table_bytes(linear[i]) - table_bytes(quantized_copy[i]) for i in left_out)
+    return OtherLayersPlan(mode, kept, stored - tables_bytes, tuple(linear[i].name for i in left_out), types)
 
 
 def quantize_other_layers(model, other):
@@ -123,23 +122,20 @@ def quantize_other_layers(model, other):
     if other is None:
         return []
     if isinstance(other, str):
-        layers = linear_layers(model)
-        positions = tuple(i for i, layer in enumerate(layers) if getattr(layer, "quantization_mode", None) is None)
-        return _quantize_positions(model, other, positions)
-    found = tuple(type(layer).__name__ for layer in linear_layers(model))
+        return _quantize(model, other, quantizable_layers(model))
+    layers = linear_layers(model)
+    found = tuple(type(layer).__name__ for layer in layers)
     if found != other.layer_types:
         raise RuntimeError(
             f"The plan of the other layers was made for layers {list(other.layer_types)}, not {list(found)}")
-    return _quantize_positions(model, other.mode, other.quantized)
+    return _quantize(model, other.mode, [layers[i] for i in other.quantized])
 
 
-def _quantize_positions(model, mode, positions):
-    layers = linear_layers(model)
-    chosen = [layers[i] for i in positions]
-    ids = {id(layer) for layer in chosen}
+def _quantize(model, mode, layers):
+    ids = {id(layer) for layer in layers}
     if ids:
         model.quantize(mode, filters=lambda layer: id(layer) in ids)
-    return [layer.name for layer in chosen]
+    return [layer.name for layer in layers]
 
 
 def _recorded_quantized(model):

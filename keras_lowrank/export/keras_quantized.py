@@ -46,10 +46,9 @@ def dequantized(model):
 
     Returns:
         `model` itself when no layer outside its tables is quantized by
-        Keras; else, when they are all layers of its own graph, a clone
-        sharing every other layer; else (layers inside a nested model or a
-        subclassed one, such as a KerasHub backbone's) a copy with the
-        layers swapped (`keras_lowrank.surgery.replace_layers`).
+        Keras, else a copy with those layers swapped for their float32
+        twins (`keras_lowrank.surgery.replace_layers`; also inside nested
+        models and KerasHub backbones).
 
     Raises:
         ValueError: when a quantized layer is not an int8 `Dense` or
@@ -69,13 +68,9 @@ def dequantized(model):
             "and EinsumDense export (compress with other_layers=('int8',)); otherwise export the model before "
             "Keras' quantization and pass quantize='dynamic'."
         )
-    graph = isinstance(model, keras.Sequential) or _keras_private.is_functional(model)
-    top = {id(layer) for layer in model.layers}
-    if graph and all(id(layer) in top for layer in layers):
-        return _cloned_with_float_layers(model, layers)
-    # Layers inside a nested or subclassed model (a KerasHub backbone's
-    # attention and feed-forward layers): swapped in a copy, as surgery
-    # swaps tables.
+    # Swapped in a copy, as surgery swaps tables: a graph's own layers, and
+    # layers inside a nested or subclassed model (a KerasHub backbone's
+    # attention and feed-forward layers) alike.
     from keras_lowrank.surgery import copy_model
     from keras_lowrank.surgery import replace_layers
 
@@ -89,16 +84,6 @@ def dequantized(model):
             f"({str(error).splitlines()[0]}). Export the model before Keras' quantization and pass "
             "quantize='dynamic' (the same int8 weights per output channel)."
         ) from error
-
-
-def _cloned_with_float_layers(model, layers):
-    """A Functional/Sequential `model` cloned with float twins of its own quantized `layers`."""
-    replaced = {id(layer) for layer in layers}
-
-    def clone(layer):
-        return _float_twin(layer) if id(layer) in replaced else layer
-
-    return keras.models.clone_model(model, clone_function=clone)
 
 
 def _float_twin(layer):
