@@ -29,13 +29,13 @@ def _row(method, size, accuracy, table):
             "model_parameters": 1, "layer": "x", "seconds": 1.0, "detail": detail}
 
 
-def _part(root, dataset, seed, rows):
+def _part(root, dataset, seed, rows, suffix="", **config_overrides):
     from keras_lowrank.benchmarks import environment
 
-    folder = os.path.join(root, f"classifier_{dataset}_s{seed}")
+    folder = os.path.join(root, f"classifier_{dataset}_s{seed}{suffix}")
     os.makedirs(folder)
     config = {"sequence_length": 32, "batch_size": 32, "learning_rate": 5e-5, "epochs": 3,
-              "finetune_epochs": 1, "finetune_learning_rate": 1e-4}
+              "finetune_epochs": 1, "finetune_learning_rate": 1e-4, **config_overrides}
     with open(os.path.join(folder, "results.json"), "w") as f:
         json.dump({"dataset": dataset, "seed": seed, "config": config, "rows": rows,
                    "examples": {"train": 10, "dev": 5, "test": 5},
@@ -174,3 +174,137 @@ def test_compress_time_is_set_against_the_text_passes_of_each_part(tmp_path):
     per = 10.0 / (900 * passes / 1000)
     assert f"| 10% | 900 | 10 | {config['epochs']} | {config['compress_candidates']} | 10.0 min | {per:.2f} |" in text
     assert f"| 10% | 90 | 10 |" in text
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser()
+    minilm.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_options_reach_the_classifier_part_and_name_its_folder(tmp_path, monkeypatch):
+    from keras_lowrank.benchmarks.minilm import classifier
+
+    calls = []
+    monkeypatch.setattr(classifier, "run_part", lambda dataset, seed, output, **kwargs: calls.append(
+        (dataset, seed, output, kwargs)))
+    out = str(tmp_path)
+    minilm.run(_parse("--part", "classifier", "--dataset", "snips", "--seed", "0", "--train-size", "3000",
+                      "--epochs", "2", "--candidates", "4", "--sizes", "0.05,0.04",
+                      "--methods", "uncompressed,compress,uncompressed_finetune", "--output", out))
+    dataset, seed, output, kwargs = calls[-1]
+    assert (dataset, seed) == ("snips", 0)
+    assert output == os.path.join(out, "classifier_snips_s0_3000texts_2epochs_4candidates")
+    # --epochs is the compressed models' fine-tune, never the uncompressed base's `epochs`.
+    assert {key: kwargs[key] for key in ("train_size", "finetune_epochs", "candidates", "sizes", "methods")} == {
+        "train_size": 3000, "finetune_epochs": 2, "candidates": 4, "sizes": (0.05, 0.04),
+        "methods": ("uncompressed", "compress", "uncompressed_finetune")}
+    assert "epochs" not in kwargs
+    assert set(kwargs) - {"source", "cache"} <= set(classifier.DEFAULTS) | {"methods"}
+
+    # Sizes and methods do not change the folder; the defaults given explicitly do not either.
+    minilm.run(_parse("--part", "classifier", "--dataset", "trec", "--seed", "1", "--train-size", "600",
+                      "--epochs", "1", "--candidates", "3", "--sizes", "0.05", "--output", out))
+    assert calls[-1][2] == os.path.join(out, "classifier_trec_s1")
+    assert calls[-1][3]["sizes"] == (0.05,)
+    minilm.run(_parse("--part", "classifier", "--dataset", "trec", "--seed", "1", "--output", out))
+    assert calls[-1][2] == os.path.join(out, "classifier_trec_s1")
+    assert not set(calls[-1][3]) - {"source", "cache"}
+
+
+def test_bad_counts_and_sizes_are_refused_naming_the_option():
+    for argv, message in ((("--sizes", "0.05,x"), "--sizes .*'0.05,x'"), (("--sizes", "5"), "--sizes .*'5'"),
+                          (("--train-size", "0"), "--train-size must be at least 1, received: 0"),
+                          (("--candidates", "0"), "--candidates must be at least 1, received: 0")):
+        with pytest.raises(CLIError, match=message):
+            minilm.run(_parse("--part", "classifier", "--dataset", "snips", *argv))
+
+
+def test_part_folder_names_only_the_settings_that_change_every_row():
+    from keras_lowrank.benchmarks.minilm import classifier
+
+    assert classifier.part_folder("snips", 0) == "classifier_snips_s0"
+    assert classifier.part_folder("snips", 0, train_size=3000, finetune_epochs=2,
+                                  sizes=(0.05, 0.04)) == "classifier_snips_s0_3000texts_2epochs"
+    assert classifier.part_folder("sst2", 1, finetune_epochs=1, candidates=6) == "classifier_sst2_s1_6candidates"
+    assert classifier.part_folder("trec", 2, train_size=600, candidates=3) == "classifier_trec_s2"
+
+
+class _Reached(Exception):
+    pass
+
+
+def _stub_model(monkeypatch, seen):
+    """run_part up to the base model: no KerasHub, no MiniLM; stops where the base would be fine-tuned."""
+    from keras_lowrank.benchmarks.minilm import classifier
+
+    split = ({"token_ids": np.zeros((2, 4), "int32")}, np.zeros(2, "int64"))
+    monkeypatch.setattr(classifier.pretrained, "model_folder", lambda source: "minilm")
+    monkeypatch.setattr(classifier, "load_splits", lambda *args: {
+        "train": split, "dev": split, "test": split, "available": {"train": 2, "dev": 2, "test": 2}})
+
+    def fine_tuned(data, folder, config, seed, weights_path):
+        seen.append(weights_path)
+        raise _Reached
+
+    monkeypatch.setattr(classifier, "_fine_tuned", fine_tuned)
+
+
+def test_base_weights_are_cached_by_training_size(tmp_path, monkeypatch):
+    from keras_lowrank.benchmarks.minilm import classifier
+
+    # The default size keeps the name the export part and older caches use.
+    assert classifier.base_weights_name("snips", 0) == "snips_s0.weights.h5"
+    assert classifier.base_weights_name("snips", 0, 600) == "snips_s0.weights.h5"
+    seen = []
+    _stub_model(monkeypatch, seen)
+    for train_size in (3000, 600):
+        with pytest.raises(_Reached):
+            classifier.run_part("snips", 0, str(tmp_path / f"part{train_size}"), cache=str(tmp_path / "cache"),
+                                train_size=train_size)
+    assert seen == [str(tmp_path / "cache" / "snips_s0_3000texts.weights.h5"),
+                    str(tmp_path / "cache" / "snips_s0.weights.h5")]
+
+
+def test_a_part_refuses_rows_of_another_config(tmp_path, monkeypatch):
+    from keras_lowrank.benchmarks.minilm import classifier
+
+    recorded = {key: list(value) if isinstance(value, tuple) else value for key, value in classifier.DEFAULTS.items()}
+    recorded.update(train_size=600, finetune_epochs=1, sizes=[0.1, 0.05])
+    _part(tmp_path, "snips", 0, [_row("uncompressed", None, 0.9, 1000)], **recorded)
+    folder = str(tmp_path / "classifier_snips_s0")
+    seen = []
+    _stub_model(monkeypatch, seen)
+    with pytest.raises(ValueError, match=r"train_size=600 \(requested 3000\), finetune_epochs=1 \(requested 2\)") as info:
+        classifier.run_part("snips", 0, folder, cache=str(tmp_path), train_size=3000, finetune_epochs=2)
+    assert "\n" not in str(info.value) and "results.json" in str(info.value)
+    assert seen == []  # refused before the model is loaded
+    # The CLI names another folder for these settings, so the same request is not refused there.
+    assert classifier.part_folder("snips", 0, train_size=3000, finetune_epochs=2) != "classifier_snips_s0"
+    # Other sizes only add rows; a part whose asked-for rows are all there reruns harmlessly.
+    with pytest.raises(_Reached):
+        classifier.run_part("snips", 0, folder, cache=str(tmp_path), sizes=(0.05, 0.04))
+    with pytest.raises(_Reached):
+        classifier.run_part("snips", 0, folder, cache=str(tmp_path), methods=("uncompressed",), candidates=6)
+    with pytest.raises(ValueError, match=r"candidates=3 \(requested 6\)"):
+        classifier.run_part("snips", 0, folder, cache=str(tmp_path), methods=("compress",), candidates=6)
+
+
+def test_a_larger_part_renders_in_its_own_table_the_default_ones_unchanged(tmp_path):
+    _part(tmp_path, "trec", 0, [_row("uncompressed", None, 0.90, 1000), _row("compress", 0.05, 0.895, 50)])
+    _part(tmp_path, "trec", 1, [_row("uncompressed", None, 0.80, 1000), _row("compress", 0.05, 0.785, 50)])
+    default = report.render(str(tmp_path))
+    _part(tmp_path, "trec", 0, [_row("uncompressed", None, 0.95, 1000), _row("compress", 0.05, 0.97, 50),
+                                _row("compress", 0.04, 0.93, 40)],
+          suffix="_3000texts_2epochs", train_size=3000, finetune_epochs=2, candidates=3)
+    text = report.render(str(tmp_path))
+    assert text.startswith(default)
+    larger = text[len(default):]
+    assert larger.startswith("\n## Text classifier: 3,000 training texts, 2 fine-tune epoch(s), 3 candidates\n")
+    # The default table still averages its own two seeds only.
+    assert "| `compress()` | 5% | 50 (5.0%) | 5,050 | 1 | 84.00 | -1.00 |  | 2 |" in default
+    assert "| `compress()` | 5% | 50 (5.0%) | 5,050 | 1 | 97.00 | +2.00 |  | 1 |" in larger
+    assert "| `compress()` | 4% | 40 (4.0%) | 5,040 | 1 | 93.00 | -2.00 |  | 1 |" in larger
+    assert "4%" not in default
+    assert "- seed 0: [results.json](classifier_trec_s0_3000texts_2epochs/results.json)" in larger
+    assert "classifier_trec_s0_3000texts_2epochs" not in default

@@ -3,9 +3,12 @@
 Each part writes its own `results.json` under `--output` (default
 `benchmark_results/minilm`), so a stopped session loses one part, not all:
 
-- `--part classifier --dataset D --seed S [--methods ...]`: the text
-  classifier grid on one bundled dataset and seed (`classifier.py`), in
-  `OUTPUT/classifier_D_sS/`;
+- `--part classifier --dataset D --seed S [--methods ... --sizes S --train-size N
+  --epochs E --candidates C]`: the text classifier grid on one bundled dataset
+  and seed (`classifier.py`), in `OUTPUT/classifier_D_sS/`; a training size,
+  fine-tune epochs or candidates other than the defaults (600, 1, 3) name
+  the folder instead (`OUTPUT/classifier_D_sS_3000texts_2epochs/`), so its
+  rows never mix with the default part's;
 - `--part encoder [--texts N --methods ... --epochs E --candidates C --sizes S]`: the
   compressed model as a sentence encoder (`encoder.py`), in `OUTPUT/encoder/`
   (`OUTPUT/encoder_<N>texts/` with `--texts N`);
@@ -47,7 +50,8 @@ def add_arguments(parser):
     parser.add_argument("--cache", default=None, metavar="DIR",
                         help="Fine-tuned weights kept between parts (default ~/.cache/keras_lowrank/minilm_runs).")
     parser.add_argument("--train-size", type=int, default=None,
-                        help="Training texts subsampled per seed (default 600).")
+                        help="Classifier part: training texts subsampled per seed (default 600; another "
+                             "count writes OUTPUT/classifier_D_sS_<N>texts/).")
     parser.add_argument("--texts", type=int, default=None,
                         help="Encoder part: unlabeled training texts (default 1,500, in OUTPUT/encoder/; "
                              "another count writes OUTPUT/encoder_<N>texts/).")
@@ -55,12 +59,17 @@ def add_arguments(parser):
                         help="Encoder or classifier part: comma-separated rows to measure (default all; the "
                              "encoder's: keras_int8,keras_int4,low_rank,low_rank_int4,compress; the "
                              "classifier's: see classifier.METHODS).")
-    parser.add_argument("--epochs", type=int, default=None, help="Encoder part: fine-tune epochs (default 2).")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="Encoder or classifier part: fine-tune epochs (encoder default 2; classifier: "
+                             "the compressed models' and the control's, default 1, not the uncompressed "
+                             "model's 3).")
     parser.add_argument("--candidates", type=int, default=None,
-                        help="Encoder part: compress()'s candidates (default 6).")
+                        help="Encoder or classifier part: compress()'s candidates (encoder default 6, "
+                             "classifier 3).")
     parser.add_argument("--sizes", default=None,
-                        help="Encoder part: comma-separated table shares of the compress() rows "
-                             "(default 0.1,0.05,0.02).")
+                        help="Encoder or classifier part: comma-separated table shares of the compress() "
+                             "rows (encoder default 0.1,0.05,0.02; classifier 0.1,0.05, also its "
+                             "online_distill rows).")
 
 
 def run(args):
@@ -76,19 +85,23 @@ def run(args):
             raise CLIError("--part classifier needs --dataset (snips, trec, sst2, ...)")
         from keras_lowrank.benchmarks.minilm import classifier
 
-        settings = {"train_size": args.train_size} if args.train_size else {}
-        if args.methods:
-            settings["methods"] = tuple(m.strip() for m in args.methods.split(","))
-        output = os.path.join(args.output, f"classifier_{args.dataset}_s{args.seed}")
+        _check_counts(args)
+        # --epochs is the compressed models' (and the control's) fine-tune:
+        # the uncompressed base keeps its own `epochs`, so its cached weights stay valid.
+        settings = {key: value for key, value in (
+            ("train_size", args.train_size), ("finetune_epochs", args.epochs),
+            ("candidates", args.candidates), ("sizes", _sizes(args.sizes)), ("methods", _methods(args.methods)),
+        ) if value is not None}
+        output = os.path.join(args.output, classifier.part_folder(args.dataset, args.seed, **settings))
         classifier.run_part(args.dataset, args.seed, output, source=args.source, cache=args.cache,
                             **settings)
     elif args.part == "encoder":
         from keras_lowrank.benchmarks.minilm import encoder
 
+        _check_counts(args)
         settings = {key: value for key, value in (
             ("train_texts", args.texts), ("epochs", args.epochs), ("compress_candidates", args.candidates),
-            ("methods", tuple(m.strip() for m in args.methods.split(",")) if args.methods else None),
-            ("compress_sizes", tuple(float(v) for v in args.sizes.split(",")) if args.sizes else None),
+            ("methods", _methods(args.methods)), ("compress_sizes", _sizes(args.sizes)),
         ) if value is not None}
         folder = "encoder" if args.texts is None else f"encoder_{args.texts}texts"
         encoder.run_part(os.path.join(args.output, folder), source=args.source, seed=args.seed,
@@ -109,3 +122,34 @@ def run(args):
 
         print(report.publish(args.output, doc=args.doc))
     return 0
+
+
+def _methods(text):
+    """`--methods` as a tuple, or `None` when not given."""
+    return tuple(m.strip() for m in text.split(",")) if text else None
+
+
+def _sizes(text):
+    """`--sizes` as a tuple of table shares, or `None` when not given."""
+    from keras_lowrank.cli.errors import CLIError
+
+    if not text:
+        return None
+    try:
+        sizes = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or not all(0 < size < 1 for size in sizes):
+        raise CLIError(f"--sizes expects comma-separated shares between 0 and 1 (e.g. 0.05,0.04), "
+                       f"received: {text!r}")
+    return sizes
+
+
+def _check_counts(args):
+    """Refuses counts a part cannot run with (0 texts would silently mean the default)."""
+    from keras_lowrank.cli.errors import CLIError
+
+    for option, value, least in (("--train-size", args.train_size, 1), ("--texts", args.texts, 1),
+                                 ("--epochs", args.epochs, 0), ("--candidates", args.candidates, 1)):
+        if value is not None and value < least:
+            raise CLIError(f"{option} must be at least {least}, received: {value}")

@@ -17,7 +17,10 @@ measures on the same test texts, choosing every epoch on dev only:
   distilled fine-tune as the compressed ones.
 
 Every method's row lands in `results.json` as soon as it is measured, so a
-stopped run keeps what it finished and a rerun skips it.
+stopped run keeps what it finished and a rerun skips it. A part run with
+other training texts, fine-tune epochs or candidates than `DEFAULTS` has a
+folder of its own (`part_folder`), and a part refuses to add rows measured
+with another config than the one its `results.json` records.
 """
 
 import os
@@ -58,6 +61,49 @@ DEFAULTS = {
     "whole_model_share": 0.10,
     "whole_model_candidates": 6,
 }
+# The settings that change every row of a part, with the word that names a
+# non-default value in the part's folder (`classifier_snips_s0_3000texts_2epochs`).
+FOLDER_SETTINGS = (("train_size", "texts"), ("finetune_epochs", "epochs"), ("candidates", "candidates"))
+# Settings that only add rows (rows are keyed by method and size): a rerun
+# may ask for other sizes in the same part.
+_ROW_KEYED = ("sizes", "online_sizes")
+
+
+def part_folder(dataset, seed, **settings):
+    """The folder name of a classifier part: `classifier_D_sS`, plus its non-default settings.
+
+    Rows measured with other training texts, fine-tune epochs or candidates
+    than `DEFAULTS` do not compare with the default part's, so they get a
+    folder of their own, e.g. `classifier_snips_s0_3000texts_2epochs`; the
+    other settings (sizes, methods) leave the name as it is.
+
+    Args:
+        dataset: a bundled dataset name.
+        seed: the part's seed.
+        **settings: overrides of `DEFAULTS` (those outside `FOLDER_SETTINGS`
+            are ignored).
+
+    Returns:
+        The folder name, without the results root.
+    """
+    name = f"classifier_{dataset}_s{seed}"
+    for key, word in FOLDER_SETTINGS:
+        value = settings.get(key)
+        if value is not None and value != DEFAULTS[key]:
+            name += f"_{value}{word}"
+    return name
+
+
+def base_weights_name(dataset, seed, train_size=DEFAULTS["train_size"]):
+    """The file name of the fine-tuned uncompressed classifier's cached weights.
+
+    The default training size keeps the name parts and the export part have
+    always used (`snips_s0.weights.h5`), so existing caches stay valid;
+    another size names its texts (`snips_s0_3000texts.weights.h5`), so a
+    base fine-tuned on other texts is never reused.
+    """
+    suffix = "" if train_size == DEFAULTS["train_size"] else f"_{train_size}texts"
+    return f"{dataset}_s{seed}{suffix}.weights.h5"
 
 
 def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS, **settings):
@@ -88,7 +134,6 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
     if bad:
         raise ValueError(f"Unknown methods {bad}; valid: {list(METHODS)}")
     config = {**DEFAULTS, **settings}
-    os.makedirs(output, exist_ok=True)
     path = os.path.join(output, "results.json")
     results = report.read_part(path) or {
         "benchmark": "minilm_classifier",
@@ -98,6 +143,12 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
         "rows": [],
     }
     done = {(row["method"], row.get("size")) for row in results["rows"]}
+    # Checked before the model loads: a part whose rows are all there is
+    # rerun harmlessly, one that would gain rows of another config is refused.
+    if _planned(methods, config) - done:
+        check_config(results["config"], config, path)
+    _merge_config(results["config"], config)
+    os.makedirs(output, exist_ok=True)
     started_rows = bool(results["rows"])
     machine = environment.describe_machine(("numpy", "tensorflow", "keras", "keras_hub"))
 
@@ -126,7 +177,8 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
 
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
-    base = _fine_tuned(data, folder, config, seed, os.path.join(cache, f"{dataset}_s{seed}.weights.h5"))
+    weights_path = os.path.join(cache, base_weights_name(dataset, seed, config["train_size"]))
+    base = _fine_tuned(data, folder, config, seed, weights_path)
     if ("uncompressed", None) not in done:
         record(_row("uncompressed", None, base, data, time.perf_counter() - start,
                     detail={"epochs": config["epochs"], "best_epoch": base.best_epoch}))
@@ -165,6 +217,57 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
     if "uncompressed_finetune" in methods and ("uncompressed_finetune", None) not in done:
         record(_control(base, data, config, seed))
     return results
+
+
+def check_config(recorded, config, path):
+    """Raises when `recorded` (a part's config) differs from the requested `config`.
+
+    Sizes add rows and may differ; a setting the part predates (missing from
+    `recorded`) is not compared.
+
+    Args:
+        recorded: the config in the part's `results.json`.
+        config: the config now requested (`DEFAULTS` with the overrides).
+        path: the part's `results.json`, named in the message.
+
+    Raises:
+        ValueError: naming every differing setting, recorded and requested.
+    """
+    differing = [
+        f"{key}={recorded[key]!r} (requested {_jsonable(value)!r})"
+        for key, value in config.items()
+        if key not in _ROW_KEYED and key in recorded and recorded[key] != _jsonable(value)
+    ]
+    if differing:
+        # One line, for the CLI: mixing the rows would put numbers of two
+        # configs in one table under one config's description.
+        raise ValueError(
+            f"{path} was measured with {', '.join(differing)}: its rows would not compare with "
+            "new ones; measure into another --output"
+        )
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _merge_config(recorded, config):
+    """Records settings added since the part began, and every size asked of the part."""
+    for key, value in config.items():
+        recorded.setdefault(key, _jsonable(value))
+    for key in _ROW_KEYED:
+        recorded[key] = sorted(set(recorded[key]) | set(config[key]), reverse=True)
+
+
+def _planned(methods, config):
+    """The `(method, size)` rows a run with `methods` and `config` measures."""
+    planned = {("uncompressed", None)}
+    planned |= {(name, None) for name in ("keras_int8", "keras_int4", "compress_whole_model",
+                                         "uncompressed_finetune") if name in methods}
+    planned |= {("online", size) for size in config["online_sizes"] if "online" in methods}
+    planned |= {(name, size) for size in config["sizes"]
+                for name in ("online_distill", "compress", "compress_whole_vocabulary") if name in methods}
+    return planned
 
 
 def load_splits(dataset, seed, folder, config):

@@ -3,6 +3,8 @@
 Reads every part found under the results root (`classifier_*/results.json`,
 `encoder/results.json`, `export/results.json`), measures nothing, and writes
 `ROOT/results.md`; with `doc`, also the generated section of that page.
+Classifier parts run with other settings (`classifier_D_sS_3000texts_2epochs`)
+render in tables of their own, after the default parts'.
 """
 
 import glob
@@ -57,15 +59,50 @@ def read_part(path):
         return json.load(file)
 
 
+def _classifier_parts(root):
+    """The classifier parts under `root`, grouped by their settings.
+
+    Returns:
+        A list of `(suffix, parts)`: the default parts (`classifier_D_sS`,
+        suffix `""`) first, then each group of parts run with other settings
+        (`classifier_D_sS_3000texts_2epochs`: suffix `"_3000texts_2epochs"`)
+        by its training texts, fine-tune epochs and candidates; `parts` are
+        `(folder, results)` pairs in folder order.
+    """
+    groups = {}
+    for path in sorted(glob.glob(os.path.join(root, "classifier_*", "results.json"))):
+        folder = os.path.basename(os.path.dirname(path))
+        part = read_part(path)
+        prefix = f"classifier_{part['dataset']}_s{part['seed']}"
+        # The folder says the settings (see `classifier.part_folder`); one
+        # renamed by hand is a group of its own rather than mixed into another.
+        suffix = folder[len(prefix):] if folder.startswith(prefix) else "_" + folder
+        groups.setdefault(suffix, []).append((folder, part))
+
+    def order(item):
+        suffix, parts = item
+        config = parts[0][1]["config"]
+        return (suffix != "", config.get("train_size") or 0, config.get("finetune_epochs") or 0,
+                config.get("candidates") or 0, suffix)
+
+    return sorted(groups.items(), key=order)
+
+
 def _classifier_section(root, link_base):
-    parts = [read_part(p) for p in sorted(glob.glob(os.path.join(root, "classifier_*", "results.json")))]
-    if not parts:
-        return ""
-    by_dataset = {}
-    for part in parts:
-        by_dataset.setdefault(part["dataset"], []).append(part)
+    groups = _classifier_parts(root)
+    sections = []
+    for suffix, parts in groups:
+        if suffix == "":
+            sections.append(_default_classifier_section(parts, link_base))
+        else:
+            sections.append(_settings_classifier_section(suffix, parts, link_base))
+    return "\n".join(sections)
+
+
+def _default_classifier_section(parts, link_base):
+    """The parts run with the default settings: one table per dataset."""
     lines = ["## Text classifier", ""]
-    first = parts[0]
+    first = parts[0][1]
     config = first["config"]
     lines.append(
         f"MiniLM fine-tuned as a `keras_hub.models.BertTextClassifier` (sequence length "
@@ -79,6 +116,37 @@ def _classifier_section(root, link_base):
         f"fine-tune as the compressed ones (the extra training alone)."
     )
     lines.append("")
+    return "\n".join(lines + _dataset_tables(parts, link_base))
+
+
+def _settings_classifier_section(suffix, parts, link_base):
+    """Parts run with other training texts, fine-tune epochs or candidates: tables of their own."""
+    first = parts[0][1]
+    config = first["config"]
+    train = f"{config['train_size']:,}" if config.get("train_size") else "all"
+    lines = [
+        f"## Text classifier: {train} training texts, {config['finetune_epochs']} fine-tune epoch(s), "
+        f"{config['candidates']} candidates",
+        "",
+        f"The classifier parts run with settings of their own, each in its own folder "
+        f"(`classifier_D_sS{suffix}`), not averaged with the default parts: {train} training texts per "
+        f"seed (the uncompressed model best of {config['epochs']} epochs on dev), {config['finetune_epochs']} "
+        f"epoch(s) of fine-tune for the compressed models and the control, `compress()` choosing among "
+        f"{config['candidates']} candidates. Columns as in the default tables: accuracy on the test texts, "
+        f"mean over seeds, Δ against the same seed's uncompressed model and against the control.",
+        "",
+    ]
+    return "\n".join(lines + _dataset_tables(parts, link_base))
+
+
+def _dataset_tables(parts, link_base):
+    """The lines of one table per dataset of `parts` (`(folder, results)` pairs), the goals, the machine."""
+    by_dataset = {}
+    folders = {}
+    for folder, part in parts:
+        by_dataset.setdefault(part["dataset"], []).append(part)
+        folders[(part["dataset"], part["seed"])] = folder
+    lines = []
     summary = []
     for dataset, runs in sorted(by_dataset.items()):
         seeds = sorted(r["seed"] for r in runs)
@@ -141,12 +209,12 @@ def _classifier_section(root, link_base):
                     lines.append(f"- {METHOD_NAMES.get(row['method'], row['method'])}, seed {run['seed']}: measured "
                                  f"later, on {environment.machine_summary(row['machine'])}")
         for run in sorted(runs, key=lambda r: r["seed"]):
-            lines.append(f"- seed {run['seed']}: [results.json]({link_base}{os.path.basename(os.path.dirname(_path_of(root, run)))}/results.json)")
+            lines.append(f"- seed {run['seed']}: [results.json]({link_base}{folders[(dataset, run['seed'])]}/results.json)")
         lines.append("")
     lines += _goals(summary)
-    lines.append(f"Machine: {environment.machine_summary(first['machine'])}")
+    lines.append(f"Machine: {environment.machine_summary(parts[0][1]['machine'])}")
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _recipes(runs):
@@ -174,10 +242,6 @@ def _describe(recipe):
 
     text = TableLayout.from_dict(recipe["layout"]).describe()
     return text + (", frequency-weighted" if recipe.get("weighting") == "frequency" else "")
-
-
-def _path_of(root, run):
-    return os.path.join(root, f"classifier_{run['dataset']}_s{run['seed']}", "results.json")
 
 
 def _goals(summary):
