@@ -158,9 +158,10 @@ def compress(
             compiled (or to override); `monitor` (the validation metric
             compared; default: the first compiled metric, else `"loss"`);
             `storages` (`("float32", "int8", "int4")`; codebooks use the
-            float32 and int8 ones); `kinds` (`("dense", "low-rank",
-            "codebook")`: the table kinds recipes may use, `"dense"` being
-            pruned rows stored whole); `other_layers` (with
+            float32 and int8 ones); `kinds` (default every registered kind,
+            `keras_lowrank.layers.table_kinds.TABLE_KINDS`: `"low-rank"`,
+            `"codebook"`, `"dense"`): the table kinds recipes may use,
+            `"dense"` being pruned rows stored whole; `other_layers` (with
             `max_model_bytes` only; default `None`: the layers that are not
             tables keep their weights): Keras quantization modes
             (`("int8",)`, `("int8", "int4")`) the `Dense` and `EinsumDense`
@@ -281,7 +282,7 @@ def compress(
         for path, layer in tables:
             share = int(budget * TableLayout.of(layer).float32_bytes() / float32_bytes)
             plans[path] = _plan_table(layer, share, counts[path], lookup_of(lookups, layer), opts, prunable[path],
-                                      codebooks=logits[path] is False)
+                                      logits=logits[path] is not False)
         if all(plan["ranked"] for plan in plans.values()):
             planned[other_mode] = plans
         elif len(budgets) > 1:
@@ -371,7 +372,7 @@ def embedding_bytes(model, layer_names=None):
     return sum(table_bytes(layer) for _, layer in found)
 
 
-def _plan_table(layer, budget, counts, lookup, opts, prune, codebooks):
+def _plan_table(layer, budget, counts, lookup, opts, prune, logits):
     V, d = int(layer.input_dim), int(layer.output_dim)
     oov_id = opts["oov_id"]
 
@@ -390,16 +391,12 @@ def _plan_table(layer, budget, counts, lookup, opts, prune, codebooks):
         V, d, budget, storages=opts["storages"], prune=prune, needs_remap=needs_remap,
         selections=("first", "counts") if counts is not None else ("first",),
         untied_reverse=TableLayout.of(layer).untied_reverse,
-        # The codebook kind has no reversible twin (a tied head's logits).
-        codebooks=codebooks,
+        # A tied head's logits need a kind with a reversible form.
+        logits=logits,
         kinds=opts["kinds"],
-    )
-    if counts is None:
         # No token counts: plain SVD, and unweighted k-means for codebooks.
-        recipes = [
-            dataclasses.replace(r, weighting="none") if r.layout.kind == "codebook" else r
-            for r in recipes if r.weighting != "frequency" or r.layout.kind == "codebook"
-        ]
+        weighted=counts is not None,
+    )
     weights = (counts if counts is not None else np.zeros(V)) + 1.0
     table = keras.ops.convert_to_numpy(layer.embeddings)
     ranked = planner.rank_recipes(recipes, table, kept_rows, weights, oov_id=oov_id)
@@ -692,7 +689,7 @@ def _raise_no_recipe(tables, budget, float32_bytes, received, prunable, logits, 
     smallest = {
         p: planner.smallest_recipe_bytes(l.input_dim, l.output_dim, storages=opts["storages"],
                                          prune=prunable[p], untied_reverse=TableLayout.of(l).untied_reverse,
-                                         kinds=[k for k in opts["kinds"] if k != "codebook" or logits[p] is False])
+                                         logits=logits[p] is not False, kinds=opts["kinds"])
         for p, l in tables
     }
     too_small = [(p, l) for p, l in tables if smallest[p] is None]

@@ -13,8 +13,8 @@ import numpy as np
 
 from keras_lowrank.compression.embedding_objective import OBJECTIVES
 from keras_lowrank.compression.other_layers import MODES as OTHER_LAYER_MODES
-from keras_lowrank.layers.table_layout import KINDS
-from keras_lowrank.layers.table_layout import STORAGES
+from keras_lowrank.layers.storage import STORAGES
+from keras_lowrank.layers.table_kinds import TABLE_KINDS
 from keras_lowrank.surgery.replace import normalize_layer_names
 
 DEFAULT_OPTIONS = {
@@ -28,7 +28,7 @@ DEFAULT_OPTIONS = {
     "metrics": None,
     "monitor": None,
     "storages": STORAGES,
-    "kinds": KINDS,
+    "kinds": None,
     "other_layers": None,
     "prune": None,
     "objective": None,
@@ -82,7 +82,8 @@ def check_options(options):
     if monitor is not None and (not isinstance(monitor, str) or not monitor):
         raise ValueError(f"Expected `monitor` to be None or a validation log name, received: monitor={monitor!r}")
     opts["storages"] = _check_choices(opts["storages"], "storages", STORAGES)
-    opts["kinds"] = _check_choices(opts["kinds"], "kinds", KINDS)
+    kinds = tuple(TABLE_KINDS)
+    opts["kinds"] = kinds if opts["kinds"] is None else _check_choices(opts["kinds"], "kinds", kinds)
     if opts["other_layers"] is not None:
         opts["other_layers"] = _check_choices(opts["other_layers"], "other_layers", OTHER_LAYER_MODES)
     if opts["prune"] is not None:

@@ -23,10 +23,22 @@ from keras_lowrank import decomposition
 from keras_lowrank.decomposition import kmeans
 from keras_lowrank.layers import storage as storage_lib
 from keras_lowrank.layers.low_rank_embedding import embed_ids
-from keras_lowrank.layers.table_layout import CODEBOOK_STORAGES as CODEBOOK_DTYPES
-from keras_lowrank.layers.table_layout import MAX_CODES
 from keras_lowrank.layers.table_layout import TableLayout
-from keras_lowrank.layers.table_layout import exact_map_dtype
+from keras_lowrank.layers.table_layout import remap_dtype
+
+# How the codebooks may be kept, and the most codewords a codebook holds
+# (codes are stored in at most 8 bits).
+CODEBOOK_DTYPES = ("float32", "int8")
+MAX_CODES = 256
+
+
+def exact_map_dtype(exact_rows):
+    """The integer dtype of the id -> exact row map of `exact_rows` exact rows.
+
+    The map holds, for each stored row, its exact row in `[0, exact_rows)`,
+    or `exact_rows` for a row answered by its codes.
+    """
+    return remap_dtype(exact_rows + 1)
 
 
 @register_keras_serializable(package="keras_lowrank")
@@ -479,8 +491,9 @@ class CodebookEmbedding(layers.Layer):
     def table_layout(self):
         """The `keras_lowrank.TableLayout` of the frozen form (codebook kind)."""
         return TableLayout(
-            input_dim=self.input_dim,
-            output_dim=self.output_dim,
+            self.input_dim,
+            self.output_dim,
+            kind="codebook",
             groups=self.groups,
             codes=self.codes,
             storage=self.codebook_dtype,

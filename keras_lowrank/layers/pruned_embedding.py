@@ -167,10 +167,8 @@ class PrunedEmbedding(layers.Layer):
 
     def table_layout(self):
         """The `keras_lowrank.TableLayout`: the wrapped table's, over `input_dim` ids."""
-        import dataclasses
-
         inner = TableLayout.of(self.embedding)
-        return dataclasses.replace(inner, input_dim=int(self.input_dim), remap=bool(self.remap))
+        return inner.replace(input_dim=int(self.input_dim), remap=bool(self.remap))
 
     @property
     def pruned(self):

@@ -1,41 +1,154 @@
-"""One description of a compressed embedding table, and its byte count.
+"""One description of an embedding table, the kinds it may be, and its bytes.
 
-A compressed table is described by a `TableLayout`: how many ids it answers
+A table is described by a `TableLayout`: how many ids it answers
 (`input_dim`), how many rows it stores (vocabulary pruning) and whether an id
-remap table is needed to reach them, its kind (a dense table, two factors of
-some rank, or codes into product-quantization codebooks, optionally with some
-rows stored exactly) with that kind's parameters, and how the stored numbers
-are kept (`layers.storage`). The budget planner produces layouts, the layers
-are built from them, and every table layer reports its own
-(`table_layout()`, read by `TableLayout.of`); Keras' own `Embedding` and
-`ReversibleEmbedding` are described here.
+remap table is needed to reach them, its kind (`"dense"`, `"low-rank"`,
+`"codebook"`, ...) with that kind's parameters (`rank`; `groups`, `codes`,
+...), and how the stored numbers are kept (`layers.storage`). The budget
+planner produces layouts, the layers are built from them, and every table
+layer reports its own (`table_layout()`, read by `TableLayout.of`).
+
+Everything that differs between kinds belongs to the kind: a `TableKind`
+holds its parameters, its byte arithmetic, its description, how it plans a
+budget, how it is built from a trained table and finished after the
+fine-tune. The kinds live in `keras_lowrank.layers.kinds` (one module each)
+and are registered, in one place, by `keras_lowrank.layers.table_kinds`;
+this module knows none of them.
 
 Byte counting has one owner: `table_bytes(layer)` counts what a built layer
 stores (every variable at its stored dtype: codes, scales, zero points, group
 indices, the remap table), and `TableLayout.stored_bytes()` predicts that
-number before anything is built; the tests check that both agree for every
-layout. This is a leaf: it imports no layer of this package, and must not
-train, walk models or decompose tables.
+number before anything is built (the kind's `rows_bytes` plus the remap
+table); the tests check that both agree for every layout. This is a leaf: it
+imports no layer of this package, and must not train, walk models or
+decompose tables.
 """
 
 import dataclasses
+import types
 
 import numpy as np
 
-from keras_lowrank import decomposition
 from keras_lowrank.layers import storage as storage_lib
-from keras_lowrank.layers.storage import STORAGES
 
-KINDS = ("dense", "low-rank", "codebook")
+# The default of a kind parameter every layout of the kind must give.
+REQUIRED = object()
 
-# How a codebook table may keep its codebooks.
-CODEBOOK_STORAGES = ("float32", "int8")
-MAX_CODES = 256
 
-# Keras' quantized `Embedding` stores per-row scales (and, for int4, zero
-# points and a group index) whose exact layout is Keras' business: it is
-# measured once per (width, mode) on two tiny layers instead of re-derived.
-_KERAS_QUANTIZED_COST = {}
+@dataclasses.dataclass(frozen=True)
+class TableKind:
+    """One way of storing a table's rows, and everything that depends on it.
+
+    Args:
+        name: the kind, as `TableLayout.kind` says it.
+        layer_types: the layer classes storing this kind (the most derived
+            match wins, so a kind whose layers subclass another kind's is
+            found first).
+        parameters: `((name, default), ...)`: the kind's layout parameters,
+            `REQUIRED` for those a layout must give.
+        storages: the storages (`layers.storage`) its numbers may be kept in.
+        rows_bytes: `(rows, output_dim, storage, untied_reverse, **parameters)
+            -> int`: bytes of `rows` stored rows (no remap table).
+        params: `(layout) -> int`: stored numbers of the table proper (codes
+            count one each, no scales).
+        describe: `(layout) -> str`: the kind's part of a description, e.g.
+            `"rank 30 int4"`.
+        check: `(layout) -> None`: raises a `ValueError` naming the
+            parameter for parameters that make no table of this kind.
+        useful: `(layout) -> bool`: whether the layout stores fewer numbers
+            than the kept dense rows.
+        layout_of: `(layer) -> TableLayout` for layers that do not report
+            their own (`table_layout()`): Keras' `Embedding`.
+        plan: `(budget) -> iterable of (layout, weighting, selection)`: every
+            layout of this kind worth trying within a
+            `keras_lowrank.layers.table_budget.TableBudget`, or `None` for
+            a kind the planner never proposes.
+        smallest: `(budget) -> iterable of layouts`: the smallest layouts
+            `plan` could ever propose for the budget's table (whatever its
+            bytes), for error messages.
+        stored_rows: `(layout, rows, row_weights) -> rows`: what the stored
+            form answers for the kept float64 `rows` (the planner's proxy
+            measures its weighted error), or `None`: no proxy, the kind's
+            recipes are ordered by `order`.
+        order: `(layout) -> sort key` of recipes without a proxy (first is
+            tried first).
+        family: `(layout) -> str`: the search family of a layout (the
+            search lets families take turns); default: the kind's name,
+            prefixed `"pruned+"` for a pruned table.
+        build: `(dense_layer, layout, row_weights, seed) -> layer`: the
+            trainable replacement of a trained dense table for `layout`
+            (same name, `mask_zero` and dtype policy), or `None` when the
+            kind is not built from a dense table (dense itself).
+        finalize: `(layer, layout) -> None`: turns the fine-tuned layer
+            into what `layout` stores (quantization, frozen codes).
+        decode: `(layer) -> array`: the `(input_dim, output_dim)` rows the
+            layer answers (for inspection).
+        factorized: whether rows are computed from stored parts (no
+            `input_dim x output_dim` array exists once stored).
+        prunable: whether `prune_vocabulary` may subset its rows.
+        foldable: whether export folds it into its consumer
+            (`keras_lowrank.export.fold_projections`: low rank's `B`).
+        reversible: whether it can compute logits (`reverse=True`, tied LM
+            heads) and describe an untied reverse table: a kind that cannot
+            is never planned for such a table.
+    """
+
+    name: str
+    layer_types: tuple
+    parameters: tuple
+    storages: tuple
+    rows_bytes: object
+    params: object
+    describe: object
+    check: object = None
+    useful: object = None
+    layout_of: object = None
+    plan: object = None
+    smallest: object = None
+    stored_rows: object = None
+    order: object = None
+    family: object = None
+    build: object = None
+    finalize: object = None
+    decode: object = None
+    factorized: bool = False
+    prunable: bool = False
+    foldable: bool = False
+    reversible: bool = False
+
+    @property
+    def parameter_names(self):
+        return tuple(name for name, _ in self.parameters)
+
+    def family_of(self, layout):
+        """The search family of `layout` (a layout of this kind)."""
+        if self.family is not None:
+            return self.family(layout)
+        return f"pruned+{self.name}" if layout.pruned else self.name
+
+    def decoded_table(self, layer):
+        """The `(input_dim, output_dim)` float32 rows `layer` answers (for inspection)."""
+        return np.asarray(self.decode(layer), dtype=np.float32)
+
+
+# The registry: kind name -> `TableKind`, in registration order (filled by
+# `keras_lowrank.layers.table_kinds`, which imports every kind module).
+TABLE_KINDS = {}
+
+
+def register_table_kind(kind):
+    """Adds `kind` (a `TableKind`) to the registry; returns it."""
+    if kind.name in TABLE_KINDS:
+        raise ValueError(f"Table kind {kind.name!r} is already registered")
+    TABLE_KINDS[kind.name] = kind
+    return kind
+
+
+def table_kind(name):
+    """The registered `TableKind` called `name`."""
+    if name not in TABLE_KINDS:
+        raise ValueError(f"Expected `kind` to be one of {tuple(TABLE_KINDS)}, received: kind={name!r}")
+    return TABLE_KINDS[name]
 
 
 def remap_dtype(rows):
@@ -43,18 +156,8 @@ def remap_dtype(rows):
     return "int16" if rows <= np.iinfo(np.int16).max else "int32"
 
 
-def exact_map_dtype(exact_rows):
-    """The integer dtype of a codebook table's id -> exact row map.
-
-    The map holds, for each stored row, its exact row in `[0, exact_rows)`,
-    or `exact_rows` for a row answered by its codes.
-    """
-    return remap_dtype(exact_rows + 1)
-
-
-@dataclasses.dataclass(frozen=True)
 class TableLayout:
-    """What a (compressed) embedding table stores.
+    """What an embedding table stores.
 
     Args:
         input_dim: Number of ids the table answers (the vocabulary the
@@ -62,101 +165,111 @@ class TableLayout:
         output_dim: Width of each embedding vector.
         rows: Rows actually stored (`<= input_dim`); ids beyond the kept
             rows map to an out-of-vocabulary row. Defaults to `input_dim`.
-        rank: Rank of the factors `A[rows, rank] @ B[rank, output_dim]` of a
-            low-rank table, else `None`.
-        groups: Codes per row of a codebook table (dividing `output_dim`),
-            else `None`.
-        codes: Codewords per codebook of a codebook table (in `[2, 256]`),
-            else `None`.
-        storage: How the numbers are kept (see `keras_lowrank.layers.storage`).
-            Dense: `"float32"`, or Keras' own quantized `Embedding` (`"int8"`,
-            `"int4"`). Low rank: `"float32"`, or `A` as int8/int4 codes with
-            one float32 scale per row and `B` as int8 with one float32 scale
-            per output column. Codebook: the codebooks in `"float32"` or
-            `"int8"` (one float32 scale per codebook); the codes are packed
-            4 bits (`codes <= 16`) or 8 bits.
+        storage: How the numbers are kept (see `keras_lowrank.layers.storage`
+            and each kind's `storages`).
         remap: Whether an id remap table (`input_dim` small integers) is
             stored, needed when the kept rows are not the first ids.
         untied_reverse: Whether a second table of the same layout computes
-            the output logits (an untied `ReversibleEmbedding` or
-            `LowRankReversibleEmbedding`): it stores twice the rows.
-        exact_rows: Codebook tables only: how many of the stored rows are
-            kept exactly, as int8 with one float32 scale per row, instead
-            of their codes (the rows codes serve worst: frequent ones, and
-            ones far from every codeword). Defaults to 0.
-        exact_remap: Whether an id -> exact row map (one small integer per
-            stored row) is stored; without it the exact rows are those of
-            the first `exact_rows` ids (a frequency-ordered vocabulary).
+            the output logits (an untied reversible embedding): it stores
+            twice the rows.
+        kind: The table kind (a name in `TABLE_KINDS`). Defaults to the one
+            kind whose parameters are given (`"dense"` when none is).
+        **parameters: The kind's parameters, e.g. `rank=30` (low rank) or
+            `groups=16, codes=256` (codebook). They read as attributes
+            (`layout.rank`); another kind's parameter reads as `None`.
+
+    Layouts are immutable and hashable; `replace(**changes)` returns a
+    changed copy.
     """
 
-    input_dim: int
-    output_dim: int
-    rows: int = None
-    rank: int = None
-    storage: str = "float32"
-    remap: bool = False
-    untied_reverse: bool = False
-    groups: int = None
-    codes: int = None
-    exact_rows: int = 0
-    exact_remap: bool = False
+    _FIELDS = ("input_dim", "output_dim", "rows", "storage", "remap", "untied_reverse")
 
-    def __post_init__(self):
-        if self.rows is None:
-            object.__setattr__(self, "rows", self.input_dim)
-        for name in ("input_dim", "output_dim", "rows"):
-            _check_positive(name, getattr(self, name))
-        if self.rows > self.input_dim:
+    def __init__(self, input_dim, output_dim, rows=None, *, storage="float32", remap=False,
+                 untied_reverse=False, kind=None, **parameters):
+        for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
+            _check_positive(name, value)
+        rows = input_dim if rows is None else rows
+        _check_positive("rows", rows)
+        if rows > input_dim:
+            raise ValueError(f"Expected `rows` <= input_dim={input_dim}, received: rows={rows}")
+        kind = table_kind(kind) if kind is not None else _kind_of_parameters(parameters)
+        unknown = sorted(set(parameters) - set(kind.parameter_names))
+        if unknown:
             raise ValueError(
-                f"Expected `rows` <= input_dim={self.input_dim}, received: rows={self.rows}"
+                f"A {kind.name} table takes {_parameter_list(kind)}, received: "
+                + ", ".join(f"{name}={parameters[name]!r}" for name in unknown)
             )
-        for name in ("rank", "groups", "codes"):
-            if getattr(self, name) is not None:
-                _check_positive(name, getattr(self, name), "None or a positive integer")
-        if self.rank is not None and self.groups is not None:
+        missing = [name for name, default in kind.parameters if default is REQUIRED and name not in parameters]
+        if missing:
             raise ValueError(
-                "Expected a low-rank (`rank`) or a codebook (`groups`, `codes`) table, not both; "
-                f"received: rank={self.rank}, groups={self.groups}"
+                f"A {kind.name} table needs {_parameter_list(kind, required=True)} together, received: "
+                + ", ".join(f"{name}={value!r}" for name, value in parameters.items())
             )
-        if (self.groups is None) != (self.codes is None):
+        values = tuple((name, parameters.get(name, default)) for name, default in kind.parameters)
+        for name, value in zip(self._FIELDS, (int(input_dim), int(output_dim), int(rows), storage, bool(remap),
+                                              bool(untied_reverse))):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "kind", kind.name)
+        object.__setattr__(self, "_values", values)
+        storage_lib.check_storage(storage, allowed=kind.storages)
+        if untied_reverse and not kind.reversible:
             raise ValueError(
-                "Expected `groups` and `codes` together (a codebook table) or neither, "
-                f"received: groups={self.groups}, codes={self.codes}"
+                f"A {kind.name} table has no reversible twin: untied_reverse=True is not supported"
             )
-        if self.kind == "codebook":
-            if self.output_dim % self.groups:
-                raise ValueError(
-                    f"Expected `groups` to divide output_dim={self.output_dim}, received: groups={self.groups}"
-                )
-            if not 2 <= self.codes <= MAX_CODES:
-                raise ValueError(f"Expected `codes` in [2, {MAX_CODES}], received: codes={self.codes}")
-            if self.untied_reverse:
-                raise ValueError("A codebook table has no reversible twin: untied_reverse=True is not supported")
-        storage_lib.check_storage(self.storage, allowed=CODEBOOK_STORAGES if self.kind == "codebook" else STORAGES)
-        if isinstance(self.exact_rows, bool) or not isinstance(self.exact_rows, (int, np.integer)) \
-                or not 0 <= self.exact_rows < self.rows:
-            raise ValueError(
-                f"Expected `exact_rows` to be an integer in [0, rows={self.rows}), "
-                f"received: exact_rows={self.exact_rows!r}"
-            )
-        if self.exact_rows and self.kind != "codebook":
-            raise ValueError(
-                f"Only a codebook table keeps exact rows, received: exact_rows={self.exact_rows} "
-                f"for a {self.kind} table"
-            )
-        if self.exact_remap and not self.exact_rows:
-            raise ValueError("An exact-row map is only stored with exact rows: exact_remap=True with exact_rows=0")
-        if self.remap and not self.pruned:
+        if remap and not self.pruned:
             raise ValueError("A remap table is only needed when rows are pruned: remap=True with rows == input_dim")
+        if kind.check is not None:
+            kind.check(self)
+
+    def __getattr__(self, name):
+        # Only reached for names that are no attribute: the kinds' parameters.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        values = dict(self._values)
+        if name in values:
+            return values[name]
+        if any(name in kind.parameter_names for kind in TABLE_KINDS.values()):
+            return None
+        raise AttributeError(f"'TableLayout' object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def _key(self):
+        return tuple(getattr(self, name) for name in self._FIELDS) + (self.kind, self._values)
+
+    def __eq__(self, other):
+        return isinstance(other, TableLayout) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        fields = [f"{name}={getattr(self, name)!r}" for name in self._FIELDS]
+        fields.append(f"kind={self.kind!r}")
+        fields += [f"{name}={value!r}" for name, value in self._values]
+        return f"TableLayout({', '.join(fields)})"
+
+    def __reduce__(self):
+        return (_rebuild, (self.to_fields(),))
 
     @property
-    def kind(self):
-        """`"dense"`, `"low-rank"` or `"codebook"`: how the rows are stored."""
-        if self.rank is not None:
-            return "low-rank"
-        if self.groups is not None:
-            return "codebook"
-        return "dense"
+    def parameters(self):
+        """The kind's parameters, `{name: value}` (read-only)."""
+        return types.MappingProxyType(dict(self._values))
+
+    @property
+    def table_kind(self):
+        """The registered `TableKind` of this layout."""
+        return table_kind(self.kind)
+
+    def replace(self, **changes):
+        """A copy with `changes` (fields or the kind's parameters)."""
+        return TableLayout(**{**self.to_fields(), **changes})
+
+    def to_fields(self):
+        """The constructor's arguments that rebuild this layout."""
+        return {**{name: getattr(self, name) for name in self._FIELDS}, "kind": self.kind, **dict(self._values)}
 
     @property
     def pruned(self):
@@ -164,19 +277,10 @@ class TableLayout:
         return self.rows < self.input_dim
 
     @property
-    def low_rank(self):
-        """Whether the rows are stored as two factors."""
-        return self.kind == "low-rank"
-
-    @property
     def useful(self):
         """Whether the layout stores fewer numbers than the kept dense rows."""
-        if self.kind == "low-rank":
-            return 1 <= self.rank <= decomposition.max_useful_rank(self.rows, self.output_dim)
-        if self.kind == "codebook":
-            # A codebook holding more codewords than rows stores more than the rows.
-            return self.codes <= self.rows - self.exact_rows
-        return True
+        useful = self.table_kind.useful
+        return True if useful is None else bool(useful(self))
 
     def float32_bytes(self):
         """Bytes of the uncompressed float32 `input_dim x output_dim` table (both, untied)."""
@@ -184,35 +288,19 @@ class TableLayout:
 
     def stored_bytes(self):
         """Bytes the built layer stores (what `table_bytes` counts)."""
-        total = rows_bytes(
-            self.rows, self.output_dim, self.storage, rank=self.rank, groups=self.groups, codes=self.codes,
-            untied_reverse=self.untied_reverse, exact_rows=self.exact_rows, exact_remap=self.exact_remap,
-        )
+        total = self.table_kind.rows_bytes(self.rows, self.output_dim, self.storage, self.untied_reverse,
+                                           **dict(self._values))
         if self.remap:
             total += self.input_dim * np.dtype(remap_dtype(self.rows)).itemsize
         return int(total)
 
     def params(self):
         """Stored numbers of the table proper (codes count one each, no scales)."""
-        tables = 2 if self.untied_reverse else 1
-        if self.kind == "low-rank":
-            return tables * self.rank * (self.rows + self.output_dim)
-        if self.kind == "codebook":
-            return self.rows * self.groups + self.codes * self.output_dim + self.exact_rows * self.output_dim
-        return tables * self.rows * self.output_dim
+        return int(self.table_kind.params(self))
 
     def describe(self):
         """A short human description, e.g. `"rank 30 int4, 4,096/12,000 rows"`."""
-        if self.kind == "low-rank":
-            text = f"rank {self.rank} {self.storage}"
-        elif self.kind == "codebook":
-            text = f"codebook {self.groups}x{self.codes} {self.storage}"
-            if self.exact_rows:
-                text += f" + {self.exact_rows:,} exact int8 rows"
-                if self.exact_remap:
-                    text += " (mapped)"
-        else:
-            text = f"dense {self.storage}"
+        text = self.table_kind.describe(self)
         if self.pruned:
             text += f", {self.rows:,}/{self.input_dim:,} rows"
             if self.remap:
@@ -221,30 +309,33 @@ class TableLayout:
 
     def to_dict(self):
         """The layout as a JSON-ready dict (with its `kind` and `stored_bytes`)."""
-        out = dataclasses.asdict(self)
-        out["kind"] = self.kind
-        out["stored_bytes"] = self.stored_bytes()
-        return out
+        return {**self.to_fields(), "stored_bytes": self.stored_bytes()}
 
     @classmethod
     def from_dict(cls, fields):
-        """The layout a `to_dict()` dict describes (derived entries ignored)."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in fields.items() if key in names})
+        """The layout a `to_dict()` dict describes (derived entries ignored).
+
+        Records written before a kind's parameters had defaults, or listing
+        every kind's parameters with `None`, read as well: entries that are
+        not this kind's parameters are ignored.
+        """
+        kind = table_kind(fields["kind"]) if fields.get("kind") else _kind_of_parameters(
+            {k: v for k, v in fields.items() if v is not None and k not in cls._FIELDS and _is_parameter(k)}
+        )
+        known = set(cls._FIELDS) | set(kind.parameter_names)
+        return cls(kind=kind.name, **{k: v for k, v in fields.items() if k in known and v is not None})
 
     @classmethod
     def of(cls, layer):
         """Reads the layout of a built embedding layer.
 
         Every table layer of this package reports its own layout
-        (`table_layout()`); Keras' `Embedding` and `ReversibleEmbedding`
-        (float or quantized) are described here.
+        (`table_layout()`); the kinds describe the layers that do not
+        (Keras' `Embedding` and `ReversibleEmbedding`, float or quantized).
 
         Args:
-            layer: a `keras.layers.Embedding` or `ReversibleEmbedding`
-                (quantized or not), or a table layer of `keras_lowrank`
-                (`LowRankEmbedding`, `LowRankReversibleEmbedding`,
-                `CodebookEmbedding`, `PrunedEmbedding` wrapping one).
+            layer: an embedding table layer of any registered kind
+                (`PrunedEmbedding` wrapping one included).
 
         Returns:
             A `TableLayout`.
@@ -255,19 +346,57 @@ class TableLayout:
         describe = getattr(layer, "table_layout", None)
         if callable(describe):
             return describe()
-        import keras
-
-        if not isinstance(layer, keras.layers.Embedding):
+        kind = kind_of_layer(layer)
+        if kind is None or kind.layout_of is None:
             raise ValueError(
                 f"Expected an embedding table layer, received: layer='{getattr(layer, 'name', layer)}' "
                 f"(of type {type(layer).__name__})"
             )
-        return cls(
-            input_dim=int(layer.input_dim),
-            output_dim=int(layer.output_dim),
-            storage=getattr(layer, "quantization_mode", None) or "float32",
-            untied_reverse=getattr(layer, "tie_weights", True) is False,
-        )
+        return kind.layout_of(layer)
+
+
+def kind_of_layer(layer):
+    """The registered `TableKind` whose layer types hold `layer` (most derived match), or `None`."""
+    mro = type(layer).__mro__
+    matches = [
+        (min(mro.index(t) for t in kind.layer_types if isinstance(layer, t)), kind)
+        for kind in TABLE_KINDS.values() if isinstance(layer, kind.layer_types)
+    ]
+    return min(matches, key=lambda match: match[0])[1] if matches else None
+
+
+def _rebuild(fields):
+    return TableLayout(**fields)
+
+
+def _is_parameter(name):
+    return any(name in kind.parameter_names for kind in TABLE_KINDS.values())
+
+
+def _parameter_list(kind, required=False):
+    names = [f"`{name}`" for name, default in kind.parameters if not required or default is REQUIRED]
+    return ", ".join(names) if names else "no parameters"
+
+
+def _kind_of_parameters(parameters):
+    """The one registered kind whose parameters `parameters` names (dense for none)."""
+    if not parameters:
+        return table_kind("dense")
+    owners = [kind for kind in TABLE_KINDS.values() if set(parameters) & set(kind.parameter_names)]
+    received = ", ".join(f"{name}={value!r}" for name, value in parameters.items())
+    if not owners:
+        known = "; ".join(f"{k.name}: {_parameter_list(k)}" for k in TABLE_KINDS.values() if k.parameters)
+        raise ValueError(f"Unknown table parameters, received: {received} (the kinds take {known})")
+    # The kind whose required parameters are all given; its own checks then
+    # name any parameter it does not take.
+    complete = [
+        kind for kind in owners
+        if all(name in parameters for name, default in kind.parameters if default is REQUIRED)
+    ]
+    if len(owners) == 1 or len(complete) == 1:
+        return owners[0] if len(owners) == 1 else complete[0]
+    names = " or ".join(f"a {kind.name} table ({_parameter_list(kind, required=True)})" for kind in owners)
+    raise ValueError(f"Expected the parameters of one kind, {names}, not both; received: {received}")
 
 
 def _check_positive(name, value, expected="a positive integer"):
@@ -275,33 +404,19 @@ def _check_positive(name, value, expected="a positive integer"):
         raise ValueError(f"Expected `{name}` to be {expected}, received: {name}={value!r}")
 
 
-def rows_bytes(rows, output_dim, storage, *, rank=None, groups=None, codes=None, untied_reverse=False,
-               exact_rows=0, exact_remap=False):
+def check_positive_parameter(name, value):
+    """Raises a `ValueError` naming `name` unless `value` is a positive integer."""
+    _check_positive(name, value)
+
+
+def rows_bytes(rows, output_dim, storage, untied_reverse=False, *, kind=None, **parameters):
     """Bytes of `rows` stored rows of one kind (no remap table).
 
-    Args:
-        rows: stored rows.
-        output_dim: width of a row.
-        storage: the layout's storage.
-        rank: the rank of a low-rank table.
-        groups, codes: the codebook shape of a codebook table.
-        untied_reverse: whether a reverse table of the same layout is stored.
-        exact_rows, exact_remap: a codebook table's exact rows, and whether
-            its id -> exact row map is stored.
+    The kind is named or found from `parameters`, as in `TableLayout`.
     """
-    if rank is not None:
-        # An untied LowRankReversibleEmbedding quantizes its reverse
-        # factors exactly as its forward ones.
-        return (2 if untied_reverse else 1) * _low_rank_bytes(rows, output_dim, rank, storage)
-    if groups is not None:
-        sub_dim = output_dim // groups
-        total = storage_lib.code_bytes(rows, groups, codes) + storage_lib.vector_bytes(groups, codes * sub_dim, storage)
-        if exact_rows:
-            total += storage_lib.vector_bytes(exact_rows, output_dim, "int8")
-        if exact_remap:
-            total += rows * np.dtype(exact_map_dtype(exact_rows)).itemsize
-        return total
-    return _dense_bytes(rows, output_dim, storage, untied_reverse)
+    kind = table_kind(kind) if kind is not None else _kind_of_parameters(parameters)
+    values = {name: parameters.get(name, default) for name, default in kind.parameters}
+    return int(kind.rows_bytes(rows, output_dim, storage, untied_reverse, **values))
 
 
 def table_bytes(layer):
@@ -328,35 +443,19 @@ def table_bytes(layer):
     return total
 
 
-def max_rank_for_bytes(rows, output_dim, budget, storage, untied_reverse=False):
-    """Largest useful rank of `rows x output_dim` factors within `budget` bytes (0: none).
-
-    With `untied_reverse`, the reverse table's factors of the same rank are
-    paid from the same budget.
-    """
-    cap = decomposition.max_useful_rank(rows, output_dim)
-    tables = 2 if untied_reverse else 1
-    best = 0
-    for rank in range(1, cap + 1):
-        if tables * _low_rank_bytes(rows, output_dim, rank, storage) > budget:
-            break
-        best = rank
-    return best
-
-
-def max_rows_for_bytes(output_dim, budget, storage, rank=None, input_dim=None, untied_reverse=False,
-                       groups=None, codes=None):
+def max_rows_for_bytes(output_dim, budget, storage, input_dim=None, untied_reverse=False, *, kind=None,
+                       **parameters):
     """Largest number of kept rows whose table fits `budget` bytes (0: none).
 
-    The kind is given as in `TableLayout` (`rank`, or `groups` and `codes`,
-    or neither for dense rows). With `input_dim`, the remap table of a pruned
-    vocabulary (one small integer per id) is paid from the same budget; with
-    `untied_reverse`, the reverse table of the same layout too.
+    The kind is named or found from `parameters`, as in `TableLayout`
+    (`rank=...`; `groups=..., codes=...`; none for dense rows). With
+    `input_dim`, the remap table of a pruned vocabulary (one small integer
+    per id) is paid from the same budget; with `untied_reverse`, the reverse
+    table of the same layout too.
     """
 
     def cost(rows):
-        layout_bytes = rows_bytes(rows, output_dim, storage, rank=rank, groups=groups, codes=codes,
-                                  untied_reverse=untied_reverse)
+        layout_bytes = rows_bytes(rows, output_dim, storage, untied_reverse, kind=kind, **parameters)
         if input_dim is not None:
             layout_bytes += input_dim * np.dtype(remap_dtype(rows)).itemsize
         return layout_bytes
@@ -371,38 +470,3 @@ def max_rows_for_bytes(output_dim, budget, storage, rank=None, input_dim=None, u
         else:
             high = middle - 1
     return low
-
-
-def _low_rank_bytes(rows, output_dim, rank, storage):
-    if storage == "float32":
-        return storage_lib.vector_bytes(rows + output_dim, rank, "float32")
-    # `A`: one code vector per row; `B`: int8, one vector per output column.
-    return storage_lib.vector_bytes(rows, rank, storage) + storage_lib.vector_bytes(output_dim, rank, "int8")
-
-
-def _dense_bytes(rows, output_dim, storage, untied_reverse=False):
-    if storage == "float32":
-        return 4 * rows * output_dim * (2 if untied_reverse else 1)
-    per_row, fixed = _keras_quantized_cost(output_dim, storage, untied_reverse)
-    return rows * per_row + fixed
-
-
-def _keras_quantized_cost(output_dim, mode, untied_reverse=False):
-    key = (int(output_dim), mode, bool(untied_reverse))
-    if key not in _KERAS_QUANTIZED_COST:
-        import keras
-
-        sizes = []
-        for rows in (2, 3):
-            # Keras quantizes an untied reverse table with its own layout.
-            layer = (
-                keras.layers.ReversibleEmbedding(rows, int(output_dim), tie_weights=False)
-                if untied_reverse
-                else keras.layers.Embedding(rows, int(output_dim))
-            )
-            layer.build()
-            layer.quantize(mode)
-            sizes.append(table_bytes(layer))
-        per_row = sizes[1] - sizes[0]
-        _KERAS_QUANTIZED_COST[key] = (per_row, sizes[0] - 2 * per_row)
-    return _KERAS_QUANTIZED_COST[key]

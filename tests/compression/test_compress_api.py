@@ -9,7 +9,6 @@ equals the returned model's score, the input model is untouched, and the
 result fits, saves and loads.
 """
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import keras
 import keras_lowrank
 from keras_lowrank.compression import TableLayout
 from keras_lowrank.compression import planner
+from keras_lowrank.layers.kinds import codebook as codebook_kind
 from keras_lowrank.compression import prune_vocabulary
 from keras_lowrank.compression import table_bytes
 from keras_lowrank.layers import LowRankEmbedding
@@ -263,7 +263,7 @@ def test_every_recipe_counts_its_bytes_and_round_trips(task, layout, tmp_path):
     if layout.pruned:
         counts = np.arange(VOCAB)[::-1].astype(float) if not layout.remap else np.arange(VOCAB) % 17
         small = prune_vocabulary(small, layout.rows, counts=counts)
-    if layout.low_rank:
+    if layout.kind == "low-rank":
         small = keras_lowrank.factorize_embeddings(small, rank=layout.rank)
     layer = small.get_layer("embedding")
     if layout.storage != "float32":
@@ -282,20 +282,21 @@ def test_planner_recipes_all_fit_and_cover_every_family():
     recipes = planner.plan_recipes(VOCAB, DIM, budget, needs_remap=lambda rows, sel: sel == "counts",
                                    selections=("first", "counts"))
     assert recipes and all(r.layout.stored_bytes() <= budget for r in recipes)
-    assert {r.family for r in recipes} == set(planner.FAMILIES)
+    assert {r.family for r in recipes} == {"low-rank", "pruned+low-rank", "pruned", "codebook", "codebook+exact",
+                                            "pruned+codebook"}
     for r in recipes:
-        if r.layout.low_rank:
+        if r.layout.kind == "low-rank":
             assert r.layout.rank <= keras_lowrank.max_useful_rank(r.layout.rows, DIM)
     # Pruned row counts are the largest that fit: one more row would not.
     for r in recipes:
-        if r.layout.pruned and not r.layout.low_rank:
-            bigger = dataclasses.replace(r.layout, rows=r.layout.rows + 1)
+        if r.layout.pruned and r.layout.kind != "low-rank":
+            bigger = r.layout.replace(rows=r.layout.rows + 1)
             assert bigger.stored_bytes() > budget
 
 
 @pytest.mark.parametrize("width", [50, 64, 384])
 def test_codebook_shapes_cover_every_group_width_from_2_to_32(width):
-    shapes = planner.codebook_shapes(width)
+    shapes = codebook_kind.codebook_shapes(width)
     sub_dims = sorted({width // groups for groups, _ in shapes})
     assert sub_dims == [k for k in range(2, 33) if width % k == 0]
     assert all(groups * (width // groups) == width for groups, _ in shapes)
@@ -322,7 +323,7 @@ def test_exact_rows_fill_what_each_codebook_leaves_of_the_budget(frequency_order
         assert recipe.family == "codebook+exact"
         # A frequency-ordered vocabulary keeps its first ids exact: no map.
         assert layout.exact_remap is not frequency_ordered
-        whole = dataclasses.replace(layout, exact_rows=0, exact_remap=False).stored_bytes()
+        whole = layout.replace(exact_rows=0, exact_remap=False).stored_bytes()
         id_map = 2 * V if layout.exact_remap else 0
         assert layout.stored_bytes() == whole + layout.exact_rows * (d + 4) + id_map <= budget
         assert layout.stored_bytes() + d + 4 > budget  # one more row would not fit
@@ -337,7 +338,7 @@ def test_exact_rows_fill_what_each_codebook_leaves_of_the_budget(frequency_order
 def test_no_exact_rows_when_the_budget_left_buys_too_few():
     V, d = 1000, 16
     whole = TableLayout(V, d, groups=8, codes=16)
-    for spare, planned in ((planner.MIN_EXACT_ROWS * (d + 4) - 1, False), (planner.MIN_EXACT_ROWS * (d + 4), True)):
+    for spare, planned in ((codebook_kind.MIN_EXACT_ROWS * (d + 4) - 1, False), (codebook_kind.MIN_EXACT_ROWS * (d + 4), True)):
         recipes = planner.plan_recipes(V, d, whole.stored_bytes() + spare, prune=False, kinds=("codebook",),
                                        selections=("first", "counts"))  # frequency-ordered: no map
         assert any(r.layout.exact_rows and (r.layout.groups, r.layout.codes, r.layout.storage) == (8, 16, "float32")

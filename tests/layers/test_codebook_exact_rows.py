@@ -179,7 +179,7 @@ def test_argument_errors(change, message):
 @pytest.mark.parametrize(
     "fields, message",
     [
-        (dict(rank=4, exact_rows=3), "codebook table keeps exact rows"),
+        (dict(rank=4, exact_rows=3), "A low-rank table takes `rank`, received: exact_rows=3"),
         (dict(groups=4, codes=16, exact_remap=True), "exact_rows=0"),
         (dict(groups=4, codes=16, exact_rows=100), "exact_rows=100"),
     ],

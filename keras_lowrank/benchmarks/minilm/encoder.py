@@ -155,7 +155,7 @@ def run_part(output, *, source=None, seed=0, cache=None, **settings):
 
     # What compress() chooses for this table at these sizes: int4 factors at
     # the largest rank that fits, distilled in float, then quantized.
-    from keras_lowrank.layers.table_layout import max_rank_for_bytes
+    from keras_lowrank.layers.kinds.low_rank import max_rank_for_bytes
 
     V, d = int(backbone.token_embedding.input_dim), int(backbone.token_embedding.output_dim)
     for size in config["sizes"]:

@@ -12,7 +12,7 @@ at import time.
 import numpy as np
 
 from keras_lowrank.layers.table_layout import TableLayout
-from keras_lowrank.layers.table_layout import max_rank_for_bytes  # noqa: F401 - the recipes' rank rule
+from keras_lowrank.layers.kinds.low_rank import max_rank_for_bytes  # noqa: F401 - the recipes' rank rule
 from keras_lowrank.layers.table_layout import max_rows_for_bytes  # noqa: F401 - the recipes' row rule
 
 

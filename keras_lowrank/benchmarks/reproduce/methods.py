@@ -359,7 +359,7 @@ def run_compress(cell, p):
     )
     (recipe,) = report.recipe.values()
     layout = recipe["layout"]
-    p.rank, p.rows, p.storage = layout["rank"], layout["rows"], layout["storage"]
+    p.rank, p.rows, p.storage = layout.get("rank"), layout["rows"], layout["storage"]
     out = _outcome(model, p, task.dev, task.test, epochs=config.finetune_epochs, schedule=COMPRESS_SCHEDULE,
                    recipe=recipe, candidates=[c.to_dict() for c in report.candidates],
                    compress_seconds=round(report.seconds, 2))

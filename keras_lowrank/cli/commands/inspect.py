@@ -54,10 +54,7 @@ def describe(model):
         quantization = getattr(layer, "quantization_mode", None)
         if layout.kind == "codebook":
             quantization = layout.describe()
-        params = (
-            layout.rank * (input_dim + output_dim) if factorized
-            else layout.params() if layout.kind == "codebook" else input_dim * output_dim
-        )
+        params = layout.params()
         table = dense_table(layer)
         spectrum = singular_values(table)
         if factorized:
