@@ -60,6 +60,15 @@ def require_tensorflow(feature="This feature"):
         raise ImportError(_missing("tensorflow", feature))
 
 
+def require_quantizer(feature="This feature"):
+    """Raises `ImportError` naming the extra if AI Edge Quantizer is absent."""
+    if importlib.util.find_spec("ai_edge_quantizer") is None:
+        raise ImportError(
+            f"{feature}: `ai-edge-quantizer` (which writes int4 weights into a LiteRT file) is not "
+            "installed: `pip install keras-lowrank[export]` (the [hub] extra includes it)."
+        )
+
+
 def require_litert(feature="This feature"):
     """Raises `ImportError` naming the extra if `ai_edge_litert` (LiteRT) is absent."""
     if importlib.util.find_spec("ai_edge_litert") is None:

@@ -40,11 +40,7 @@ def with_metadata(flatbuffer, name, data):
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
-    if any(buffer.offset for buffer in model.buffers or []):
-        raise ValueError(
-            "The model stores its buffers outside the flatbuffer (a model over 2 GB); "
-            f"metadata {name!r} cannot be added to it"
-        )
+    _inline_buffers(model, flatbuffer, name)
     entries = [entry for entry in (model.metadata or []) if _decode(entry.name) != name]
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(bytes(data), dtype=np.uint8)
@@ -59,6 +55,24 @@ def with_metadata(flatbuffer, name, data):
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def _inline_buffers(model, flatbuffer, name):
+    """Moves buffers stored after the flatbuffer (`offset`, `size`) into it.
+
+    Some writers (AI Edge Quantizer) append every buffer after the
+    flatbuffer and point at it; the re-packed model holds them inline again,
+    as the converter writes them, which only a model under 2 GB can.
+    """
+    external = [buffer for buffer in model.buffers or [] if buffer.offset > 1]
+    if sum(int(buffer.size) for buffer in external) + len(flatbuffer) >= 2**31:
+        raise ValueError(
+            "The model stores its buffers outside the flatbuffer (a model over 2 GB); "
+            f"metadata {name!r} cannot be added to it"
+        )
+    for buffer in external:
+        buffer.data = np.frombuffer(bytes(flatbuffer[buffer.offset : buffer.offset + buffer.size]), dtype=np.uint8)
+        buffer.offset, buffer.size = 0, 0
 
 
 def read_metadata(model_content, name):

@@ -40,10 +40,10 @@ from keras_lowrank.utils.atomic_write import atomic_path
 
 SIGNATURE_KEY = "serving_default"
 
-QUANTIZE_MODES = (None, "dynamic", "float16", "int8")
+QUANTIZE_MODES = (None, "dynamic", "float16", "int8", "int4")
 # Per-mode tolerance on the max abs difference against Keras, used by tests
 # and benchmarks to judge an export (logits of small classifiers).
-TOLERANCES = {None: 1e-4, "dynamic": 0.1, "float16": 1e-2, "int8": 0.5}
+TOLERANCES = {None: 1e-4, "dynamic": 0.1, "float16": 1e-2, "int8": 0.5, "int4": 0.5}
 
 
 @dataclasses.dataclass
@@ -197,8 +197,13 @@ def export_tflite(
             raw text through a `TextVectorization`, or a KerasHub text task.
         path: Output file, must end in `.tflite`.
         quantize: `None` (float32), `"dynamic"` (int8 weights, float
-            activations), `"float16"` (float16 weights) or `"int8"` (full
-            integer; needs `representative_dataset`).
+            activations), `"float16"` (float16 weights), `"int8"` (full
+            integer; needs `representative_dataset`) or `"int4"` (int4
+            weights of the fully connected ops, one scale per output
+            channel, activations quantized on the fly; AI Edge Quantizer's
+            `dynamic_wi4_afp32` recipe, in the `[export]` and `[hub]`
+            extras). Tables stay as the converter writes them (a float32
+            gather stays float32): compress them first.
         fold: Whether to fold low-rank projections into their consumers.
         representative_dataset: For `quantize="int8"`: an array of ids
             `(n, sequence_length)`, or a callable returning an iterable of
@@ -227,7 +232,7 @@ def export_tflite(
     if quantize not in QUANTIZE_MODES:
         raise ValueError(
             "Expected `quantize` to be one of None, 'dynamic', 'float16', "
-            f"'int8', received: quantize={quantize!r}"
+            f"'int8', 'int4', received: quantize={quantize!r}"
         )
     if quantize == "int8" and representative_dataset is None:
         raise ValueError(
@@ -259,6 +264,8 @@ def export_tflite(
         f"`export_tflite` (the TFLite converter, also on the {backend} backend)"
     )
     _compat.require_litert("`export_tflite`")
+    if quantize == "int4":
+        _compat.require_quantizer("`export_tflite(quantize='int4')`")
 
     if not isinstance(model, keras.Model) or not model.built or not model.inputs:
         raise ValueError(
@@ -345,12 +352,14 @@ def export_tflite(
     input_shape = (batch_size, seq_len)
     signature = _signature_names(keras_model, raw_text.IDS_INPUT_NAME if text is not None else None)
     flatbuffer = _CONVERTERS[backend](
-        export_model, input_shape, quantize, representative_dataset, unroll, tf,
+        export_model, input_shape, None if quantize == "int4" else quantize, representative_dataset, unroll, tf,
         names=(
             next(iter(signature["inputs"].values())),
             next(iter(signature["outputs"].values())),
         ),
     )
+    if quantize == "int4":
+        flatbuffer = _int4_weights(flatbuffer)
     settings = None
     if text is not None:
         settings = (METADATA_NAME, text.tokenizer.to_json().encode("utf-8"))
@@ -667,6 +676,28 @@ def _convert_from_jax(
         )
         _configure(converter, quantize, representative_dataset, input_shape, tf)
         return converter.convert()
+
+
+def _int4_weights(flatbuffer):
+    """The float32 `flatbuffer` with int4 weights: AI Edge Quantizer's `dynamic_wi4_afp32`.
+
+    The converter has no int4 mode; the quantizer rewrites the fully
+    connected (and other weight-bearing) ops of a float32 file to int4
+    weights with one scale per output channel, their inputs quantized on
+    the fly (dynamic range). Weight-only int4 (`weight_only_wi4_afp32`)
+    keeps float matmuls and runs many times slower on CPU, so it is not
+    offered.
+    """
+    import contextlib
+    import io
+
+    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer import recipe
+
+    # The quantizer prints progress bars and a summary: an export is quiet.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        result = quantizer.Quantizer(bytes(flatbuffer), recipe.dynamic_wi4_afp32()).quantize()
+    return bytes(result.quantized_model)
 
 
 def _configure(converter, quantize, representative_dataset, input_shape, tf):

@@ -48,6 +48,25 @@ def test_no_fold_and_int8(files, capsys, tmp_path):
     assert "quantize=int8" in out
 
 
+def test_int4_export_writes_a_smaller_file_that_runs_like_keras(files, capsys, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("ai_edge_quantizer")
+    import keras
+
+    from keras_lowrank.export import run_tflite
+    from keras_lowrank.export.tflite import TOLERANCES
+
+    model_path = _compressed(files, capsys, tmp_path)
+    assert run_cli(capsys, "export", model_path, tmp_path / "float.tflite")[0] == 0
+    code, out, _ = run_cli(capsys, "export", model_path, tmp_path / "int4.tflite", "--quantize", "int4")
+    assert code == 0 and "quantize=int4" in out
+    assert (tmp_path / "int4.tflite").stat().st_size < (tmp_path / "float.tflite").stat().st_size
+    ids = np.random.default_rng(1).integers(0, VOCAB, size=(4, LENGTH)).astype("int32")
+    expected = keras.saving.load_model(model_path, compile=False).predict(ids, verbose=0)
+    got = run_tflite((tmp_path / "int4.tflite").read_bytes(), ids)
+    np.testing.assert_allclose(got, expected, atol=TOLERANCES["int4"])
+
+
 @pytest.mark.parametrize(
     "extra, fragment",
     [
@@ -76,5 +95,5 @@ def test_unknown_quantize_mode_is_an_argparse_error(files, capsys, tmp_path):
     from keras_lowrank.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["export", files["model"], str(tmp_path / "m.tflite"), "--quantize", "int4"])
+        main(["export", files["model"], str(tmp_path / "m.tflite"), "--quantize", "int2"])
     assert exit_info.value.code == 2

@@ -148,7 +148,7 @@ def test_whole_model_int8_quantization_exports(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(quantize="int4"), "quantize='int4'"),
+        (dict(quantize="int2"), "quantize='int2'"),
         (dict(quantize="int8"), "representative_dataset"),
         (dict(path="model.tfl"), "path='model.tfl'"),
         (dict(batch_size=0), "batch_size=0"),

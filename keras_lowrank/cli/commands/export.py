@@ -9,7 +9,7 @@ wires arguments to that function: conversion logic must not live here.
 NAME = "export"
 HELP = "Export a .keras text model to a verified .tflite file (folding low-rank projections, optional quantization)."
 
-QUANTIZE_CHOICES = ("dynamic", "float16", "int8")
+QUANTIZE_CHOICES = ("dynamic", "float16", "int8", "int4")
 
 
 def add_arguments(parser):
@@ -22,7 +22,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--quantize", choices=QUANTIZE_CHOICES, default=None,
         help="dynamic: int8 weights, float activations; float16: float16 weights; "
-        "int8: full integer (needs --representative). Default: float32.",
+        "int8: full integer (needs --representative); int4: int4 weights of the fully connected ops "
+        "(AI Edge Quantizer). Default: float32.",
     )
     parser.add_argument(
         "--no-fold", action="store_true",
