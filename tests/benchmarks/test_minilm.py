@@ -308,3 +308,70 @@ def test_a_larger_part_renders_in_its_own_table_the_default_ones_unchanged(tmp_p
     assert "4%" not in default
     assert "- seed 0: [results.json](classifier_trec_s0_3000texts_2epochs/results.json)" in larger
     assert "classifier_trec_s0_3000texts_2epochs" not in default
+
+
+def _file_row(model, quantize, file_bytes, accuracy, latency=1.0):
+    return {"model": model, "quantize": quantize, "file_bytes": file_bytes, "test_accuracy": accuracy,
+            "keras_test_accuracy": accuracy, "class_agreement": 1.0, "max_abs_logit_gap": 0.0, "ops": [],
+            "latency_ms_median": latency, "latency_ms_rounds": [latency]}
+
+
+def test_whole_file_rows_are_judged_against_the_float32_file_and_the_control():
+    from keras_lowrank.benchmarks.minilm import whole_file
+
+    rows = [_file_row("uncompressed", "float32", 1000, 0.90), _file_row("compress 5%", "int4", 100, 0.891),
+            _file_row("compress 5%", "dynamic", 101, 0.95), _file_row("uncompressed", "int4", 90, 0.889)]
+    whole_file.judge_rows(rows, 0.90, whole_file.DEFAULTS)
+    assert [r["file_share"] for r in rows] == [1.0, 0.1, 0.101, 0.09]
+    assert [round(r["points_vs_control"], 6) for r in rows] == [0.0, -0.9, 5.0, -1.1]
+    # <= 10% of the float32 file and >= -1 point: only the second row; the
+    # third is 0.1% too big, the fourth 0.1 point too far.
+    assert [r["moonshot"] for r in rows] == [False, True, False, False]
+
+
+def test_whole_file_part_needs_the_control_of_its_classifier_part(tmp_path):
+    from keras_lowrank.benchmarks.minilm import whole_file
+
+    _part(str(tmp_path), "snips", 0, [_row("uncompressed", None, 0.9, 1000)])
+    with pytest.raises(ValueError, match=r"uncompressed_finetune row.*--part classifier --dataset snips --seed 0"):
+        whole_file.run_part("snips", 0, str(tmp_path / "out"), root=str(tmp_path))
+    assert not (tmp_path / "out").exists()
+
+
+def test_whole_file_parts_render_one_table_each(tmp_path):
+    from keras_lowrank.benchmarks import environment
+    from keras_lowrank.benchmarks.minilm import whole_file
+
+    for dataset, accuracy in (("snips", 0.93), ("trec", 0.80)):
+        rows = [_file_row("uncompressed", "float32", 90 * 2**20, 0.9, 10.0),
+                _file_row("compress 5%", "int4", 8 * 2**20, accuracy, 2.0)]
+        whole_file.judge_rows(rows, 0.925, whole_file.DEFAULTS)
+        layout = {"input_dim": 250, "output_dim": 4, "rows": 250, "kind": "codebook", "groups": 2, "codes": 16,
+                  "exact_rows": 0, "exact_remap": False, "storage": "int8", "remap": False, "untied_reverse": False}
+        folder = tmp_path / f"whole_file_{dataset}_s0"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({
+            "dataset": dataset, "seed": 0, "config": {**whole_file.DEFAULTS, "quantizations": [None, "int4"]},
+            "control_test_accuracy": 0.925, "rows": rows, "machine": environment.describe_machine(),
+            "compress": {"recipe": {"t": {"layout": layout, "weighting": "frequency"}}, "seconds": 120.0}}))
+    text = report.render(str(tmp_path))
+    assert text.count("### snips (seed 0)") == 1 and text.count("### trec (seed 0)") == 1
+    assert "codebook 2x16 int8, frequency-weighted (2 min)" in text
+    assert "| compress 5% | int4 | 8.0 MiB | 8.9% | 93.00 | +0.50 | 100.0% | 2.00 ms | 0.20x | met |" in text
+    assert "| compress 5% | int4 | 8.0 MiB | 8.9% | 80.00 | -12.50 | 100.0% | 2.00 ms | 0.20x | - |" in text
+
+
+def test_whole_file_cli_passes_candidates_and_names_the_folder(tmp_path, monkeypatch):
+    from keras_lowrank.benchmarks.minilm import whole_file
+
+    calls = []
+    monkeypatch.setattr(whole_file, "run_part", lambda dataset, seed, output, **kwargs: calls.append((output, kwargs)))
+    minilm.run(_parse("--part", "whole-file", "--dataset", "trec", "--seed", "1", "--output", str(tmp_path)))
+    assert calls[-1][0] == os.path.join(str(tmp_path), "whole_file_trec_s1")
+    assert "candidates" not in calls[-1][1] and calls[-1][1]["root"] == str(tmp_path)
+    minilm.run(_parse("--part", "whole-file", "--dataset", "trec", "--seed", "1", "--candidates", "12",
+                      "--output", str(tmp_path)))
+    assert calls[-1][0] == os.path.join(str(tmp_path), "whole_file_trec_s1_12candidates")
+    assert calls[-1][1]["candidates"] == 12
+    with pytest.raises(CLIError, match="--dataset"):
+        minilm.run(_parse("--part", "whole-file", "--output", str(tmp_path)))

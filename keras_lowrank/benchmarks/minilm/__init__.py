@@ -18,6 +18,13 @@ Each part writes its own `results.json` under `--output` (default
   `OUTPUT/encoder_export/`;
 - `--part export`: TFLite files, parity and latency (`export.py`), in
   `OUTPUT/export/`;
+- `--part whole-file --dataset D --seed S [--candidates C]`: the whole classifier as LiteRT
+  files, uncompressed and compressed at 5% of the table, each in float32,
+  dynamic range and int4 weights: size, the file's test accuracy against the
+  classifier part's control, latency (`whole_file.py`), in
+  `OUTPUT/whole_file_D_sS/` (compress() with the classifier part's
+  candidates; `--candidates C` gives C, in `OUTPUT/whole_file_D_sS_Ccandidates/`);
+  it needs the classifier part of D and S;
 - `--part report`: renders every part found under `OUTPUT` into
   `OUTPUT/results.md` (and `--doc PAGE`'s generated section), measuring
   nothing (`report.py`).
@@ -29,7 +36,7 @@ needs KerasHub (`pip install -e ".[hub]"`).
 
 import os
 
-PARTS = ("classifier", "encoder", "encoder-export", "export", "report")
+PARTS = ("classifier", "encoder", "encoder-export", "export", "whole-file", "report")
 
 
 def add_arguments(parser):
@@ -64,7 +71,7 @@ def add_arguments(parser):
                              "the compressed models' and the control's, default 1, not the uncompressed "
                              "model's 3).")
     parser.add_argument("--candidates", type=int, default=None,
-                        help="Encoder or classifier part: compress()'s candidates (encoder default 6, "
+                        help="Encoder, classifier or whole-file part: compress()'s candidates (encoder default 6, "
                              "classifier 3).")
     parser.add_argument("--sizes", default=None,
                         help="Encoder or classifier part: comma-separated table shares of the compress() "
@@ -112,6 +119,15 @@ def run(args):
         settings = {"texts": args.texts} if args.texts else {}
         encoder_export.run_part(os.path.join(args.output, "encoder_export"), source=args.source,
                                 cache=args.cache, **settings)
+    elif args.part == "whole-file":
+        if not args.dataset:
+            raise CLIError("--part whole-file needs --dataset (snips, trec, sst2, ...)")
+        from keras_lowrank.benchmarks.minilm import whole_file
+
+        folder = whole_file.part_folder(args.dataset, args.seed, args.candidates)
+        settings = {"candidates": args.candidates} if args.candidates else {}
+        whole_file.run_part(args.dataset, args.seed, os.path.join(args.output, folder), root=args.output,
+                            source=args.source, cache=args.cache, **settings)
     elif args.part == "export":
         from keras_lowrank.benchmarks.minilm import export
 

@@ -47,7 +47,8 @@ def publish(root, doc=None):
 
 def render(root, link_base=""):
     parts = [_classifier_section(root, link_base), _encoder_section(root, link_base),
-             _encoder_export_section(root, link_base), _export_section(root, link_base)]
+             _encoder_export_section(root, link_base), _export_section(root, link_base),
+             _whole_file_section(root, link_base)]
     return "\n".join(p for p in parts if p)
 
 
@@ -477,3 +478,55 @@ def _export_section(root, link_base):
     lines += ["", f"Raw numbers: [results.json]({link_base}export/results.json). "
               f"Machine: {environment.machine_summary(results['machine'])}", ""]
     return "\n".join(lines)
+
+
+def _whole_file_section(root, link_base):
+    paths = sorted(glob.glob(os.path.join(root, "whole_file_*", "results.json")))
+    if not paths:
+        return ""
+    first = read_part(paths[0])
+    config = first["config"]
+    lines = [
+        "## The whole classifier as a LiteRT file", "",
+        "What ships: the whole classifier exported with `export_tflite` (builtin ops only, parity checked), "
+        f"uncompressed and compressed by `compress()` at {config['size']:.0%} of its token table (the classifier "
+        "part's settings, run again), each with float32 weights, LiteRT dynamic range (int8 weights) and "
+        "`quantize=\"int4\"` (int4 weights of the fully connected ops, AI Edge Quantizer). Accuracy is the "
+        "file's own, every test text through the interpreter; Δ is against the control (the uncompressed "
+        "model given the same distilled fine-tune). Latency is the median of "
+        f"{config['latency_rounds']} interleaved rounds of {config['latency_calls']} calls, one thread, one "
+        f"text of token ids per call. Moonshot: a file <= {config['moonshot_share']:.0%} of the uncompressed "
+        f"float32 file within {config['moonshot_points']:g} point of the control.",
+    ]
+    for path in paths:
+        results = read_part(path)
+        folder = os.path.basename(os.path.dirname(path))
+        base = next(r for r in results["rows"] if r["model"] == "uncompressed" and r["quantize"] == "float32")
+        lines += [
+            "", f"### {results['dataset']} (seed {results['seed']}){_candidates_heading(folder)}", "",
+            f"Control: {100 * results['control_test_accuracy']:.2f}. `compress()` "
+            + (f"({results['compress']['candidates']} candidates) " if results["compress"].get("candidates") else "")
+            + "chose " + "; ".join(_describe(recipe) for recipe in results["compress"]["recipe"].values())
+            + f" ({results['compress']['seconds'] / 60:.0f} min).",
+            "",
+            "| model | weights | file | of float32 file | test accuracy (file) | Δ vs control | same class as Keras "
+            "| batch-1 latency | vs uncompressed float32 | moonshot |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for row in results["rows"]:
+            lines.append(
+                f"| {row['model']} | {row['quantize']} | {row['file_bytes'] / 2**20:.1f} MiB | "
+                f"{row['file_share']:.1%} | {100 * row['test_accuracy']:.2f} | {row['points_vs_control']:+.2f} | "
+                f"{row['class_agreement']:.1%} | {row['latency_ms_median']:.2f} ms | "
+                f"{row['latency_ms_median'] / base['latency_ms_median']:.2f}x | {'met' if row['moonshot'] else '-'} |"
+            )
+        lines += ["", f"Raw numbers: [results.json]({link_base}{folder}/results.json). "
+                  f"Machine: {environment.machine_summary(results['machine'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def _candidates_heading(folder):
+    """`", 12 candidates"` for a whole-file part run with its own candidates, else `""`."""
+    suffix = folder.rsplit("_", 1)[-1]
+    return f", {suffix[: -len('candidates')]} candidates" if suffix.endswith("candidates") else ""
+
