@@ -30,6 +30,7 @@ _LIBRARY_LABELS = {
     "tensorflow": "TensorFlow",
     "keras": "Keras",
     "ai_edge_litert": "ai-edge-litert",
+    "ai_edge_quantizer": "ai-edge-quantizer",
 }
 
 
@@ -181,4 +182,14 @@ def _version(name):
         module = importlib.import_module(name)
     except ImportError:
         return None
-    return getattr(module, "__version__", "installed")
+    version = getattr(module, "__version__", None)
+    if version is None:
+        # Some packages (AI Edge Quantizer) record their version only in
+        # their distribution's metadata, under the dashed name.
+        from importlib import metadata
+
+        try:
+            version = metadata.version(_LIBRARY_LABELS.get(name, name).replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            version = "installed"
+    return version

@@ -92,3 +92,25 @@ def test_check_doc_fails_before_anything_is_measured(tmp_path):
     args = _parser().parse_args(["--output", "o", "--doc", str(tmp_path / "missing.md")])
     with pytest.raises(ValueError, match="page not found"):
         output.check_doc(args, "demo")
+
+
+def test_a_version_only_in_the_distribution_metadata_is_recorded(monkeypatch):
+    import sys
+    import types
+    from importlib import metadata
+
+    from keras_lowrank.benchmarks import environment
+
+    monkeypatch.setitem(sys.modules, "no_version_here", types.ModuleType("no_version_here"))
+    versions = {"no-version-here": "1.2.3"}
+
+    def version(name):
+        if name not in versions:
+            raise metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(metadata, "version", version)
+    assert environment._version("no_version_here") == "1.2.3"
+    versions.clear()
+    assert environment._version("no_version_here") == "installed"
+    assert environment._version("surely_not_a_module_here") is None
