@@ -12,3 +12,4 @@ from keras_lowrank.export.keras_hub_task import read_task_settings
 from keras_lowrank.export.text_runner import TextRunner
 from keras_lowrank.export.text_runner import read_tokenizer
 from keras_lowrank.export.text_tokenizer import TextTokenizer
+from keras_lowrank.export.wordpiece import WordPieceTokenizer

@@ -54,12 +54,16 @@ class TaskModel:
             "format": METADATA_NAME, "version": FORMAT_VERSION,
             "input": "token_ids", "sequence_length": self.sequence_length, "pad_id": self.pad_id,
             "preprocessor": type(self.preprocessor).__name__ if self.preprocessor is not None else None,
-            "tokenizer": None, "config": None, "vocabulary": None, "special_token_ids": None,
+            "tokenizer": None, "wordpiece": False, "config": None, "vocabulary": None, "special_token_ids": None,
         }
         if tokenizer is not None:
             config = {k: v for k, v in tokenizer.get_config().items() if k != "vocabulary" and _is_json(v)}
+            import keras_hub
+
             data.update(
                 tokenizer=type(tokenizer).__name__,
+                # Whether `keras_lowrank.export.WordPieceTokenizer` reproduces it.
+                wordpiece=isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer),
                 config=config,
                 vocabulary=[str(token) for token in tokenizer.get_vocabulary()],
                 special_token_ids={

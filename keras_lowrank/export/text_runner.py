@@ -1,35 +1,53 @@
-"""Runs an exported raw-text `.tflite` file on strings: the reference runner.
+"""Runs an exported `.tflite` file on strings: the reference runner.
 
 `export_tflite` writes a raw-text model (one holding its
-`TextVectorization`) as the graph of its token ids plus the tokenizer's
-settings inside the file. `TextRunner` reads both and does what an
-application on a phone does: tokenize each string in plain Python
-(`TextTokenizer`), then run the LiteRT interpreter on the ids. Its outputs
-are what the export checks against Keras, and what a port of the tokenizer
-to another language should reproduce.
+`TextVectorization`) or a KerasHub text task as the graph of its token ids
+plus the tokenizer's settings inside the file. `TextRunner` reads both and
+does what an application on a phone does: tokenize each string in plain
+Python (`TextTokenizer` for a `TextVectorization`, `WordPieceTokenizer` for
+a KerasHub WordPiece task), then run the LiteRT interpreter on the ids. Its
+outputs are what the export checks against Keras, and what a port of the
+tokenizer to another language should reproduce.
 """
 
 import os
 
 import numpy as np
 
+from keras_lowrank.export import keras_hub_task
 from keras_lowrank.export import metadata
 from keras_lowrank.export.text_tokenizer import METADATA_NAME
 from keras_lowrank.export.text_tokenizer import TextTokenizer
+from keras_lowrank.export.wordpiece import WordPieceTokenizer
 
 
 def read_tokenizer(model_content):
-    """The `TextTokenizer` carried by a `.tflite` file (bytes or path), or `None`."""
+    """The tokenizer carried by a `.tflite` file (bytes or path), or `None`.
+
+    A `TextTokenizer` for a raw-text model's file, a `WordPieceTokenizer`
+    for a KerasHub WordPiece task's.
+
+    Raises:
+        ValueError: for a task file whose tokenizer the runner cannot
+            reproduce (see `WordPieceTokenizer.from_settings`).
+    """
     data = metadata.read_metadata(model_content, METADATA_NAME)
-    return None if data is None else TextTokenizer.from_json(data.decode("utf-8"))
+    if data is not None:
+        return TextTokenizer.from_json(data.decode("utf-8"))
+    settings = keras_hub_task.read_task_settings(model_content)
+    if settings is None or settings.get("tokenizer") is None:
+        return None  # a task exported without its preprocessor: ids only
+    return WordPieceTokenizer.from_settings(settings)
 
 
 class TextRunner:
-    """A raw-text `.tflite` file, called on strings.
+    """A `.tflite` file that carries its tokenizer, called on strings.
 
     Args:
         model: Path to a `.tflite` file written by `export_tflite` from a
-            model that takes raw text, or its bytes.
+            model that takes raw text (`TextVectorization`) or from a
+            KerasHub WordPiece task with its preprocessor (`BertTextClassifier`,
+            a BERT text embedder, ...), or its bytes.
         num_threads: Interpreter threads (`None`: LiteRT's default).
 
     Call arguments:
@@ -41,7 +59,8 @@ class TextRunner:
 
     Raises:
         ValueError: If the file carries no tokenizer settings (it was
-            exported from a model of token ids).
+            exported from a model of token ids, or a task without its
+            preprocessor), or a tokenizer the runner cannot reproduce.
 
     Example:
 

@@ -50,6 +50,7 @@ def test_task_exports_in_one_call_and_carries_its_tokenizer(tmp_path, batch_size
     settings = read_task_settings(path)
     assert settings["vocabulary"] == task.preprocessor.tokenizer.get_vocabulary()
     assert (settings["tokenizer"], settings["sequence_length"], settings["pad_id"]) == ("BertTokenizer", LENGTH, 0)
+    assert settings["wordpiece"] is True
     assert settings["special_token_ids"]["cls_token_id"] == 2
     from keras_lowrank.export.keras_hub_task import METADATA_NAME
     from keras_lowrank.export.metadata import read_metadata
@@ -93,3 +94,50 @@ def test_command_line_exports_a_saved_task(tmp_path, capsys):
     assert main(["export", str(tmp_path / "task.keras"), str(out)]) == 0
     assert "KerasHub task: BertTokenizer tokenizer" in capsys.readouterr().out
     np.testing.assert_allclose(run_tflite(str(out), _ids(task, TEXTS)), task.predict(TEXTS, verbose=0), atol=1e-5)
+
+
+# Texts that exercise every rule of WordPiece pre-tokenization: accents,
+# capitals, ASCII and Unicode punctuation, CJK, control and format
+# characters, ligatures and full-width forms (NFKC), a word over 100 bytes,
+# pieces and unknown words, and a text longer than the packed length.
+HARD_TEXTS = [
+    "Book a table for TWO!", "Café crème, s'il vous plaît.", "booking tables... tonight?!",
+    "中文 and 日本語 text", "tab\tnew\nline\u200bzero\u00adsoft", "ﬁne ＡＢＣ！full-width",
+    "x" * 120, "unbookable tables books", "", "   ", "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12",
+    "«quotes» — dashes … and ¿questions?", "emoji 🙂 and symbols $%^&*",
+]
+WORDPIECES = ["book", "##s", "##ing", "##able", "un", "table", "tables", "for", "two", "!", ".", "?",
+              "'", ",", "cafe", "creme", "s", "il", "vous", "plait", "tonight", "中", "文", "and", "text",
+              "tab", "new", "line", "zero", "soft", "fine", "abc", "full", "-", "width", "x", "##x",
+              "«", "»", "—", "…", "¿", "$", "%", "^", "&", "*", "quotes", "dashes", "questions", "emoji",
+              "symbols"]
+
+
+def _wordpiece_task(lowercase, length=12):
+    keras.utils.set_random_seed(0)
+    vocabulary = SPECIAL + WORDPIECES + [f"w{i}" for i in range(20)]
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=lowercase)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocabulary), num_layers=1, num_heads=2, hidden_dim=16,
+        intermediate_dim=32, max_sequence_length=length,
+    )
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=length)
+    return keras_hub.models.BertTextClassifier(backbone, num_classes=3, preprocessor=preprocessor)
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_the_reference_runner_tokenizes_and_runs_a_task_file_like_the_task(tmp_path, lowercase):
+    task = _wordpiece_task(lowercase)
+    path = str(tmp_path / "task.tflite")
+    keras_lowrank.export_tflite(task, path)
+    runner = keras_lowrank.export.TextRunner(path)
+    assert isinstance(runner.tokenizer, keras_lowrank.export.WordPieceTokenizer)
+    np.testing.assert_array_equal(runner.tokenize(HARD_TEXTS), _ids(task, HARD_TEXTS))
+    np.testing.assert_allclose(runner(HARD_TEXTS), task.predict(HARD_TEXTS, verbose=0), atol=1e-5)
+
+
+def test_a_task_file_without_its_preprocessor_has_no_runner(tmp_path):
+    path = str(tmp_path / "task.tflite")
+    keras_lowrank.export_tflite(_task(preprocessor=False), path, sequence_length=LENGTH)
+    with pytest.raises(ValueError, match="no tokenizer settings"):
+        keras_lowrank.export.TextRunner(path)

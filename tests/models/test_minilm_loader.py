@@ -109,3 +109,20 @@ def test_the_pretrained_embedder_loads_offline_and_tokenizes_as_bert_uncased():
     classifier = minilm.load_minilm("classifier", num_classes=3, sequence_length=16)
     assert type(classifier).__name__ == "BertTextClassifier"
     assert classifier.predict(texts[:1], verbose=0).shape == (1, 3)
+
+
+def test_the_reference_wordpiece_tokenizer_matches_the_pretrained_preprocessor():
+    pytest.importorskip("keras_hub")
+    pytest.importorskip(minilm.PACKAGE)
+    import json
+
+    from keras_lowrank.data import load_dataset
+    from keras_lowrank.export.keras_hub_task import split_task
+    from keras_lowrank.export.wordpiece import WordPieceTokenizer
+
+    classifier = minilm.load_minilm("classifier", num_classes=3, sequence_length=32)
+    tokenizer = WordPieceTokenizer.from_settings(json.loads(split_task(classifier).settings()))
+    texts = [text for name in ("snips", "trec", "sst2") for text in load_dataset(name).texts("test")[:400]]
+    texts += ["Héllo WORLD, ça va? 中文 ﬁne ＡＢＣ！", "x" * 150, ""]
+    expected = np.asarray(classifier.preprocessor(texts)["token_ids"])
+    np.testing.assert_array_equal(tokenizer.tokenize(texts), expected)
