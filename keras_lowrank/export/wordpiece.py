@@ -57,10 +57,14 @@ class WordPieceTokenizer:
     Args:
         vocabulary: the tokens, in id order.
         sequence_length: the length of the packed ids.
-        start_id, end_id, pad_id: the ids packed around and after the
-            pieces (`[CLS]`, `[SEP]`, `[PAD]`).
-        lowercase, strip_accents, split, split_on_cjk: KerasHub's
-            `WordPieceTokenizer` settings.
+        start_id: the id packed before the pieces (`[CLS]`).
+        end_id: the id packed after them (`[SEP]`).
+        pad_id: the id filling the rest of the row (`[PAD]`).
+        lowercase: whether words are case-folded (KerasHub's setting).
+        strip_accents: whether accent marks are removed first.
+        split: whether the text is split on whitespace and punctuation
+            (else it is one word).
+        split_on_cjk: whether each CJK ideograph is a word of its own.
         suffix_indicator: the prefix of pieces after a word's first.
         oov_token: the token of words the vocabulary cannot cover.
 
