@@ -11,9 +11,13 @@ codes of the same scales, and computes it as LiteRT computes every
 dynamic-range layer. `compress(other_layers=("int8",))` results export
 this way.
 
-Keras' int4 modes (sub-channel scales and zero points, packed codes) have
-no builtin LiteRT form; they are refused with a one-line error saying what
-to do.
+Keras' int4 `Embedding` (a "dense int4" table, e.g. pruning alone in
+`compress()`) unpacks its whole table before the lookup, which the converter
+folds into one int8 constant: twice the bytes Keras stores. The export puts
+a lookup of the same variables in its place that gathers the packed rows
+first and unpacks only those, with arithmetic in builtin ops, so the file
+keeps half a byte a number. Keras' other int4 layers have no builtin LiteRT
+form; they are refused with a one-line error saying what to do.
 """
 
 import keras
@@ -56,7 +60,7 @@ def dequantized(model):
             layers nested inside it.
     """
     layers = quantized_layers(model)
-    if not layers:
+    if not layers and not _int4_tables(model):
         return model
     unsupported = [
         layer for layer in layers if layer.quantization_mode != "int8" or not isinstance(layer, _CONVERTIBLE)
@@ -77,6 +81,7 @@ def dequantized(model):
     try:
         copy = copy_model(model)
         replacements = {id(layer): _float_twin(layer) for layer in quantized_layers(copy)}
+        replacements.update({id(layer): PackedInt4Lookup(layer) for layer in _int4_tables(copy)})
         return replace_layers(copy, replacements)
     except ValueError as error:
         raise ValueError(
@@ -113,3 +118,78 @@ def dequantized_kernel(layer):
     else:
         scale = keras.ops.convert_to_numpy(layer.kernel_scale)
     return codes / np.asarray(scale, np.float32)
+
+
+def _int4_tables(model):
+    """Keras `Embedding`s of `model` quantized to int4 by Keras (also inside a `PrunedEmbedding`)."""
+    return [
+        layer
+        for layer in _keras_private.flatten_layers(model, include_self=False)
+        if isinstance(layer, keras.layers.Embedding) and getattr(layer, "quantization_mode", None) == "int4"
+    ]
+
+
+class PackedInt4Lookup(keras.layers.Layer):
+    """Keras' int4 `Embedding`, gathering its packed rows before unpacking them (export only).
+
+    Holds the same packed codes, scales, zero points and group index as the
+    source layer, and computes what its `call` computes: the codes of the
+    looked-up rows, then per output channel `codes / scale`, or per group
+    `(codes - zero) * scale` (sub-channel, Keras' default block of 128).
+
+    A `ReversibleEmbedding` asked for logits (`reverse=True`, a tied
+    language-model head) is left to the source layer, which the lookup
+    keeps for that.
+
+    Args:
+        source: a built Keras `Embedding` (or `ReversibleEmbedding`)
+            quantized with `quantize("int4")`.
+    """
+
+    def __init__(self, source, **kwargs):
+        super().__init__(name=source.name, dtype="float32", **kwargs)
+        self.source = source if isinstance(source, keras.layers.ReversibleEmbedding) else None
+        self.input_dim, self.output_dim = int(source.input_dim), int(source.output_dim)
+        self.mask_zero = bool(source.mask_zero)
+        block = getattr(source, "_int4_block_size", None)
+        self.per_channel = block is None or block == -1
+
+        def constant(name, value, dtype):
+            variable = self.add_weight(name=name, shape=value.shape, dtype=dtype, trainable=False,
+                                       initializer="zeros")
+            variable.assign(value)
+            return variable
+
+        numpy = keras.ops.convert_to_numpy
+        self.packed = constant("embeddings", numpy(source._embeddings), "int8")
+        self.scale = constant("embeddings_scale", numpy(source.embeddings_scale).astype("float32"), "float32")
+        if not self.per_channel:
+            self.zero = constant("embeddings_zero", numpy(source.embeddings_zero).astype("float32"), "float32")
+            self.groups = np.asarray(numpy(source.g_idx), dtype="int32")
+        self.built = True
+
+    def call(self, inputs, reverse=False):
+        from keras import ops
+
+        from keras_lowrank.layers import storage
+
+        if reverse:
+            if self.source is None:
+                raise ValueError(f"'{self.name}' is an Embedding: it computes no logits (reverse=True)")
+            return self.source(inputs, reverse=True)
+        ids = ops.cast(inputs, "int32")
+        low, high = storage.int4_nibbles(ops.take(self.packed, ids, axis=0))
+        # Keras packs code 2i in the low nibble of byte i and 2i+1 in the high one.
+        codes = ops.reshape(ops.stack([low, high], axis=-1), (*ops.shape(low)[:-1], -1))[..., : self.output_dim]
+        codes = ops.cast(codes, "float32")
+        scale = ops.take(self.scale, ids, axis=0)
+        if self.per_channel:
+            return codes / ops.reshape(scale, (*ops.shape(codes)[:-1], 1))
+        zero = ops.take(ops.take(self.zero, ids, axis=0), self.groups, axis=-1)
+        return (codes - zero) * ops.take(scale, self.groups, axis=-1)
+
+    def compute_mask(self, inputs, mask=None):
+        from keras import ops
+
+        return ops.not_equal(inputs, 0) if self.mask_zero else None
+

@@ -100,3 +100,50 @@ def test_quantized_layers_nested_in_an_inner_model_export(tmp_path):
                                atol=1e-5)
     # The caller's model keeps its int8 layers.
     assert inner.get_layer("hidden").quantization_mode == "int8"
+
+
+@pytest.mark.parametrize("block_size", [None, -1])
+@pytest.mark.parametrize("pruned", [True, False])
+def test_a_keras_int4_table_keeps_half_a_byte_a_number_in_the_file(tmp_path, block_size, pruned):
+    from keras.quantizers import Int4QuantizationConfig
+
+    from keras_lowrank.compression import prune_vocabulary
+    from keras_lowrank.export.tflite import make_interpreter
+
+    keras.utils.set_random_seed(0)
+    V, D, L, ROWS = 3000, 256, 12, 1000
+    ids_in = keras.Input((L,), dtype="int32")
+    x = keras.layers.Embedding(V, D, mask_zero=True, name="embedding")(ids_in)
+    model = keras.Model(ids_in, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling1D()(x)))
+    if pruned:
+        model = prune_vocabulary(model, ROWS, counts=np.arange(V) % 17)
+    table = model.get_layer("embedding")
+    table = getattr(table, "embedding", table)
+    # Keras' default is sub-channel (blocks of 128 with zero points); -1 is per channel.
+    table.quantize("int4", config=None if block_size is None else Int4QuantizationConfig(block_size=block_size))
+    rows = ROWS if pruned else V
+    ids = np.random.default_rng(1).integers(0, V, (6, L)).astype("int32")
+    ids[:, 8:] = 0  # padding, masked out of the mean
+    path = str(tmp_path / "m.tflite")
+    report = export_tflite(model, path, probe=ids)
+    assert report.max_abs_difference < 1e-5
+    np.testing.assert_allclose(run_tflite(path, ids[:2]), model(ids[:2]), atol=1e-5)
+    shapes = {tuple(t["shape"]) for t in make_interpreter(path).get_tensor_details()
+              if t["dtype"] == np.int8 and len(t["shape"]) == 2}
+    # The packed codes, never the unpacked int8 table Keras' own lookup folds into.
+    assert (rows, D // 2) in shapes and (rows, D) not in shapes
+
+
+def test_an_int4_reversible_table_is_looked_up_packed_and_keeps_its_logits():
+    from keras_lowrank.export.keras_quantized import PackedInt4Lookup
+
+    keras.utils.set_random_seed(0)
+    table = keras.layers.ReversibleEmbedding(300, 384, tie_weights=False)
+    table.build()
+    table.quantize("int4")
+    lookup = PackedInt4Lookup(table)
+    ids = np.random.default_rng(0).integers(0, 300, (3, 5))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(lookup(ids)), keras.ops.convert_to_numpy(table(ids)))
+    hidden = np.random.default_rng(1).normal(size=(2, 384)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(lookup(hidden, reverse=True)),
+                                  keras.ops.convert_to_numpy(table(hidden, reverse=True)))
