@@ -70,7 +70,7 @@ def dequantized(model):
         raise ValueError(
             f"Layers quantized with Keras' `quantize` that have no builtin TFLite form: {listing}. Only int8 Dense "
             "and EinsumDense export (compress with other_layers=('int8',)); otherwise export the model before "
-            "Keras' quantization and pass quantize='dynamic'."
+            "Keras' quantization and pass quantize='dynamic' (int8 weights) or quantize='int4'."
         )
     # Swapped in a copy, as surgery swaps tables: a graph's own layers, and
     # layers inside a nested or subclassed model (a KerasHub backbone's
