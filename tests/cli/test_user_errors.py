@@ -30,7 +30,7 @@ CASES = {
     "compress into folder": ("compress", "MODEL", "DIR", "--rank", "2"),
     "compress missing folder": ("compress", "MODEL", "MISSING/o.keras", "--rank", "2"),
     "export missing file": ("export", "MISSING/m.keras", "DIR/o.tflite"),
-    "export bad value": ("export", "MODEL", "DIR/o.tflite", "--quantize", "int4"),
+    "export bad value": ("export", "MODEL", "DIR/o.tflite", "--quantize", "int2"),
     "export unknown flag": ("export", "MODEL", "DIR/o.tflite", "--bogus"),
     "export json into folder": ("export", "MODEL", "DIR/o.tflite", "--json", "DIR"),
     "export missing folder": ("export", "MODEL", "MISSING/o.tflite"),
