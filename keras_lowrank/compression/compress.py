@@ -171,8 +171,9 @@ def compress(
             take turns in the search, and validation data choose
             (`report.other_layers`). Only layers whose quantization the
             model's config records are quantized (a KerasHub task's
-            backbone, not its head), so the result reloads; int8 layers
-            export to LiteRT, int4 ones have no builtin LiteRT form;
+            backbone, not its head), so the result reloads and exports
+            to LiteRT (`export_tflite` writes those layers from their
+            dequantized kernels; `quantize="int4"` keeps them in int4);
             `prune` (`True`:
             allow vocabulary pruning; never of a reversible table that
             computes logits, such as a language model's tied head: said in

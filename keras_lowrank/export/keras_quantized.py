@@ -1,23 +1,24 @@
 """Layers quantized by Keras' `quantize`, made convertible for LiteRT.
 
-Keras computes a `quantize("int8")` `Dense` or `EinsumDense` with int8
-matrix products (its inputs quantized on the fly), which the TFLite
-converter cannot express in builtin ops. Its stored weights are plain
-per-output-channel int8 codes with one float32 scale each, which is what
-LiteRT's own dynamic-range quantization stores too. So the export puts a
-float32 layer holding the dequantized kernel (`codes / scale`) in its place:
-the file then stores it in float32, or with `quantize="dynamic"` as int8
-codes of the same scales, and computes it as LiteRT computes every
-dynamic-range layer. `compress(other_layers=("int8",))` results export
-this way.
+Keras computes a `quantize("int8")` or `quantize("int4")` `Dense` or
+`EinsumDense` with its own integer products and unpacking, which the TFLite
+converter cannot express in builtin ops. Its stored weights are integer
+codes with float32 scales (int8: one per output channel; int4: one per
+output channel, or per block of inputs with zero points), so the export
+puts a float32 layer holding the dequantized kernel in its place. The file
+then stores it in float32; with `quantize="dynamic"` as int8 codes per
+output channel (for a Keras-int8 layer, the same codes and scales: what
+LiteRT's dynamic range stores too), or with `quantize="int4"` as int4 codes
+per output channel, written again from the dequantized kernel.
+`compress(max_model_bytes=..., other_layers=...)` results export this way.
 
 Keras' int4 `Embedding` (a "dense int4" table, e.g. pruning alone in
 `compress()`) unpacks its whole table before the lookup, which the converter
 folds into one int8 constant: twice the bytes Keras stores. The export puts
 a lookup of the same variables in its place that gathers the packed rows
 first and unpacks only those, with arithmetic in builtin ops, so the file
-keeps half a byte a number. Keras' other int4 layers have no builtin LiteRT
-form; they are refused with a one-line error saying what to do.
+keeps half a byte a number. Keras' other quantized layers have no builtin
+LiteRT form; they are refused with a one-line error saying what to do.
 """
 
 import keras
@@ -27,6 +28,7 @@ from keras_lowrank import _keras_private
 from keras_lowrank.layers import table_kinds
 
 _CONVERTIBLE = (keras.layers.Dense, keras.layers.EinsumDense)
+_CONVERTIBLE_MODES = ("int8", "int4")
 
 
 def quantized_layers(model):
@@ -43,7 +45,7 @@ def quantized_layers(model):
 
 
 def dequantized(model):
-    """`model`, or a copy whose Keras-int8 layers are float32 with dequantized kernels.
+    """`model`, or a copy whose Keras-quantized layers are float32 with dequantized kernels.
 
     Args:
         model: a built `keras.Model` (the id-input part of what is exported).
@@ -55,22 +57,23 @@ def dequantized(model):
         models and KerasHub backbones).
 
     Raises:
-        ValueError: when a quantized layer is not an int8 `Dense` or
-            `EinsumDense`, or when the model cannot be copied to swap the
-            layers nested inside it.
+        ValueError: when a quantized layer is not an int8 or int4 `Dense`
+            or `EinsumDense`, or when the model cannot be copied to swap
+            the layers nested inside it.
     """
     layers = quantized_layers(model)
     if not layers and not _int4_tables(model):
         return model
     unsupported = [
-        layer for layer in layers if layer.quantization_mode != "int8" or not isinstance(layer, _CONVERTIBLE)
+        layer for layer in layers
+        if layer.quantization_mode not in _CONVERTIBLE_MODES or not isinstance(layer, _CONVERTIBLE)
     ]
     if unsupported:
         listing = ", ".join(f"{layer.name} ({type(layer).__name__}, {layer.quantization_mode})" for layer in unsupported)
         raise ValueError(
-            f"Layers quantized with Keras' `quantize` that have no builtin TFLite form: {listing}. Only int8 Dense "
-            "and EinsumDense export (compress with other_layers=('int8',)); otherwise export the model before "
-            "Keras' quantization and pass quantize='dynamic' (int8 weights) or quantize='int4'."
+            f"Layers quantized with Keras' `quantize` that have no builtin TFLite form: {listing}. Only int8 and "
+            "int4 Dense and EinsumDense export; otherwise export the model before Keras' quantization and pass "
+            "quantize='dynamic' (int8 weights) or quantize='int4'."
         )
     # Swapped in a copy, as surgery swaps tables: a graph's own layers, and
     # layers inside a nested or subclassed model (a KerasHub backbone's
@@ -84,10 +87,11 @@ def dequantized(model):
         replacements.update({id(layer): PackedInt4Lookup(layer) for layer in _int4_tables(copy)})
         return replace_layers(copy, replacements)
     except ValueError as error:
+        swapped = "put its Keras-quantized layers back in float32" if layers else "look up its Keras-int4 tables packed"
         raise ValueError(
-            f"Cannot put the Keras-quantized layers of '{model.name}' back in float32 for the converter "
-            f"({str(error).splitlines()[0]}). Export the model before Keras' quantization and pass "
-            "quantize='dynamic' (the same int8 weights per output channel)."
+            f"Cannot copy '{model.name}' to {swapped} for the converter ({str(error).splitlines()[0]}). "
+            "Export the model before Keras' quantization and pass quantize='dynamic' (int8 weights) "
+            "or quantize='int4'."
         ) from error
 
 
@@ -106,17 +110,37 @@ def _float_twin(layer):
 
 
 def dequantized_kernel(layer):
-    """The float32 kernel an int8 `Dense` / `EinsumDense` stands for: codes / scale.
+    """The float32 kernel a Keras-quantized `Dense` / `EinsumDense` stands for.
 
-    Keras keeps one scale per output channel, laid out for its int8 matrix
-    product; Dense's broadcasts over the kernel's last axis, EinsumDense's
-    is laid back out as the kernel (`_keras_private.einsum_kernel_scale`).
+    int8: codes / scale, one scale per output channel, laid out by Keras for
+    its int8 matrix product; Dense's broadcasts over the kernel's last axis,
+    EinsumDense's is laid back out as the kernel
+    (`_keras_private.einsum_kernel_scale`).
+
+    int4: Keras keeps the kernel as a `(rows, columns)` matrix (rows: the
+    summed axes) packed two codes a byte; `layer.kernel` gives the codes
+    unpacked in the kernel's shape. Per output channel (`columns` scales)
+    the kernel is codes / scale; per block of rows (Keras' sub-channel
+    layout, scales and zero points of shape `(blocks, columns)` with each
+    row's block in `g_idx`) it is `(codes - zero) * scale`, as Keras'
+    `_int4_call` computes it.
     """
     codes = np.asarray(keras.ops.convert_to_numpy(layer.kernel), np.float32)
+    numpy = keras.ops.convert_to_numpy
+    if layer.quantization_mode == "int4":
+        scale = np.asarray(numpy(layer.kernel_scale), np.float32)
+        matrix = codes.reshape(-1, scale.shape[-1])
+        if scale.ndim == 1:
+            matrix = matrix / scale
+        else:
+            blocks = np.asarray(numpy(layer.g_idx)).astype(np.int64)
+            zero = np.asarray(numpy(layer.kernel_zero), np.float32)
+            matrix = (matrix - zero[blocks]) * scale[blocks]
+        return matrix.reshape(codes.shape)
     if isinstance(layer, keras.layers.EinsumDense):
         scale = _keras_private.einsum_kernel_scale(layer)
     else:
-        scale = keras.ops.convert_to_numpy(layer.kernel_scale)
+        scale = numpy(layer.kernel_scale)
     return codes / np.asarray(scale, np.float32)
 
 

@@ -286,8 +286,8 @@ def export_tflite(
     if text is not None:
         model = text.ids_model
         _check_text_sequence_length(text, sequence_length)
-    # Keras-int8 Dense/EinsumDense (e.g. `compress(other_layers=...)`) back
-    # to float32 kernels for the converter; other Keras quantization refused.
+    # Keras-int8/int4 Dense/EinsumDense (e.g. `compress(other_layers=...)`)
+    # back to float32 kernels for the converter; other Keras quantization refused.
     model = keras_quantized.dequantized(model)
 
     seq_len = model.inputs[0].shape[1] if len(model.inputs[0].shape) > 1 else None

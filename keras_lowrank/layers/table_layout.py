@@ -211,6 +211,8 @@ class TableLayout:
             object.__setattr__(self, name, value)
         object.__setattr__(self, "kind", kind.name)
         object.__setattr__(self, "_values", values)
+        # Read on every parameter access (`layout.rank`): a mapping once.
+        object.__setattr__(self, "_parameters", dict(values))
         storage_lib.check_storage(storage, allowed=kind.storages)
         if untied_reverse and not kind.reversible:
             raise ValueError(
@@ -225,9 +227,9 @@ class TableLayout:
         # Only reached for names that are no attribute: the kinds' parameters.
         if name.startswith("_"):
             raise AttributeError(name)
-        values = dict(self._values)
-        if name in values:
-            return values[name]
+        parameters = self._parameters
+        if name in parameters:
+            return parameters[name]
         if any(name in kind.parameter_names for kind in TABLE_KINDS.values()):
             return None
         raise AttributeError(f"'TableLayout' object has no attribute {name!r}")
@@ -256,7 +258,7 @@ class TableLayout:
     @property
     def parameters(self):
         """The kind's parameters, `{name: value}` (read-only)."""
-        return types.MappingProxyType(dict(self._values))
+        return types.MappingProxyType(self._parameters)
 
     @property
     def table_kind(self):

@@ -67,6 +67,23 @@ def test_pruned_task_exports_with_its_remapped_ids(tmp_path):
     np.testing.assert_allclose(run_tflite(path, _ids(task, TEXTS)), small.predict(TEXTS, verbose=0), atol=1e-5)
 
 
+def test_task_whose_backbone_keras_quantized_to_int4_exports_what_keras_computes(tmp_path):
+    # `compress(max_model_bytes=..., other_layers=("int8", "int4"))` may quantize
+    # the backbone's Dense/EinsumDense layers to int4 with Keras (weights only:
+    # Keras' int4 leaves the inputs in float), and the file computes the same.
+    from keras_lowrank.compression import other_layers
+
+    task = _task()
+    # What compress() quantizes: the backbone's layers (the task's config records them), not the head.
+    int4 = other_layers.plan(task, [], "int4")
+    assert int4.left_out == ("logits",)
+    assert "logits" not in other_layers.quantize_other_layers(task, int4)
+    path = str(tmp_path / "task.tflite")
+    report = keras_lowrank.export_tflite(task, path)
+    assert report.flex_ops == []
+    np.testing.assert_allclose(run_tflite(path, _ids(task, TEXTS)), task.predict(TEXTS, verbose=0), atol=1e-4)
+
+
 def test_task_without_preprocessor_takes_the_length_it_is_given(tmp_path):
     task = _task(preprocessor=False)
     path = str(tmp_path / "bare.tflite")

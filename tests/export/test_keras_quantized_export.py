@@ -9,6 +9,7 @@ pytest.importorskip("ai_edge_litert")
 from keras_lowrank.compression.other_layers import quantize_other_layers
 from keras_lowrank.export import export_tflite
 from keras_lowrank.export import run_tflite
+from keras_lowrank.export.tflite import TOLERANCES
 
 V, L = 300, 10
 
@@ -76,10 +77,71 @@ def test_dynamic_range_file_stores_the_int8_layers_in_int8(tmp_path):
     assert abs(report.bytes - float_report.bytes) < 1024
 
 
-def test_keras_int4_layers_are_refused_with_what_to_do(tmp_path):
+def _int4_per_channel(kernel, reduced_axes):
+    """Keras' int4 rule per output channel by hand: abs max to 7, codes rounded into [-8, 7]; back to float."""
+    scale = 7.0 / (np.max(np.abs(kernel), axis=reduced_axes, keepdims=True) + keras.config.epsilon())
+    return np.clip(np.round(kernel * scale), -8, 7) / scale
+
+
+def _quantize_int4(model, names, block_size):
+    from keras.quantizers import Int4QuantizationConfig
+
+    for name in names:
+        model.get_layer(name).quantize("int4", config=Int4QuantizationConfig(block_size=block_size))
+
+
+@pytest.mark.parametrize(
+    "build, reduced",
+    [(_dan, {"hidden": (0,), "logits": (0,)}),
+     (_attention_like, {"heads": (0,), "merge": (0, 1), "logits": (0,)})],
+)
+def test_keras_int4_layers_per_channel_export_as_their_dequantized_weights(tmp_path, build, reduced):
+    model = build()
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    for name, axes in reduced.items():
+        layer = reference.get_layer(name)
+        layer.kernel.assign(_int4_per_channel(keras.ops.convert_to_numpy(layer.kernel), axes))
+    _quantize_int4(model, reduced, block_size=-1)
+    ids = _ids()
+    report = export_tflite(model, tmp_path / "m.tflite", probe=ids)
+    np.testing.assert_allclose(run_tflite(str(tmp_path / "m.tflite"), ids), reference.predict(ids, verbose=0),
+                               atol=1e-5)
+    assert report.flex_ops == []
+    assert model.get_layer("logits").quantization_mode == "int4"
+
+
+@pytest.mark.parametrize("build, names", [(_dan, ("hidden", "logits")), (_attention_like, ("heads", "merge"))])
+def test_keras_int4_layers_in_blocks_export_as_keras_computes_them(tmp_path, build, names):
+    # Keras' sub-channel layout: a scale and a zero point per block of 4 summed inputs.
+    model = build()
+    _quantize_int4(model, names, block_size=4)
+    assert all(model.get_layer(name).kernel_zero is not None for name in names)
+    ids = _ids()
+    export_tflite(model, tmp_path / "m.tflite", probe=ids)
+    np.testing.assert_allclose(run_tflite(str(tmp_path / "m.tflite"), ids), model.predict(ids, verbose=0),
+                               atol=1e-5)
+
+
+def test_compress_whole_model_int4_result_exports_to_an_int4_file(tmp_path):
+    pytest.importorskip("ai_edge_quantizer")
     model = _dan()
-    quantize_other_layers(model, "int4")
-    with pytest.raises(ValueError, match=r"no builtin TFLite form: hidden \(Dense, int4\).*other_layers=\('int8',\)"):
+    assert sorted(quantize_other_layers(model, "int4")) == ["hidden", "logits"]
+    ids = _ids()
+    float_report = export_tflite(model, tmp_path / "float.tflite", probe=ids)
+    report = export_tflite(model, tmp_path / "int4.tflite", quantize="int4", probe=ids)
+    assert report.flex_ops == []
+    # Each kernel written again in int4 from Keras' dequantized one: 7/8 of its float32 bytes go.
+    kernel_bytes = 4 * (16 * 24 + 24 * 3)
+    assert 0.8 * kernel_bytes * 7 / 8 < float_report.bytes - report.bytes <= kernel_bytes * 7 / 8
+    np.testing.assert_allclose(run_tflite(str(tmp_path / "int4.tflite"), ids), model.predict(ids, verbose=0),
+                               atol=TOLERANCES["int4"])
+
+
+def test_keras_quantized_layers_without_a_builtin_form_are_refused_with_what_to_do(tmp_path):
+    model = _dan()
+    model.get_layer("hidden").quantize("float8")
+    with pytest.raises(ValueError, match=r"no builtin TFLite form: hidden \(Dense, float8\).*quantize='dynamic'"):
         export_tflite(model, tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()
 

@@ -145,7 +145,7 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
     done = {(row["method"], row.get("size")) for row in results["rows"]}
     # Checked before the model loads: a part whose rows are all there is
     # rerun harmlessly, one that would gain rows of another config is refused.
-    if _planned(methods, config) - done:
+    if set(_planned(methods, config)) - done:
         check_config(results["config"], config, path)
     _merge_config(results["config"], config)
     os.makedirs(output, exist_ok=True)
@@ -192,30 +192,10 @@ def run_part(dataset, seed, output, *, source=None, cache=None, methods=METHODS,
                 f"{again['dev_accuracy']:.4f}, not the recorded {recorded['test_accuracy']:.4f}, "
                 f"{recorded['dev_accuracy']:.4f}: rerun the part into a new --output")
 
-    for mode in ("int8", "int4"):
-        name = f"keras_{mode}"
-        if name in methods and (name, None) not in done:
-            start = time.perf_counter()
-            from keras_lowrank.surgery import copy_model
-
-            quantized = copy_model(base)
-            quantized.backbone.token_embedding.quantize(mode)
-            record(_row(name, None, quantized, data, time.perf_counter() - start))
-
-    for size in config["online_sizes"]:
-        if "online" in methods and ("online", size) not in done:
-            record(_online(base, data, size, config, seed, distill=False))
-    for size in config["sizes"]:
-        if "online_distill" in methods and ("online_distill", size) not in done:
-            record(_online(base, data, size, config, seed, distill=True))
-    for size in config["sizes"]:
-        for name, prune in (("compress", True), ("compress_whole_vocabulary", False)):
-            if name in methods and (name, size) not in done:
-                record(_compressed(base, data, size, config, seed, prune=prune))
-    if "compress_whole_model" in methods and ("compress_whole_model", None) not in done:
-        record(_compressed_whole_model(base, data, config, seed))
-    if "uncompressed_finetune" in methods and ("uncompressed_finetune", None) not in done:
-        record(_control(base, data, config, seed))
+    # The base's row is recorded above; every other planned row is measured here.
+    for method, size in _planned(methods, config)[1:]:
+        if (method, size) not in done:
+            record(_MEASURES[method](base, data, size, config, seed))
     return results
 
 
@@ -260,13 +240,18 @@ def _merge_config(recorded, config):
 
 
 def _planned(methods, config):
-    """The `(method, size)` rows a run with `methods` and `config` measures."""
-    planned = {("uncompressed", None)}
-    planned |= {(name, None) for name in ("keras_int8", "keras_int4", "compress_whole_model",
-                                         "uncompressed_finetune") if name in methods}
-    planned |= {("online", size) for size in config["online_sizes"] if "online" in methods}
-    planned |= {(name, size) for size in config["sizes"]
-                for name in ("online_distill", "compress", "compress_whole_vocabulary") if name in methods}
+    """The `(method, size)` rows a run with `methods` and `config` measures, in the order it measures them.
+
+    The base model's `("uncompressed", None)` row is always first; every
+    other row is measured by `_MEASURES[method]`.
+    """
+    planned = [("uncompressed", None)]
+    planned += [(name, None) for name in ("keras_int8", "keras_int4") if name in methods]
+    planned += [("online", size) for size in config["online_sizes"] if "online" in methods]
+    planned += [("online_distill", size) for size in config["sizes"] if "online_distill" in methods]
+    planned += [(name, size) for size in config["sizes"]
+                for name in ("compress", "compress_whole_vocabulary") if name in methods]
+    planned += [(name, None) for name in ("compress_whole_model", "uncompressed_finetune") if name in methods]
     return planned
 
 
@@ -403,21 +388,54 @@ def _online(base, data, size, config, seed, *, distill):
                         "best_epoch": best_epoch})
 
 
-def _compressed(base, data, size, config, seed, *, prune):
+def compressed_model(base, data, size, config, seed, *, candidates=None, prune=True):
+    """`keras_lowrank.compress()` of the fine-tuned classifier at `size` of its token table.
+
+    The one call the `compress` rows and the whole-file part share, with
+    the part's fine-tune epochs, batch size and seed.
+
+    Args:
+        base: the fine-tuned uncompressed classifier.
+        data: `load_splits`' dict (train and dev splits, the unknown id).
+        size: the share of the float32 token table's bytes.
+        config: the part's config (`finetune_epochs`, `batch_size`,
+            `candidates`).
+        seed: the part's seed.
+        candidates: compress()'s recipes (default the config's).
+        prune: whether the vocabulary may be pruned.
+
+    Returns:
+        `(model, report, seconds)`: the compressed classifier, compress()'s
+        report and its wall time.
+    """
     import keras_lowrank
 
     start = time.perf_counter()
     # The classifier holds no preprocessor (texts are tokenized once), so
     # the unknown token's id is passed.
-    small, report = keras_lowrank.compress(
+    small, compress_report = keras_lowrank.compress(
         base, data["train"], data["dev"], size=size, epochs=config["finetune_epochs"],
-        candidates=config["candidates"], batch_size=config["batch_size"], seed=seed,
+        candidates=candidates or config["candidates"], batch_size=config["batch_size"], seed=seed,
         prune=prune, oov_id=data["oov_id"], return_report=True,
     )
-    return _row("compress" if prune else "compress_whole_vocabulary", size, small, data,
-                time.perf_counter() - start,
-                detail={"recipe": report.recipe, "report": report.to_dict(),
+    return small, compress_report, time.perf_counter() - start
+
+
+def _compressed(base, data, size, config, seed, *, prune):
+    small, compress_report, seconds = compressed_model(base, data, size, config, seed, prune=prune)
+    return _row("compress" if prune else "compress_whole_vocabulary", size, small, data, seconds,
+                detail={"recipe": compress_report.recipe, "report": compress_report.to_dict(),
                         "candidates": config["candidates"], "prune": prune})
+
+
+def _keras_quantized(base, data, mode):
+    """The base with Keras' own `quantize(mode)` of its token table alone."""
+    from keras_lowrank.surgery import copy_model
+
+    start = time.perf_counter()
+    quantized = copy_model(base)
+    quantized.backbone.token_embedding.quantize(mode)
+    return _row(f"keras_{mode}", None, quantized, data, time.perf_counter() - start)
 
 
 def _compressed_whole_model(base, data, config, seed):
@@ -480,3 +498,17 @@ def _row(method, size, model, data, seconds, detail=None):
         "seconds": seconds,
         "detail": detail or {},
     }
+
+
+# How each method's row is measured: `(base, data, size, config, seed) -> row`.
+_MEASURES = {
+    "keras_int8": lambda base, data, size, config, seed: _keras_quantized(base, data, "int8"),
+    "keras_int4": lambda base, data, size, config, seed: _keras_quantized(base, data, "int4"),
+    "online": lambda base, data, size, config, seed: _online(base, data, size, config, seed, distill=False),
+    "online_distill": lambda base, data, size, config, seed: _online(base, data, size, config, seed, distill=True),
+    "compress": lambda base, data, size, config, seed: _compressed(base, data, size, config, seed, prune=True),
+    "compress_whole_vocabulary": lambda base, data, size, config, seed: _compressed(
+        base, data, size, config, seed, prune=False),
+    "compress_whole_model": lambda base, data, size, config, seed: _compressed_whole_model(base, data, config, seed),
+    "uncompressed_finetune": lambda base, data, size, config, seed: _control(base, data, config, seed),
+}

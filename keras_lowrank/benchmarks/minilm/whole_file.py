@@ -18,7 +18,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 
 import numpy as np
 
@@ -63,7 +62,6 @@ def run_part(dataset, seed, output, *, root, source=None, cache=None, **settings
     """
     import keras
 
-    import keras_lowrank
     from keras_lowrank import export_tflite
     from keras_lowrank.benchmarks import environment
     from keras_lowrank.benchmarks import output as output_lib
@@ -104,13 +102,8 @@ def run_part(dataset, seed, output, *, root, source=None, cache=None, **settings
     base.load_weights(weights)
 
     keras.utils.set_random_seed(seed)
-    start = time.perf_counter()
-    small, compress_report = keras_lowrank.compress(
-        base, data["train"], data["dev"], size=config["size"], epochs=part_config["finetune_epochs"],
-        candidates=candidates, batch_size=part_config["batch_size"], seed=seed,
-        oov_id=data["oov_id"], return_report=True,
-    )
-    compress_seconds = time.perf_counter() - start
+    small, compress_report, compress_seconds = classifier.compressed_model(
+        base, data, config["size"], part_config, seed, candidates=candidates)
     length = part_config["sequence_length"]
     ids_test = data["test"][0]["token_ids"].astype("int32")
     labels = np.asarray(data["test"][1])
