@@ -178,6 +178,9 @@ class Trial:
         self.diverged_at = None
         self._distiller = Distiller(student, teacher, temperature=opts["temperature"], alpha=opts["alpha"])
         self._distiller.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=student.loss)
+        # Built before the first `fit`: an optimizer that makes its variables
+        # inside the traced train step makes TensorFlow trace that step twice.
+        self._distiller.optimizer.build(self._distiller.trainable_variables)
 
     def train_until(self, epochs):
         """Trains on to `epochs` cumulative epochs (whole passes, then a part),
