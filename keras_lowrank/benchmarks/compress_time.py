@@ -1,7 +1,8 @@
 """`keras-lowrank bench compress-time`: compress() wall time, this checkout against another.
 
-Trains the paper's DAN once on a bundled dataset (GloVe 6B 50-d, the
-reproduction's settings), saves it and its splits, then times
+Trains one of the paper's classifiers (the DAN by default, or the CNN) once
+on a bundled dataset (GloVe 6B 50-d, the reproduction's settings), saves it
+and its splits, then times
 `keras_lowrank.compress(model, train, dev, size=...)` at its defaults in
 fresh processes, alternating between this checkout and a reference checkout
 (`--reference`, e.g. `git worktree add /tmp/before <commit>`), so that both
@@ -25,6 +26,7 @@ from keras_lowrank.benchmarks.environment import machine_summary
 
 NAME = "compress_time"
 NAME_CLI = "compress-time"
+MODELS = ("dan", "cnn")
 
 _RUN = r"""
 import json, os, sys, time
@@ -53,6 +55,9 @@ print("RESULT " + json.dumps({
 
 def add_arguments(parser):
     parser.add_argument("--dataset", default="snips", help="Bundled dataset (default: snips).")
+    parser.add_argument("--model", default="dan", choices=MODELS,
+                        help="The paper's classifier to compress (default: dan; cnn: a model whose steps cost "
+                             "more, so that training outweighs the search's fixed cost per recipe).")
     parser.add_argument("--size", type=float, default=0.05, help="compress() size (default: 0.05).")
     parser.add_argument("--reference", required=False,
                         help="Root of another keras_lowrank checkout to time against (its folder holds keras_lowrank/).")
@@ -70,7 +75,7 @@ def measure(args):
     from keras_lowrank.benchmarks.environment import load_average
 
     work = tempfile.mkdtemp(prefix="compress_time_")
-    model_path, data_path = _train(args.dataset, work)
+    model_path, data_path = _train(args.dataset, args.model, work)
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     versions = {"this checkout": here}
     if args.reference:
@@ -95,16 +100,17 @@ def measure(args):
                   f"chose {record['chosen']}", flush=True)
             runs.append(record)
     machine["load_average_after"] = load_average()
-    options = [("--dataset", args.dataset), ("--size", args.size), ("--reference", args.reference),
+    options = [("--dataset", args.dataset), ("--model", None if args.model == "dan" else args.model),
+               ("--size", args.size), ("--reference", args.reference),
                ("--rounds", args.rounds), ("--threads", args.threads)]
-    return {"dataset": args.dataset, "model": "dan", "vectors": "glove50", "size": args.size,
+    return {"dataset": args.dataset, "model": args.model, "vectors": "glove50", "size": args.size,
             "threads": args.threads, "machine": machine,
             "reference": args.reference, "reference_commit": _commit(args.reference),
             "command": output_lib.command(NAME_CLI, [(f, v) for f, v in options if v is not None], args),
             "runs": runs}
 
 
-def _train(dataset, work):
+def _train(dataset, model_name, work):
     import keras
     import numpy as np
 
@@ -114,7 +120,7 @@ def _train(dataset, work):
 
     task = prepare_task(dataset, "glove50", sequence_length=40)
     keras.utils.set_random_seed(0)
-    model = build_model(task, "dan")
+    model = build_model(task, model_name)
     fit_with_dev_selection(model, task.train, task.dev, epochs=12, learning_rate=3e-3, batch_size=64)
     model.compile(keras.optimizers.Adam(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -139,7 +145,8 @@ def render(results, link_base="", heading_level=2):
         by_version.setdefault(run["version"], []).append(run)
     reference = results.get("reference_commit")
     lines = [
-        f"compress() at its defaults, size={results['size']:g}, on the trained DAN of {results['dataset']} "
+        f"compress() at its defaults, size={results['size']:g}, on the trained "
+        f"{results.get('model', 'dan').upper()} of {results['dataset']} "
         f"(GloVe 6B 50-d), {results['threads']} thread(s), a fresh process per run, the versions interleaved"
         + (f"; the reference is commit {reference}" if reference else "") + ".",
         "",

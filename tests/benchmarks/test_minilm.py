@@ -375,3 +375,35 @@ def test_whole_file_cli_passes_candidates_and_names_the_folder(tmp_path, monkeyp
     assert calls[-1][1]["candidates"] == 12
     with pytest.raises(CLIError, match="--dataset"):
         minilm.run(_parse("--part", "whole-file", "--output", str(tmp_path)))
+    minilm.run(_parse("--part", "whole-file", "--dataset", "trec", "--seed", "1", "--methods",
+                      "compress_whole_model", "--output", str(tmp_path)))
+    assert calls[-1][0] == os.path.join(str(tmp_path), "whole_file_trec_s1_whole_model")
+    assert calls[-1][1]["method"] == "compress_whole_model"
+    with pytest.raises(CLIError, match="--methods compress or compress_whole_model, received: online"):
+        minilm.run(_parse("--part", "whole-file", "--dataset", "trec", "--methods", "online",
+                          "--output", str(tmp_path)))
+
+
+def test_a_whole_model_part_renders_what_the_other_layers_became(tmp_path):
+    from keras_lowrank.benchmarks import environment
+    from keras_lowrank.benchmarks.minilm import whole_file
+
+    rows = [_file_row("uncompressed", "float32", 90 * 2**20, 0.9, 10.0),
+            _file_row("compress to 10% of the model", "int4", 8 * 2**20, 0.92, 2.0)]
+    whole_file.judge_rows(rows, 0.925, whole_file.DEFAULTS)
+    layout = {"input_dim": 250, "output_dim": 4, "rows": 250, "kind": "codebook", "groups": 2, "codes": 16,
+              "exact_rows": 0, "exact_remap": False, "storage": "int8", "remap": False, "untied_reverse": False}
+    folder = tmp_path / whole_file.part_folder("snips", 0, 12, "compress_whole_model")
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({
+        "dataset": "snips", "seed": 0,
+        "config": {**whole_file.DEFAULTS, "method": "compress_whole_model", "quantizations": [None, "int4"]},
+        "control_test_accuracy": 0.925, "rows": rows, "machine": environment.describe_machine(),
+        "compress": {"recipe": {"t": {"layout": layout, "weighting": "frequency"}}, "seconds": 600.0,
+                     "candidates": 12, "other_layers": "int4", "model_bytes": 9 * 2**20,
+                     "model_budget_bytes": int(9.1 * 2**20)}}))
+    text = report.render(str(tmp_path))
+    assert "### snips (seed 0), 12 candidates, compress() to 10% of the whole model" in text
+    assert ("codebook 2x16 int8, frequency-weighted, the other layers in int4 (the model stores 9.0 MiB in Keras, "
+            "budget 9.1 MiB) (10 min)") in text
+    assert "| compress to 10% of the model | int4 | 8.0 MiB | 8.9% | 92.00 | -0.50 |" in text

@@ -23,7 +23,10 @@ Each part writes its own `results.json` under `--output` (default
   dynamic range and int4 weights: size, the file's test accuracy against the
   classifier part's control, latency (`whole_file.py`), in
   `OUTPUT/whole_file_D_sS/` (compress() with the classifier part's
-  candidates; `--candidates C` gives C, in `OUTPUT/whole_file_D_sS_Ccandidates/`);
+  candidates; `--candidates C` gives C, in `OUTPUT/whole_file_D_sS_Ccandidates/`;
+  `--methods compress_whole_model`: compress() to 10% of the whole float32
+  classifier, Keras' int8/int4 of the other layers allowed, in
+  `OUTPUT/whole_file_D_sS_whole_model[_Ccandidates]/`);
   it needs the classifier part of D and S;
 - `--part report`: renders every part found under `OUTPUT` into
   `OUTPUT/results.md` (and `--doc PAGE`'s generated section), measuring
@@ -65,7 +68,8 @@ def add_arguments(parser):
     parser.add_argument("--methods", default=None,
                         help="Encoder or classifier part: comma-separated rows to measure (default all; the "
                              "encoder's: keras_int8,keras_int4,low_rank,low_rank_int4,compress; the "
-                             "classifier's: see classifier.METHODS).")
+                             "classifier's: see classifier.METHODS). Whole-file part: compress (default, a "
+                             "share of the table) or compress_whole_model (a share of the whole model).")
     parser.add_argument("--epochs", type=int, default=None,
                         help="Encoder or classifier part: fine-tune epochs (encoder default 2; classifier: "
                              "the compressed models' and the control's, default 1, not the uncompressed "
@@ -124,8 +128,13 @@ def run(args):
             raise CLIError("--part whole-file needs --dataset (snips, trec, sst2, ...)")
         from keras_lowrank.benchmarks.minilm import whole_file
 
-        folder = whole_file.part_folder(args.dataset, args.seed, args.candidates)
+        methods = args.methods.split(",") if args.methods else ["compress"]
+        if len(methods) != 1 or methods[0] not in whole_file.METHODS:
+            raise CLIError(f"--part whole-file takes --methods {' or '.join(whole_file.METHODS)}, "
+                           f"received: {args.methods}")
+        folder = whole_file.part_folder(args.dataset, args.seed, args.candidates, methods[0])
         settings = {"candidates": args.candidates} if args.candidates else {}
+        settings["method"] = methods[0]
         whole_file.run_part(args.dataset, args.seed, os.path.join(args.output, folder), root=args.output,
                             source=args.source, cache=args.cache, **settings)
     elif args.part == "export":

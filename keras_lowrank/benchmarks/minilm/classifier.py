@@ -389,40 +389,54 @@ def _online(base, data, size, config, seed, *, distill):
 
 
 def compressed_model(base, data, size, config, seed, *, candidates=None, prune=True):
-    """`keras_lowrank.compress()` of the fine-tuned classifier at `size` of its token table.
+    """`keras_lowrank.compress()` of the fine-tuned classifier, to a share of its table or of the whole model.
 
-    The one call the `compress` rows and the whole-file part share, with
-    the part's fine-tune epochs, batch size and seed.
+    The one call the `compress` rows, the `compress_whole_model` row and
+    the whole-file part share, with the part's fine-tune epochs, batch size
+    and seed.
 
     Args:
         base: the fine-tuned uncompressed classifier.
         data: `load_splits`' dict (train and dev splits, the unknown id).
-        size: the share of the float32 token table's bytes.
+        size: the share of the float32 token table's bytes, or `None`: the
+            config's `whole_model_share` of the whole float32 model
+            (`max_model_bytes`, Keras' int8 or int4 of the other layers
+            allowed).
         config: the part's config (`finetune_epochs`, `batch_size`,
-            `candidates`).
+            `candidates`; `whole_model_share` and `whole_model_candidates`
+            when `size` is `None`).
         seed: the part's seed.
-        candidates: compress()'s recipes (default the config's).
+        candidates: compress()'s recipes (default the config's for that
+            budget).
         prune: whether the vocabulary may be pruned.
 
     Returns:
-        `(model, report, seconds)`: the compressed classifier, compress()'s
-        report and its wall time.
+        `(model, report, seconds, budget)`: the compressed classifier,
+        compress()'s report, its wall time, and the whole-model budget in
+        bytes (`None` for a table share).
     """
     import keras_lowrank
+    from keras_lowrank.compression import table_bytes
 
+    if size is None:
+        budget = int(config["whole_model_share"] * table_bytes(base))
+        target = {"max_model_bytes": budget, "other_layers": ("int8", "int4")}
+        candidates = candidates or config["whole_model_candidates"]
+    else:
+        budget, target = None, {"size": size}
+        candidates = candidates or config["candidates"]
     start = time.perf_counter()
     # The classifier holds no preprocessor (texts are tokenized once), so
     # the unknown token's id is passed.
     small, compress_report = keras_lowrank.compress(
-        base, data["train"], data["dev"], size=size, epochs=config["finetune_epochs"],
-        candidates=candidates or config["candidates"], batch_size=config["batch_size"], seed=seed,
-        prune=prune, oov_id=data["oov_id"], return_report=True,
+        base, data["train"], data["dev"], **target, epochs=config["finetune_epochs"], candidates=candidates,
+        batch_size=config["batch_size"], seed=seed, prune=prune, oov_id=data["oov_id"], return_report=True,
     )
-    return small, compress_report, time.perf_counter() - start
+    return small, compress_report, time.perf_counter() - start, budget
 
 
 def _compressed(base, data, size, config, seed, *, prune):
-    small, compress_report, seconds = compressed_model(base, data, size, config, seed, prune=prune)
+    small, compress_report, seconds, _ = compressed_model(base, data, size, config, seed, prune=prune)
     return _row("compress" if prune else "compress_whole_vocabulary", size, small, data, seconds,
                 detail={"recipe": compress_report.recipe, "report": compress_report.to_dict(),
                         "candidates": config["candidates"], "prune": prune})
@@ -440,17 +454,8 @@ def _keras_quantized(base, data, mode):
 
 def _compressed_whole_model(base, data, config, seed):
     """compress() to a share of the whole float32 model, Keras' int8/int4 of the other layers allowed."""
-    import keras_lowrank
-    from keras_lowrank.compression import table_bytes
-
-    start = time.perf_counter()
-    budget = int(config["whole_model_share"] * table_bytes(base))
-    small, report = keras_lowrank.compress(
-        base, data["train"], data["dev"], max_model_bytes=budget, other_layers=("int8", "int4"),
-        epochs=config["finetune_epochs"], candidates=config["whole_model_candidates"],
-        batch_size=config["batch_size"], seed=seed, oov_id=data["oov_id"], return_report=True,
-    )
-    return _row("compress_whole_model", None, small, data, time.perf_counter() - start,
+    small, report, seconds, budget = compressed_model(base, data, None, config, seed)
+    return _row("compress_whole_model", None, small, data, seconds,
                 detail={"recipe": report.recipe, "report": report.to_dict(), "other_layers": report.other_layers,
                         "candidates": config["whole_model_candidates"], "model_budget": budget,
                         "whole_model_share": config["whole_model_share"]})

@@ -502,12 +502,19 @@ def _whole_file_section(root, link_base):
         results = read_part(path)
         folder = os.path.basename(os.path.dirname(path))
         base = next(r for r in results["rows"] if r["model"] == "uncompressed" and r["quantize"] == "float32")
+        compressed = results["compress"]
+        whole_model = results["config"].get("method") == "compress_whole_model"
         lines += [
-            "", f"### {results['dataset']} (seed {results['seed']}){_candidates_heading(folder)}", "",
+            "", f"### {results['dataset']} (seed {results['seed']}){_candidates_heading(folder)}"
+            + (f", compress() to {results['config']['whole_model_share']:.0%} of the whole model" if whole_model
+               else ""), "",
             f"Control: {100 * results['control_test_accuracy']:.2f}. `compress()` "
-            + (f"({results['compress']['candidates']} candidates) " if results["compress"].get("candidates") else "")
-            + "chose " + "; ".join(_describe(recipe) for recipe in results["compress"]["recipe"].values())
-            + f" ({results['compress']['seconds'] / 60:.0f} min).",
+            + (f"({compressed['candidates']} candidates) " if compressed.get("candidates") else "")
+            + "chose " + "; ".join(_describe(recipe) for recipe in compressed["recipe"].values())
+            + (f", the other layers in {compressed['other_layers'] or 'float32'} (the model stores "
+               f"{compressed['model_bytes'] / 2**20:.1f} MiB in Keras, budget "
+               f"{compressed['model_budget_bytes'] / 2**20:.1f} MiB)" if whole_model else "")
+            + f" ({compressed['seconds'] / 60:.0f} min).",
             "",
             "| model | weights | file | of float32 file | test accuracy (file) | Δ vs control | same class as Keras "
             "| batch-1 latency | vs uncompressed float32 | moonshot |",

@@ -24,8 +24,14 @@ import numpy as np
 from keras_lowrank.benchmarks.minilm import pretrained
 from keras_lowrank.benchmarks.minilm import report
 
+# What compress() is given: a share of the token table (`"compress"`), or of
+# the whole float32 classifier with Keras' int8/int4 of the other layers
+# allowed (`"compress_whole_model"`, the classifier part's method names).
+METHODS = ("compress", "compress_whole_model")
 DEFAULTS = {
+    "method": "compress",
     "size": 0.05,
+    "whole_model_share": 0.10,
     # compress()'s recipes; `None`: the classifier part's (its compress rows').
     "candidates": None,
     "quantizations": (None, "dynamic", "int4"),
@@ -39,9 +45,10 @@ DEFAULTS = {
 }
 
 
-def part_folder(dataset, seed, candidates=None):
-    """`whole_file_D_sS`, or `whole_file_D_sS_Ncandidates` when compress()'s candidates are given."""
-    return f"whole_file_{dataset}_s{seed}" + (f"_{candidates}candidates" if candidates else "")
+def part_folder(dataset, seed, candidates=None, method="compress"):
+    """`whole_file_D_sS`, then `_whole_model` for a whole-model budget and `_Ncandidates` when given."""
+    return (f"whole_file_{dataset}_s{seed}" + ("_whole_model" if method == "compress_whole_model" else "")
+            + (f"_{candidates}candidates" if candidates else ""))
 
 
 def run_part(dataset, seed, output, *, root, source=None, cache=None, **settings):
@@ -67,6 +74,7 @@ def run_part(dataset, seed, output, *, root, source=None, cache=None, **settings
     from keras_lowrank.benchmarks import output as output_lib
     from keras_lowrank.benchmarks.minilm import classifier
     from keras_lowrank.benchmarks.minilm.export import interleaved_latency
+    from keras_lowrank.compression import table_bytes
     from keras_lowrank.export.keras_hub_task import split_task
     from keras_lowrank.export.tflite import invoke
     from keras_lowrank.export.tflite import make_interpreter
@@ -76,6 +84,8 @@ def run_part(dataset, seed, output, *, root, source=None, cache=None, **settings
     if unknown:
         raise ValueError(f"Unknown settings {unknown}; valid: {sorted(DEFAULTS)}")
     config = {**DEFAULTS, **settings}
+    if config["method"] not in METHODS:
+        raise ValueError(f"Expected `method` to be one of {METHODS}, received: method={config['method']!r}")
     part_path = os.path.join(root, classifier.part_folder(dataset, seed), "results.json")
     part = report.read_part(part_path)
     control = next((r for r in (part or {}).get("rows", []) if r["method"] == "uncompressed_finetune"), None)
@@ -86,7 +96,8 @@ def run_part(dataset, seed, output, *, root, source=None, cache=None, **settings
             f"--seed {seed}` first."
         )
     part_config = {**classifier.DEFAULTS, **{k: v for k, v in part["config"].items() if k in classifier.DEFAULTS}}
-    candidates = config["candidates"] or part_config["candidates"]
+    whole_model = config["method"] == "compress_whole_model"
+    candidates = config["candidates"] or part_config["whole_model_candidates" if whole_model else "candidates"]
     weights = os.path.join(cache or pretrained.default_runs_dir(),
                            classifier.base_weights_name(dataset, seed, part_config["train_size"]))
     if not os.path.isfile(weights):
@@ -102,19 +113,24 @@ def run_part(dataset, seed, output, *, root, source=None, cache=None, **settings
     base.load_weights(weights)
 
     keras.utils.set_random_seed(seed)
-    small, compress_report, compress_seconds = classifier.compressed_model(
-        base, data, config["size"], part_config, seed, candidates=candidates)
+    small, compress_report, compress_seconds, model_budget = classifier.compressed_model(
+        base, data, None if whole_model else config["size"],
+        {**part_config, "whole_model_share": config["whole_model_share"]}, seed, candidates=candidates)
+    compressed_name = (f"compress to {config['whole_model_share']:.0%} of the model" if whole_model
+                       else f"compress {config['size']:.0%}")
     length = part_config["sequence_length"]
     ids_test = data["test"][0]["token_ids"].astype("int32")
     labels = np.asarray(data["test"][1])
-    models = {"uncompressed": base, f"compress {config['size']:.0%}": small}
+    models = {"uncompressed": base, compressed_name: small}
     results = {
         "benchmark": "minilm_whole_file", "dataset": dataset, "seed": seed,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
         "classifier_config": {k: list(v) if isinstance(v, tuple) else v for k, v in part_config.items()},
         "control_test_accuracy": control["test_accuracy"],
         "compress": {"recipe": compress_report.recipe, "seconds": compress_seconds, "candidates": candidates,
-                     "table_bytes": compress_report.embedding_bytes, "budget_bytes": compress_report.budget_bytes},
+                     "table_bytes": compress_report.embedding_bytes, "budget_bytes": compress_report.budget_bytes,
+                     "model_budget_bytes": model_budget, "other_layers": compress_report.other_layers,
+                     "model_bytes": table_bytes(small)},
         "rows": [],
     }
     interpreters = {}
