@@ -4,9 +4,11 @@ One *part* per dataset and seed, on top of that dataset's classifier part
 (`classifier_D_sS/`): the uncompressed classifier fine-tuned there (its
 cached weights) and `keras_lowrank.compress()` of it at a share of the token
 table (the same settings as the part's `compress` rows, run again here since
-compressed models are not cached), each exported by `export_tflite` as
-float32, LiteRT dynamic range (int8 weights) and int4 weights (AI Edge
-Quantizer). For each file: its size next to the uncompressed float32 file,
+compressed models are not cached) or, with `method="compress_whole_model"`,
+to a share of the whole float32 classifier with Keras' int8 or int4 of the
+other layers allowed (the part's `compress_whole_model` row), each exported
+by `export_tflite` as float32, LiteRT dynamic range (int8 weights) and int4
+weights (AI Edge Quantizer). For each file: its size next to the uncompressed float32 file,
 the test accuracy of the file itself (every test text through the
 interpreter), its agreement with its Keras model, and batch-1 latency
 (median of interleaved rounds, one thread). The control is the classifier
