@@ -29,7 +29,7 @@ def _row(method, size, accuracy, table):
             "model_parameters": 1, "layer": "x", "seconds": 1.0, "detail": detail}
 
 
-def _part(root, dataset, seed, rows, suffix="", **config_overrides):
+def _part(root, dataset, seed, rows, suffix="", cpu=None, **config_overrides):
     from keras_lowrank.benchmarks import environment
 
     folder = os.path.join(root, f"classifier_{dataset}_s{seed}{suffix}")
@@ -40,7 +40,7 @@ def _part(root, dataset, seed, rows, suffix="", **config_overrides):
         json.dump({"dataset": dataset, "seed": seed, "config": config, "rows": rows,
                    "examples": {"train": 10, "dev": 5, "test": 5},
                    "examples_available": {"train": 100, "dev": 50, "test": 50},
-                   "machine": environment.describe_machine()}, f)
+                   "machine": {**environment.describe_machine(), **({"cpu": cpu} if cpu else {})}}, f)
 
 
 def test_report_averages_seeds_and_checks_the_goals(tmp_path):
@@ -308,6 +308,20 @@ def test_a_larger_part_renders_in_its_own_table_the_default_ones_unchanged(tmp_p
     assert "4%" not in default
     assert "- seed 0: [results.json](classifier_trec_s0_3000texts_2epochs/results.json)" in larger
     assert "classifier_trec_s0_3000texts_2epochs" not in default
+
+
+def test_parts_of_one_table_measured_on_two_processors_each_name_theirs(tmp_path):
+    _part(tmp_path, "snips", 0, [_row("uncompressed", None, 0.95, 1000)], cpu="Processor A")
+    _part(tmp_path, "trec", 0, [_row("uncompressed", None, 0.90, 1000)], cpu="Processor B")
+    text = report.render(str(tmp_path))
+    assert "- Machine of `classifier_snips_s0`: Processor A" in text
+    assert "- Machine of `classifier_trec_s0`: Processor B" in text
+    assert "\nMachine: " not in text
+    one = tmp_path / "one"
+    _part(one, "snips", 0, [_row("uncompressed", None, 0.95, 1000)], cpu="Processor A")
+    _part(one, "trec", 0, [_row("uncompressed", None, 0.90, 1000)], cpu="Processor A")
+    text = report.render(str(one))
+    assert text.count("\nMachine: Processor A") == 1 and "Machine of" not in text
 
 
 def _file_row(model, quantize, file_bytes, accuracy, latency=1.0):

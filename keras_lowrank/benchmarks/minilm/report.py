@@ -213,7 +213,11 @@ def _dataset_tables(parts, link_base):
             lines.append(f"- seed {run['seed']}: [results.json]({link_base}{folders[(dataset, run['seed'])]}/results.json)")
         lines.append("")
     lines += _goals(summary)
-    lines.append(f"Machine: {environment.machine_summary(parts[0][1]['machine'])}")
+    if len({part["machine"].get("cpu") for _, part in parts}) == 1:
+        lines.append(f"Machine: {environment.machine_summary(parts[0][1]['machine'])}")
+    else:
+        # Parts measured on different processors: each says its own.
+        lines += [f"- Machine of `{folder}`: {environment.machine_summary(part['machine'])}" for folder, part in parts]
     lines.append("")
     return lines
 
