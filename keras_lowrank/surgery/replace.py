@@ -811,14 +811,16 @@ class ConvertedModel:
             module = importlib.import_module(record["module"])
             base = getattr(module, record["class_name"])
         model = base.from_config(config)
-        replacements = {}
-        for entry in record["layers"]:
+        # Outermost first, one at a time: a layer replaced inside a layer
+        # that was itself replaced (a pruned table's inner table, swapped for
+        # a codebook after pruning) has its path only once that layer is in.
+        for entry in sorted(record["layers"], key=lambda entry: len(entry["path"])):
             path = tuple((attribute, key) for attribute, key in entry["path"])
             new = keras.saving.deserialize_keras_object(entry["layer"])
             if not new.built:
                 new.build()
-            replacements[id(_layer_at(model, path))] = new
-        return replace_layers(model, replacements)
+            model = replace_layers(model, {id(_layer_at(model, path)): new})
+        return model
 
 
 keras.saving.get_custom_objects()[_CONVERTED_NAME] = ConvertedModel

@@ -191,3 +191,35 @@ def test_functional_model_around_a_converted_backbone_copies_and_reconverts():
     np.testing.assert_array_equal(copied(data), small(data))
     # Twice over: a copy of a copy stays converted.
     np.testing.assert_array_equal(copy_model(copied)(data), small(data))
+
+
+@pytest.mark.parametrize("inner", ["codebook", "low_rank"])
+def test_a_pruned_table_whose_inner_table_is_replaced_again_copies_and_reloads(tmp_path, inner):
+    # compress() prunes a task's table, then swaps the pruned table's inner
+    # table for its kind (a codebook, low-rank factors): a second surgery at
+    # a path inside the first. Its `.keras` file must load (it did not: the
+    # loader looked for the inner path before the pruned table was in).
+    import keras_lowrank
+    from keras_lowrank.layers import CodebookEmbedding
+    from keras_lowrank.layers import PrunedEmbedding
+    from keras_lowrank.surgery import copy_model
+    from keras_lowrank.surgery import replace_layers
+
+    keras.utils.set_random_seed(0)
+    task = _bert_classifier()
+    counts = np.arange(len(VOCAB))[::-1].astype("float64")
+    pruned = keras_lowrank.prune_vocabulary(task, 120, counts=counts, layer_names="token_embedding", oov_id=1)
+    table = pruned.backbone.token_embedding
+    assert isinstance(table, PrunedEmbedding)
+    if inner == "codebook":
+        new = CodebookEmbedding.from_embedding(table.embedding, groups=4, codes=16, seed=0)
+        small = replace_layers(pruned, {id(table.embedding): new})
+    else:
+        small = factorize_embeddings(pruned, rank=4, layer_names="token_embedding")
+    inner_class = type(small.backbone.token_embedding.embedding)
+    assert inner_class is not keras.layers.ReversibleEmbedding
+    expected = small.predict(TEXTS, verbose=0)
+    for other in (copy_model(small), keras.saving.load_model(_save(small, f"pruned_{inner}.keras"))):
+        assert type(other) is type(task)
+        assert type(other.backbone.token_embedding.embedding) is inner_class
+        np.testing.assert_allclose(other.predict(TEXTS, verbose=0), expected, atol=1e-6)
