@@ -811,15 +811,22 @@ class ConvertedModel:
             module = importlib.import_module(record["module"])
             base = getattr(module, record["class_name"])
         model = base.from_config(config)
-        # Outermost first, one at a time: a layer replaced inside a layer
-        # that was itself replaced (a pruned table's inner table, swapped for
-        # a codebook after pruning) has its path only once that layer is in.
-        for entry in sorted(record["layers"], key=lambda entry: len(entry["path"])):
-            path = tuple((attribute, key) for attribute, key in entry["path"])
-            new = keras.saving.deserialize_keras_object(entry["layer"])
-            if not new.built:
-                new.build()
-            model = replace_layers(model, {id(_layer_at(model, path)): new})
+        # Outermost first, one depth at a time: a layer replaced inside a
+        # layer that was itself replaced (a pruned table's inner table,
+        # swapped for a codebook after pruning) has its path only once that
+        # layer is in. Layers of one depth go in together (one rebuild).
+        depths = {}
+        for entry in record["layers"]:
+            depths.setdefault(len(entry["path"]), []).append(entry)
+        for depth in sorted(depths):
+            replacements = {}
+            for entry in depths[depth]:
+                path = tuple((attribute, key) for attribute, key in entry["path"])
+                new = keras.saving.deserialize_keras_object(entry["layer"])
+                if not new.built:
+                    new.build()
+                replacements[id(_layer_at(model, path))] = new
+            model = replace_layers(model, replacements)
         return model
 
 

@@ -25,6 +25,16 @@ def _int8_per_channel(kernel, reduced_axes):
     return np.clip(np.round(kernel * scale), -127, 127) / scale
 
 
+def _by_hand(model, reduced, rule):
+    """The reference: a float copy of `model` with each named kernel put through Keras' `rule` by hand."""
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    for name, axes in reduced.items():
+        layer = reference.get_layer(name)
+        layer.kernel.assign(rule(keras.ops.convert_to_numpy(layer.kernel), axes))
+    return reference
+
+
 def _dan():
     keras.utils.set_random_seed(0)
     ids = keras.Input((L,), dtype="int32")
@@ -52,12 +62,7 @@ def _attention_like():
 )
 def test_keras_int8_layers_export_as_their_dequantized_weights(tmp_path, build, reduced):
     model = build()
-    # The reference: the float model with each kernel put through Keras' int8 rule by hand.
-    reference = keras.models.clone_model(model)
-    reference.set_weights(model.get_weights())
-    for name, axes in reduced.items():
-        layer = reference.get_layer(name)
-        layer.kernel.assign(_int8_per_channel(keras.ops.convert_to_numpy(layer.kernel), axes))
+    reference = _by_hand(model, reduced, _int8_per_channel)
     assert sorted(quantize_other_layers(model, "int8")) == sorted(reduced)
     ids = _ids()
     report = export_tflite(model, tmp_path / "m.tflite", probe=ids)
@@ -97,11 +102,7 @@ def _quantize_int4(model, names, block_size):
 )
 def test_keras_int4_layers_per_channel_export_as_their_dequantized_weights(tmp_path, build, reduced):
     model = build()
-    reference = keras.models.clone_model(model)
-    reference.set_weights(model.get_weights())
-    for name, axes in reduced.items():
-        layer = reference.get_layer(name)
-        layer.kernel.assign(_int4_per_channel(keras.ops.convert_to_numpy(layer.kernel), axes))
+    reference = _by_hand(model, reduced, _int4_per_channel)
     _quantize_int4(model, reduced, block_size=-1)
     ids = _ids()
     report = export_tflite(model, tmp_path / "m.tflite", probe=ids)
@@ -148,11 +149,7 @@ def test_keras_quantized_layers_without_a_builtin_form_are_refused_with_what_to_
 
 def test_quantized_layers_nested_in_an_inner_model_export(tmp_path):
     inner = _dan()
-    reference = keras.models.clone_model(inner)
-    reference.set_weights(inner.get_weights())
-    for name in ("hidden", "logits"):
-        layer = reference.get_layer(name)
-        layer.kernel.assign(_int8_per_channel(keras.ops.convert_to_numpy(layer.kernel), (0,)))
+    reference = _by_hand(inner, {"hidden": (0,), "logits": (0,)}, _int8_per_channel)
     ids = keras.Input((L,), dtype="int32")
     outer = keras.Model(ids, inner(ids))
     assert sorted(quantize_other_layers(outer, "int8")) == ["hidden", "logits"]
