@@ -328,11 +328,33 @@ def test_exact_rows_fill_what_each_codebook_leaves_of_the_budget(frequency_order
         assert layout.stored_bytes() == whole + layout.exact_rows * (d + 4) + id_map <= budget
         assert layout.stored_bytes() + d + 4 > budget  # one more row would not fit
     # The search's first codebook candidates: the most code bits, then the
-    # most exact rows (int8 codebooks leave room for more).
+    # largest books, then the most exact rows (int8 codebooks leave room for
+    # more).
     ranked = planner.rank_recipes(recipes, np.zeros((V, d)), None, np.ones(V))
     first = planner.choose_candidates(ranked, 2)
     assert [r.family for r in first] == ["codebook+exact", "codebook"]
     assert (first[0].layout.groups, first[0].layout.codes, first[0].layout.storage) == (128, 256, "int8")
+
+
+def test_at_equal_code_bits_larger_codebooks_are_tried_first():
+    # At 5% of a 30522x384 table, 64 8-bit codes and 128 4-bit codes give a
+    # row the same 512 bits; the 256-codeword books come first, with or
+    # without exact rows, though they leave room for fewer exact rows.
+    V, d = 30522, 384
+    recipes = planner.plan_recipes(V, d, int(0.05 * 4 * V * d), prune=False, kinds=("codebook",),
+                                   selections=("first", "counts"))
+    ranked = planner.rank_recipes(recipes, np.zeros((V, d)), None, np.ones(V))
+    bits = {r.layout: r.layout.groups * (8 if r.layout.codes > 16 else 4) for r in ranked}
+    top = max(bits.values())
+    assert top == 512
+    for family in ("codebook", "codebook+exact"):
+        shapes = [(r.layout.groups, r.layout.codes) for r in ranked if r.family == family and bits[r.layout] == top]
+        assert shapes.index((64, 256)) < shapes.index((128, 16))
+    first = planner.choose_candidates(ranked, 3)
+    assert [(r.layout.groups, r.layout.codes) for r in first[:2]] == [(64, 256), (64, 256)]
+    exact = {(r.layout.groups, r.layout.codes, r.layout.storage): r.layout.exact_rows
+             for r in ranked if r.layout.exact_rows}
+    assert exact[(64, 256, "int8")] < exact[(128, 16, "int8")]
 
 
 def test_no_exact_rows_when_the_budget_left_buys_too_few():

@@ -12,7 +12,8 @@ group, 16 or 256 codewords); the same plus the most exact rows the rest of
 the budget buys; and, when a shape does not fit over every row, the
 vocabulary pruned to the most rows it leaves room for. There is no cheap
 proxy (a k-means per recipe would cost more than it tells): within the
-kind, more code bits per row are tried first, then more exact rows.
+kind, more code bits per row are tried first, then larger codebooks, then
+more exact rows.
 """
 
 import numpy as np
@@ -157,9 +158,13 @@ def _smallest(budget):
 
 def _order(layout):
     bits = layout.groups * storage_lib.bits_per_code(layout.codes)
-    # Next to the same codes, more exact rows first (int8 codebooks leave
-    # room for more of them).
-    return (-bits * layout.rows, -layout.exact_rows, -layout.stored_bytes())
+    # At equal code bits, larger codebooks first: 256 codewords over 2k
+    # dimensions can hold every pair of 16-codeword books over k dimensions,
+    # so they quantize at least as well at their optimum (on MiniLM's table
+    # at 5%, 64x256 + exact rows started at a validation cosine of 0.976,
+    # 128x16 + more exact rows at 0.972). Next to the same codes, more exact
+    # rows first (int8 codebooks leave room for more of them).
+    return (-bits * layout.rows, -layout.codes, -layout.exact_rows, -layout.stored_bytes())
 
 
 def _family(layout):
