@@ -96,9 +96,12 @@ def dequantized(model):
 
 
 def _float_twin(layer):
-    """A float32 layer of `layer`'s configuration holding its dequantized kernel and its bias."""
+    """A float32 layer of `layer`'s configuration holding its dequantized kernel (LoRA merged) and its bias."""
     config = layer.get_config()
     config["dtype"] = "float32"
+    # The LoRA update is merged into the kernel.
+    config.pop("lora_rank", None)
+    config.pop("lora_alpha", None)
     new = layer.__class__.from_config(config)
     new.build_from_config(layer.get_build_config())
     weights = [dequantized_kernel(layer)]
@@ -124,9 +127,17 @@ def dequantized_kernel(layer):
     layout, scales and zero points of shape `(blocks, columns)` with each
     row's block in `g_idx`) it is `(codes - zero) * scale`, as Keras'
     `_int4_call` computes it.
+
+    With LoRA enabled (Keras' QLoRA: a float low-rank update trained on
+    the quantized kernel), `layer.kernel` is the codes plus the update; the
+    update is taken off before dequantizing and added to the result, which
+    is what the layer computes (quantized product plus LoRA product).
     """
-    codes = np.asarray(keras.ops.convert_to_numpy(layer.kernel), np.float32)
     numpy = keras.ops.convert_to_numpy
+    codes = np.asarray(numpy(layer.kernel), np.float32)
+    update = _lora_update(layer)
+    if update is not None:
+        codes = np.round(codes - update)
     if layer.quantization_mode == "int4":
         scale = np.asarray(numpy(layer.kernel_scale), np.float32)
         matrix = codes.reshape(-1, scale.shape[-1])
@@ -136,12 +147,24 @@ def dequantized_kernel(layer):
             blocks = np.asarray(numpy(layer.g_idx)).astype(np.int64)
             zero = np.asarray(numpy(layer.kernel_zero), np.float32)
             matrix = (matrix - zero[blocks]) * scale[blocks]
-        return matrix.reshape(codes.shape)
-    if isinstance(layer, keras.layers.EinsumDense):
-        scale = _keras_private.einsum_kernel_scale(layer)
+        kernel = matrix.reshape(codes.shape)
     else:
-        scale = numpy(layer.kernel_scale)
-    return codes / np.asarray(scale, np.float32)
+        if isinstance(layer, keras.layers.EinsumDense):
+            scale = _keras_private.einsum_kernel_scale(layer)
+        else:
+            scale = numpy(layer.kernel_scale)
+        kernel = codes / np.asarray(scale, np.float32)
+    return kernel if update is None else kernel + update
+
+
+def _lora_update(layer):
+    """The float update LoRA adds to `layer`'s kernel (`alpha / rank * A @ B`), or `None`."""
+    if not getattr(layer, "lora_enabled", False):
+        return None
+    numpy = keras.ops.convert_to_numpy
+    product = np.matmul(np.asarray(numpy(layer.lora_kernel_a), np.float32),
+                        np.asarray(numpy(layer.lora_kernel_b), np.float32))
+    return np.float32(layer.lora_alpha / layer.lora_rank) * product
 
 
 def _int4_tables(model):

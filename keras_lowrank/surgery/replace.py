@@ -101,6 +101,7 @@ def copy_model(model):
                 clone = keras.models.clone_model(model)
             if not clone.built and model.built:
                 clone.build(model.input_shape)
+            _copy_lora(model, clone)
             clone.set_weights(model.get_weights())
             _copy_vocabularies(model, clone)
         else:
@@ -314,6 +315,17 @@ def _copy_through_keras_file(model):
             clone.build_from_config(model.get_build_config())
             clone.set_weights(model.get_weights())
             return clone
+
+
+def _copy_lora(source, clone):
+    # LoRA enabled on layers a parent builds (KerasHub's `enable_lora` on a
+    # backbone's projections) is state outside the parent's config: the
+    # clone's layers get the same rank and alpha before the weights, LoRA's
+    # included, are copied.
+    pairs = zip(_keras_private.flatten_layers(source), _keras_private.flatten_layers(clone))
+    for old, new in pairs:
+        if getattr(old, "lora_enabled", False) and type(new) is type(old) and not new.lora_enabled:
+            new.enable_lora(old.lora_rank, lora_alpha=old.lora_alpha)
 
 
 def _copy_vocabularies(source, clone):

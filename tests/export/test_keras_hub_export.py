@@ -84,6 +84,23 @@ def test_task_whose_backbone_keras_quantized_to_int4_exports_what_keras_computes
     np.testing.assert_allclose(run_tflite(path, _ids(task, TEXTS)), task.predict(TEXTS, verbose=0), atol=1e-4)
 
 
+def test_task_fine_tuned_with_qlora_exports_what_keras_computes(tmp_path):
+    # KerasHub's QLoRA recipe: the backbone quantized by Keras (int4: weights
+    # only), then LoRA on its query and value projections; the file holds
+    # each projection's dequantized kernel with the update merged.
+    task = _task()
+    task.backbone.quantize("int4")
+    task.backbone.enable_lora(2)
+    lora = [layer for layer in task.backbone._flatten_layers() if getattr(layer, "lora_enabled", False)]
+    assert lora
+    for layer in lora:
+        layer.lora_kernel_b.assign(np.random.default_rng(4).normal(0, 0.3, layer.lora_kernel_b.shape))
+    path = str(tmp_path / "task.tflite")
+    report = keras_lowrank.export_tflite(task, path)
+    assert report.flex_ops == []
+    np.testing.assert_allclose(run_tflite(path, _ids(task, TEXTS)), task.predict(TEXTS, verbose=0), atol=1e-4)
+
+
 def test_task_without_preprocessor_takes_the_length_it_is_given(tmp_path):
     task = _task(preprocessor=False)
     path = str(tmp_path / "bare.tflite")
