@@ -87,7 +87,9 @@ def copy_model(model):
     source's layer names, `trainable` flags and weights, once its layers and
     variables are checked to match the source's. A compiled model's
     copy is compiled with the same loss and metric objects and a fresh
-    optimizer of the same configuration.
+    optimizer of the same configuration. LoRA enabled on a layer that its
+    parent builds (KerasHub's `backbone.enable_lora`) is enabled on the
+    copy's layer too, with the same rank and alpha.
 
     Raises:
         ValueError: when the model cannot be copied: a layer of the model
