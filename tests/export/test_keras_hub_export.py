@@ -14,6 +14,7 @@ pytest.importorskip("ai_edge_litert")
 import keras  # noqa: E402
 
 import keras_lowrank  # noqa: E402
+from keras_lowrank._keras_private import flatten_layers  # noqa: E402
 from keras_lowrank.export import read_task_settings  # noqa: E402
 from keras_lowrank.export import run_tflite  # noqa: E402
 
@@ -91,7 +92,7 @@ def test_task_fine_tuned_with_qlora_exports_what_keras_computes(tmp_path):
     task = _task()
     task.backbone.quantize("int4")
     task.backbone.enable_lora(2)
-    lora = [layer for layer in task.backbone._flatten_layers() if getattr(layer, "lora_enabled", False)]
+    lora = [layer for layer in flatten_layers(task.backbone) if getattr(layer, "lora_enabled", False)]
     assert lora
     for layer in lora:
         layer.lora_kernel_b.assign(np.random.default_rng(4).normal(0, 0.3, layer.lora_kernel_b.shape))
