@@ -10,13 +10,15 @@ numerical core can be tested and benchmarked on its own.
   weights) and `validate_table`.
 - `kmeans`: `product_quantize` (frequency-weighted k-means per group of
   dimensions, the codes and codebooks of a `CodebookEmbedding`) and
-  `assign_codes`; `kmeans.kmeans` for one group.
+  `assign_codes`; `balanced_rotation` (optimized product quantization's
+  rotation); `kmeans.kmeans` for one group.
 """
 
 from keras_lowrank.decomposition.factorize import Factorization
 from keras_lowrank.decomposition.factorize import factorize_table
 from keras_lowrank.decomposition.factorize import validate_table
 from keras_lowrank.decomposition.kmeans import assign_codes
+from keras_lowrank.decomposition.kmeans import balanced_rotation
 from keras_lowrank.decomposition.kmeans import product_quantize
 from keras_lowrank.decomposition.rank import energy_kept
 from keras_lowrank.decomposition.rank import max_useful_rank

@@ -86,6 +86,19 @@ class CodebookEmbedding(layers.Layer):
     alone cannot use (the next codebook shape is often twice the bytes),
     on the rows that matter most.
 
+    Rotated codes (`rotate=True`, optimized product quantization): the
+    codes quantize the rows turned by a fixed orthogonal `rotation`
+    `(output_dim, output_dim)` rather than the rows themselves, and row `i`
+    is `concat_g codebooks[g, code[i, g]] @ rotation^T`. `from_embedding`
+    takes the rotation from the table (`balanced_rotation` in
+    `keras_lowrank.decomposition.kmeans`: principal directions spread so
+    that every group holds about the same variance); a trained table whose
+    variance sits in a few directions is then coded far better by the same
+    code bits. The rotation costs `output_dim**2` numbers, stored like the
+    codebooks (float32, or int8 with one float32 scale per column once
+    frozen), so it pays on wide tables with many rows. Exact rows are kept
+    unrotated. The rotation is not trained.
+
     `get_config()` records the form (`codes_frozen`), so both forms save to
     and load from `.keras` files; a frozen layer's file holds no
     `input_dim x output_dim` table. `freeze_codes()` changes the layer's
@@ -130,6 +143,8 @@ class CodebookEmbedding(layers.Layer):
         exact_remap: Boolean, whether the exact rows answer the ids a
             stored map names (`True`) or the first `exact_rows` ids
             (`False`, the default).
+        rotate: Boolean, whether the codes quantize rotated rows (see
+            above). Defaults to `False`.
         embeddings_initializer: Initializer for the training table and the
             codebooks (codewords live in the space of the rows, so they are
             drawn alike). Defaults to `"uniform"`, as in `Embedding`.
@@ -161,6 +176,9 @@ class CodebookEmbedding(layers.Layer):
         - [van den Oord, Vinyals and Kavukcuoglu, 2017. Neural Discrete
           Representation Learning](https://arxiv.org/abs/1711.00937)
           (NeurIPS 2017)
+        - [Ge, He, Ke and Sun, 2013. Optimized Product Quantization for
+          Approximate Nearest Neighbor Search](https://doi.org/10.1109/CVPR.2013.379)
+          (CVPR 2013)
     """
 
     def __init__(
@@ -176,6 +194,7 @@ class CodebookEmbedding(layers.Layer):
         codes_frozen=False,
         exact_rows=0,
         exact_remap=False,
+        rotate=False,
         **kwargs,
     ):
         storage_lib.check_positive_int("input_dim", input_dim)
@@ -223,6 +242,7 @@ class CodebookEmbedding(layers.Layer):
             ("mask_zero", mask_zero),
             ("codes_frozen", codes_frozen),
             ("exact_remap", exact_remap),
+            ("rotate", rotate),
         ):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(
@@ -241,6 +261,7 @@ class CodebookEmbedding(layers.Layer):
         self.codes_frozen = bool(codes_frozen)
         self.exact_rows = int(exact_rows)
         self.exact_remap = bool(exact_remap) and self.exact_rows > 0
+        self.rotate = bool(rotate)
         self.supports_masking = self.mask_zero
         # Like `Embedding`: the float32 variables are not auto-cast as a
         # whole; only the gathered rows are cast to the compute dtype.
@@ -283,6 +304,27 @@ class CodebookEmbedding(layers.Layer):
                 name="codebook_scale",
                 shape=(self.groups,),
                 initializer=self._initializer("codebook_scale", "ones"),
+                trainable=False,
+            )
+        if self.rotate and float_codebooks:
+            self.rotation = self.add_weight(
+                name="rotation",
+                shape=(self.output_dim, self.output_dim),
+                initializer=self._initializer("rotation", "identity"),
+                trainable=False,
+            )
+        if self.rotate and int8_codebooks:
+            self.quantized_rotation = self.add_weight(
+                name="quantized_rotation",
+                shape=(self.output_dim, self.output_dim),
+                initializer=self._initializer("quantized_rotation", "zeros"),
+                dtype="int8",
+                trainable=False,
+            )
+            self.rotation_scale = self.add_weight(
+                name="rotation_scale",
+                shape=(self.output_dim,),
+                initializer=self._initializer("rotation_scale", "ones"),
                 trainable=False,
             )
         self.packed_codes = self.add_weight(
@@ -348,10 +390,10 @@ class CodebookEmbedding(layers.Layer):
         else:
             # Distances in float32 whatever the variable dtype, so that the
             # argmin does not flip on rounding.
-            rows = ops.reshape(
-                ops.cast(ops.take(self.embeddings, ids, axis=0), "float32"),
-                (-1, self.groups, self.sub_dim),
-            )
+            table_rows = ops.cast(ops.take(self.embeddings, ids, axis=0), "float32")
+            if self.rotate:
+                table_rows = ops.matmul(table_rows, self.dequantized_rotation())
+            rows = ops.reshape(table_rows, (-1, self.groups, self.sub_dim))
             # argmin_k ||x - c_k||^2 = argmin_k ||c_k||^2 - 2 x.c_k.
             scores = ops.sum(ops.square(codebooks), axis=-1) - 2.0 * ops.einsum(
                 "ngs,gks->ngk", rows, codebooks
@@ -373,8 +415,15 @@ class CodebookEmbedding(layers.Layer):
             # rows and to the codewords alike.
             quantized = quantized + (rows - ops.stop_gradient(rows))
         quantized = ops.reshape(quantized, (-1, self.output_dim))
+        if self.rotate:
+            # Orthogonal, so the straight-through gradient reaches the
+            # table rows unchanged.
+            quantized = ops.matmul(quantized, ops.transpose(self.dequantized_rotation()))
         if self.exact_rows:
-            quantized = self._with_exact_rows(ids, quantized, None if self.codes_frozen else rows)
+            exact_values = None
+            if not self.codes_frozen:
+                exact_values = ops.cast(ops.take(self.embeddings, ids, axis=0), "float32")
+            quantized = self._with_exact_rows(ids, quantized, exact_values)
         outputs = ops.reshape(quantized, (*ops.shape(inputs), self.output_dim))
         return ops.cast(outputs, self.compute_dtype)
 
@@ -411,6 +460,18 @@ class CodebookEmbedding(layers.Layer):
         ragged = getattr(inputs, "ragged", False)
         return KerasTensor(output_shape, dtype=self.compute_dtype, ragged=ragged)
 
+    def dequantized_rotation(self):
+        """The rotation `(output_dim, output_dim)` in float32 (`rotate=True` only)."""
+        self._check_built("read the rotation of")
+        if not self.rotate:
+            raise ValueError(f"Layer '{self.name}' has no rotation: it was built with rotate=False")
+        if self.codes_frozen and self.codebook_dtype == "int8":
+            return ops.divide(
+                ops.cast(self.quantized_rotation, "float32"),
+                ops.reshape(ops.cast(self.rotation_scale, "float32"), (1, -1)),
+            )
+        return ops.cast(self.rotation, "float32")
+
     def dequantized_codebooks(self):
         """The codebooks `(groups, codes, output_dim / groups)` in float32."""
         self._check_built("read the codebooks of")
@@ -437,9 +498,14 @@ class CodebookEmbedding(layers.Layer):
             return storage_lib.to_numpy(
                 storage_lib.unpack_codes(self.packed_codes, self.groups, self.bits_per_code)
             ).astype(np.int32)
-        return kmeans.assign_codes(
-            storage_lib.to_numpy(self.embeddings), storage_lib.to_numpy(self.codebooks)
-        )
+        return kmeans.assign_codes(self._coded_table(), storage_lib.to_numpy(self.codebooks))
+
+    def _coded_table(self):
+        """The training table as the codes see it (rotated if `rotate`), float32 numpy."""
+        table = storage_lib.to_numpy(ops.cast(self.embeddings, "float32"))
+        if self.rotate:
+            table = table @ storage_lib.to_numpy(self.dequantized_rotation())
+        return table
 
     def decoded_table(self):
         """The `(input_dim, output_dim)` float32 table of the rows the layer outputs.
@@ -447,6 +513,8 @@ class CodebookEmbedding(layers.Layer):
         For inspection and export only: `call` never builds it.
         """
         table = _decode(storage_lib.to_numpy(self.dequantized_codebooks()), self.get_codes())
+        if self.rotate:
+            table = table @ storage_lib.to_numpy(self.dequantized_rotation()).T
         if self.exact_rows:
             table[self.exact_ids()] = self._exact_values()
         return table
@@ -499,6 +567,7 @@ class CodebookEmbedding(layers.Layer):
             storage=self.codebook_dtype,
             exact_rows=self.exact_rows,
             exact_remap=self.exact_remap,
+            rotate=self.rotate,
         )
 
     def freeze_codes(self):
@@ -528,6 +597,12 @@ class CodebookEmbedding(layers.Layer):
             self.quantized_codebooks.assign(quantized)
             self.codebook_scale.assign(scale)
             del self.codebooks
+            if self.rotate:
+                # Per column: each column is one direction of the rotation.
+                quantized, scale = storage_lib.quantize_int8(storage_lib.to_numpy(self.rotation), axis=0)
+                self.quantized_rotation.assign(quantized)
+                self.rotation_scale.assign(scale)
+                del self.rotation
         del self.embeddings
         self.codes_frozen = True
 
@@ -623,22 +698,27 @@ class CodebookEmbedding(layers.Layer):
             input_dim, output_dim, groups, codes, codes_frozen=bool(freeze),
             name=name, **kwargs,
         )
+        coded = values
+        if layer.rotate:
+            rotation = kmeans.balanced_rotation(values, layer.groups, row_weights=row_weights)
+            coded = np.asarray(values, np.float32) @ rotation
         result = kmeans.product_quantize(
-            values, layer.groups, layer.codes, row_weights=row_weights,
+            coded, layer.groups, layer.codes, row_weights=row_weights,
             iterations=iterations, seed=seed,
         )
         exact_ids = np.zeros((0,), np.int64)
         if layer.exact_rows:
-            exact_ids = _exact_ids(values, result, row_weights, layer.exact_rows, layer.exact_remap)
+            # A rotation keeps distances: the errors of the rotated rows are the rows' errors.
+            exact_ids = _exact_ids(coded, result, row_weights, layer.exact_rows, layer.exact_remap)
             # The codebooks are fitted again to the rows they serve.
-            coded = np.ones(input_dim, bool)
-            coded[exact_ids] = False
+            by_codes = np.ones(input_dim, bool)
+            by_codes[exact_ids] = False
             served = np.ones(input_dim) if row_weights is None else np.asarray(row_weights, np.float64)
-            if not np.any(served[coded] > 0):
+            if not np.any(served[by_codes] > 0):
                 served = np.ones(input_dim)
-            served = np.where(coded, served, 0.0)
+            served = np.where(by_codes, served, 0.0)
             result = kmeans.product_quantize(
-                values, layer.groups, layer.codes, row_weights=served,
+                coded, layer.groups, layer.codes, row_weights=served,
                 iterations=iterations, seed=seed,
             )
         # Weights are created with their values as initial values rather
@@ -648,6 +728,8 @@ class CodebookEmbedding(layers.Layer):
             "codebooks": result.codebooks,
             "packed_codes": storage_lib.pack_codes(result.codes, layer.bits_per_code),
         }
+        if layer.rotate and (not freeze or layer.codebook_dtype == "float32"):
+            initial["rotation"] = rotation
         if layer.exact_remap:
             slots = np.full(input_dim, layer.exact_rows, dtype=exact_map_dtype(layer.exact_rows))
             slots[exact_ids] = np.arange(layer.exact_rows)
@@ -658,6 +740,9 @@ class CodebookEmbedding(layers.Layer):
             if layer.codebook_dtype == "int8":
                 quantized, scale = storage_lib.quantize_int8(result.codebooks, axis=(1, 2))
                 initial.update(quantized_codebooks=quantized, codebook_scale=scale)
+                if layer.rotate:
+                    quantized, scale = storage_lib.quantize_int8(rotation, axis=0)
+                    initial.update(quantized_rotation=quantized, rotation_scale=scale)
             if layer.exact_rows:
                 quantized, scale = storage_lib.quantize_int8(np.asarray(values, np.float32)[exact_ids], axis=1)
                 initial.update(quantized_exact_rows=quantized, exact_scale=scale)
@@ -698,9 +783,15 @@ class CodebookEmbedding(layers.Layer):
         )
         exact = ["quantized_exact_rows", "exact_scale"] if self.exact_rows else []
         exact_map = ["exact_slots"] if self.exact_remap else []
+        rotation, frozen_rotation = [], []
+        if self.rotate:
+            rotation = ["rotation"]
+            frozen_rotation = (
+                ["quantized_rotation", "rotation_scale"] if self.codebook_dtype == "int8" else rotation
+            )
         return {
-            False: ["embeddings", "codebooks"] + exact_map,
-            True: frozen_codebooks + ["packed_codes"] + exact + exact_map,
+            False: ["embeddings", "codebooks"] + rotation + exact_map,
+            True: frozen_codebooks + frozen_rotation + ["packed_codes"] + exact + exact_map,
         }
 
     def save_own_variables(self, store):
@@ -738,6 +829,7 @@ class CodebookEmbedding(layers.Layer):
             "codes_frozen": self.codes_frozen,
             "exact_rows": self.exact_rows,
             "exact_remap": self.exact_remap,
+            "rotate": self.rotate,
         }
         return {**base_config, **config}
 

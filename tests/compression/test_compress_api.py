@@ -357,6 +357,27 @@ def test_at_equal_code_bits_larger_codebooks_are_tried_first():
     assert exact[(64, 256, "int8")] < exact[(128, 16, "int8")]
 
 
+def test_rotated_codes_are_planned_where_the_rotation_fits_and_tried_first():
+    # At 5% of a 30522x384 table an int8 rotation (384 x 384 bytes and a
+    # float32 scale per column) fits next to 64 8-bit codes a row; it costs
+    # the exact rows it displaces. At 2% (24 8-bit codes a row) it does not fit.
+    V, d = 30522, 384
+    rotation_bytes = d * d + 4 * d
+    recipes = planner.plan_recipes(V, d, int(0.05 * 4 * V * d), prune=False, kinds=("codebook",),
+                                   selections=("first", "counts"))
+    ranked = planner.rank_recipes(recipes, np.zeros((V, d)), None, np.ones(V))
+    first = planner.choose_candidates(ranked, 3)
+    assert [(r.layout.groups, r.layout.codes, r.layout.rotate) for r in first[:2]] == [(64, 256, True)] * 2
+    exact = {r.layout.rotate: r.layout for r in ranked
+             if (r.layout.groups, r.layout.codes, r.layout.storage) == (64, 256, "int8") and r.layout.exact_rows}
+    assert exact[True].exact_rows < exact[False].exact_rows
+    assert exact[True].stored_bytes() - exact[True].replace(rotate=False).stored_bytes() == rotation_bytes
+    small = planner.plan_recipes(V, d, int(0.02 * 4 * V * d), prune=False, kinds=("codebook",),
+                                 selections=("first", "counts"))
+    assert any((r.layout.groups, r.layout.codes) == (24, 256) for r in small)
+    assert not any((r.layout.groups, r.layout.codes) == (24, 256) and r.layout.rotate for r in small)
+
+
 def test_no_exact_rows_when_the_budget_left_buys_too_few():
     V, d = 1000, 16
     whole = TableLayout(V, d, groups=8, codes=16)

@@ -16,16 +16,17 @@ from keras_lowrank.layers import CodebookEmbedding  # noqa: E402
 from keras_lowrank.layers import PrunedEmbedding  # noqa: E402
 
 
-@pytest.mark.parametrize("codes, codebook_dtype, pruned, exact", [
-    (16, "int8", False, None), (256, "float32", False, None), (16, "int8", True, None),
-    (16, "int8", False, "mapped"), (256, "float32", True, "first"),
+@pytest.mark.parametrize("codes, codebook_dtype, pruned, exact, rotate", [
+    (16, "int8", False, None, False), (256, "float32", False, None, False), (16, "int8", True, None, False),
+    (16, "int8", False, "mapped", False), (256, "float32", True, "first", False),
+    (16, "int8", False, "mapped", True), (256, "float32", True, None, True),
 ])
-def test_codebook_table_exports_with_builtin_ops_and_parity(tmp_path, codes, codebook_dtype, pruned, exact):
+def test_codebook_table_exports_with_builtin_ops_and_parity(tmp_path, codes, codebook_dtype, pruned, exact, rotate):
     rng = np.random.default_rng(0)
     table = rng.normal(size=(2_000, 24)).astype("float32")
     layer = CodebookEmbedding.from_embedding(table, groups=6, codes=codes, codebook_dtype=codebook_dtype,
                                              mask_zero=True, iterations=4, exact_rows=150 if exact else 0,
-                                             exact_remap=exact == "mapped",
+                                             exact_remap=exact == "mapped", rotate=rotate,
                                              row_weights=rng.integers(1, 100, size=2_000))
     if pruned:
         layer = PrunedEmbedding(5_000, layer, remap=True)
