@@ -172,7 +172,10 @@ def test_saved_and_loaded(tmp_path, freeze, codebook_dtype):
     reloaded = keras.saving.load_model(tmp_path / "m.keras")
     loaded = reloaded.get_layer("tokens")
     assert (loaded.rotate, loaded.codes_frozen) == (True, freeze)
-    np.testing.assert_array_equal(_numpy(reloaded(ids)), expected)
+    for name in layer.variable_serialization_spec[freeze]:  # what the file holds
+        np.testing.assert_array_equal(_numpy(getattr(loaded, name)), _numpy(getattr(layer, name)))
+    # The same weights; the matrix product may round differently between calls (PyTorch).
+    np.testing.assert_allclose(_numpy(reloaded(ids)), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_registered_builder_makes_the_planned_rotated_layout():
