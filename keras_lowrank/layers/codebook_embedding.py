@@ -391,9 +391,10 @@ class CodebookEmbedding(layers.Layer):
             # Distances in float32 whatever the variable dtype, so that the
             # argmin does not flip on rounding.
             table_rows = ops.cast(ops.take(self.embeddings, ids, axis=0), "float32")
+            coded_rows = table_rows
             if self.rotate:
-                table_rows = ops.matmul(table_rows, self.dequantized_rotation())
-            rows = ops.reshape(table_rows, (-1, self.groups, self.sub_dim))
+                coded_rows = ops.matmul(table_rows, self.dequantized_rotation())
+            rows = ops.reshape(coded_rows, (-1, self.groups, self.sub_dim))
             # argmin_k ||x - c_k||^2 = argmin_k ||c_k||^2 - 2 x.c_k.
             scores = ops.sum(ops.square(codebooks), axis=-1) - 2.0 * ops.einsum(
                 "ngs,gks->ngk", rows, codebooks
@@ -420,10 +421,7 @@ class CodebookEmbedding(layers.Layer):
             # table rows unchanged.
             quantized = ops.matmul(quantized, ops.transpose(self.dequantized_rotation()))
         if self.exact_rows:
-            exact_values = None
-            if not self.codes_frozen:
-                exact_values = ops.cast(ops.take(self.embeddings, ids, axis=0), "float32")
-            quantized = self._with_exact_rows(ids, quantized, exact_values)
+            quantized = self._with_exact_rows(ids, quantized, None if self.codes_frozen else table_rows)
         outputs = ops.reshape(quantized, (*ops.shape(inputs), self.output_dim))
         return ops.cast(outputs, self.compute_dtype)
 
