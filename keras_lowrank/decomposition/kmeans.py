@@ -188,10 +188,11 @@ def balanced_rotation(table, groups, *, row_weights=None):
     allocation independent of the scale of the table and the weights (a
     greedy "smallest product among the groups not full" is not: with
     eigenvalues below 1, a group's product shrinks as it fills, so the
-    first group would take all the largest directions). Product quantization of `table @ rotation` then codes
-    groups of about equal variance whose dimensions are uncorrelated, rather
-    than the table's own columns, whose variance may sit in a few groups
-    (trained embedding tables concentrate it in a few directions).
+    first group would take all the largest directions). Product
+    quantization of `table @ rotation` then codes groups of about equal
+    variance whose dimensions are uncorrelated, rather than the table's own
+    columns, whose variance may sit in a few groups (trained embedding
+    tables concentrate it in a few directions).
 
     Args:
         table: 2-D array [V, d].

@@ -596,8 +596,7 @@ class CodebookEmbedding(layers.Layer):
             self.codebook_scale.assign(scale)
             del self.codebooks
             if self.rotate:
-                # Per column: each column is one direction of the rotation.
-                quantized, scale = storage_lib.quantize_int8(storage_lib.to_numpy(self.rotation), axis=0)
+                quantized, scale = _quantize_rotation(storage_lib.to_numpy(self.rotation))
                 self.quantized_rotation.assign(quantized)
                 self.rotation_scale.assign(scale)
                 del self.rotation
@@ -726,7 +725,7 @@ class CodebookEmbedding(layers.Layer):
             "codebooks": result.codebooks,
             "packed_codes": storage_lib.pack_codes(result.codes, layer.bits_per_code),
         }
-        if layer.rotate and (not freeze or layer.codebook_dtype == "float32"):
+        if layer.rotate:
             initial["rotation"] = rotation
         if layer.exact_remap:
             slots = np.full(input_dim, layer.exact_rows, dtype=exact_map_dtype(layer.exact_rows))
@@ -739,7 +738,7 @@ class CodebookEmbedding(layers.Layer):
                 quantized, scale = storage_lib.quantize_int8(result.codebooks, axis=(1, 2))
                 initial.update(quantized_codebooks=quantized, codebook_scale=scale)
                 if layer.rotate:
-                    quantized, scale = storage_lib.quantize_int8(rotation, axis=0)
+                    quantized, scale = _quantize_rotation(rotation)
                     initial.update(quantized_rotation=quantized, rotation_scale=scale)
             if layer.exact_rows:
                 quantized, scale = storage_lib.quantize_int8(np.asarray(values, np.float32)[exact_ids], axis=1)
@@ -863,6 +862,11 @@ def _exact_ids(values, result, row_weights, count, remap):
     if row_weights is not None:
         error = error * np.asarray(row_weights, np.float64)
     return np.sort(np.argsort(-error, kind="stable")[:count])
+
+
+def _quantize_rotation(rotation):
+    """An int8 rotation and its float32 scales, one per column (each column is one direction)."""
+    return storage_lib.quantize_int8(rotation, axis=0)
 
 
 def _decode(codebooks, codes):
