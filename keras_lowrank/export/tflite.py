@@ -21,6 +21,7 @@ With a fixed `batch_size` the loop is kept.
 This module must not change the model it is given, and must not train.
 """
 
+import contextlib
 import dataclasses
 import keyword
 import os
@@ -351,13 +352,14 @@ def export_tflite(
     unroll = recurrent if batch_size is None else []
     input_shape = (batch_size, seq_len)
     signature = _signature_names(keras_model, raw_text.IDS_INPUT_NAME if text is not None else None)
-    flatbuffer = _CONVERTERS[backend](
-        export_model, input_shape, None if quantize == "int4" else quantize, representative_dataset, unroll, tf,
-        names=(
-            next(iter(signature["inputs"].values())),
-            next(iter(signature["outputs"].values())),
-        ),
-    )
+    with _tables_traced_for_export(export_model):
+        flatbuffer = _CONVERTERS[backend](
+            export_model, input_shape, None if quantize == "int4" else quantize, representative_dataset, unroll, tf,
+            names=(
+                next(iter(signature["inputs"].values())),
+                next(iter(signature["outputs"].values())),
+            ),
+        )
     if quantize == "int4":
         flatbuffer = _int4_weights(flatbuffer)
     settings = None
@@ -521,6 +523,21 @@ def _ops_used(flatbuffer):
     builtin = set(names.values()) - {"CUSTOM"}
     flex = sorted(name for name in ops if name not in builtin)
     return ops, flex
+
+
+@contextlib.contextmanager
+def _tables_traced_for_export(model):
+    """Enters each table kind's `traced_for_export` for the model's tables."""
+    # A wrapped table (`PrunedEmbedding`) is listed with its wrapper: entered once.
+    tables = {id(table_kinds.stored_table(layer)): layer
+              for layer in _keras_private.flatten_layers(model, include_self=False)
+              if table_kinds.kind_of(layer) is not None}
+    with contextlib.ExitStack() as stack:
+        for layer in tables.values():
+            kind = table_kinds.kind_of(layer)
+            if kind.traced_for_export is not None:
+                stack.enter_context(kind.traced_for_export(layer))
+        yield
 
 
 def _as_float32(model, folding):

@@ -9,6 +9,7 @@ surgery's job) and it must not implement clustering of its own: the k-means
 lives in `keras_lowrank.decomposition.kmeans`.
 """
 
+import contextlib
 import math
 import numbers
 
@@ -262,6 +263,8 @@ class CodebookEmbedding(layers.Layer):
         self.exact_rows = int(exact_rows)
         self.exact_remap = bool(exact_remap) and self.exact_rows > 0
         self.rotate = bool(rotate)
+        # Set only while an exporter traces the layer (`rotation_as_constant`).
+        self._rotation_constant = None
         self.supports_masking = self.mask_zero
         # Like `Embedding`: the float32 variables are not auto-cast as a
         # whole; only the gathered rows are cast to the compute dtype.
@@ -393,7 +396,7 @@ class CodebookEmbedding(layers.Layer):
             table_rows = ops.cast(ops.take(self.embeddings, ids, axis=0), "float32")
             coded_rows = table_rows
             if self.rotate:
-                coded_rows = ops.matmul(table_rows, self.dequantized_rotation())
+                coded_rows = ops.matmul(table_rows, self._rotation())
             rows = ops.reshape(coded_rows, (-1, self.groups, self.sub_dim))
             # argmin_k ||x - c_k||^2 = argmin_k ||c_k||^2 - 2 x.c_k.
             scores = ops.sum(ops.square(codebooks), axis=-1) - 2.0 * ops.einsum(
@@ -419,7 +422,7 @@ class CodebookEmbedding(layers.Layer):
         if self.rotate:
             # Orthogonal, so the straight-through gradient reaches the
             # table rows unchanged.
-            quantized = ops.matmul(quantized, ops.transpose(self.dequantized_rotation()))
+            quantized = ops.matmul(quantized, ops.transpose(self._rotation()))
         if self.exact_rows:
             quantized = self._with_exact_rows(ids, quantized, None if self.codes_frozen else table_rows)
         outputs = ops.reshape(quantized, (*ops.shape(inputs), self.output_dim))
@@ -457,6 +460,34 @@ class CodebookEmbedding(layers.Layer):
         output_shape = self.compute_output_shape(inputs.shape)
         ragged = getattr(inputs, "ragged", False)
         return KerasTensor(output_shape, dtype=self.compute_dtype, ragged=ragged)
+
+    @contextlib.contextmanager
+    def rotation_as_constant(self):
+        """While active, calls take the rotation as a float32 constant.
+
+        For exporters tracing the layer (`keras_lowrank.export.export_tflite`
+        enters it through the table-kind registry). Read from its variables,
+        an int8 rotation is dequantized on every call and its matmul has
+        computed weights, so LiteRT runs it as a float matmul without
+        prepacked weights; as a constant it is an ordinary
+        `FULLY_CONNECTED` kernel that the converter keeps in float32 or, in
+        dynamic-range files, quantizes back to int8 per channel. The numbers
+        are the same: `dequantized_rotation()` at entry. A layer without a
+        rotation is unchanged.
+        """
+        if not self.rotate:
+            yield
+            return
+        self._rotation_constant = storage_lib.to_numpy(self.dequantized_rotation()).astype(np.float32)
+        try:
+            yield
+        finally:
+            self._rotation_constant = None
+
+    def _rotation(self):
+        if self._rotation_constant is not None:
+            return ops.convert_to_tensor(self._rotation_constant)
+        return self.dequantized_rotation()
 
     def dequantized_rotation(self):
         """The rotation `(output_dim, output_dim)` in float32 (`rotate=True` only)."""

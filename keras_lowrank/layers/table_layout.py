@@ -83,6 +83,9 @@ class TableKind:
             into what `layout` stores (quantization, frozen codes).
         decode: `(layer) -> array`: the `(input_dim, output_dim)` rows the
             layer answers (for inspection).
+        traced_for_export: `(layer) -> context manager` entered while an
+            exporter traces the model (`export_tflite`), or `None`: e.g. the
+            codebook kind hands its rotation over as a constant kernel.
         factorized: whether rows are computed from stored parts (no
             `input_dim x output_dim` array exists once stored).
         prunable: whether `prune_vocabulary` may subset its rows.
@@ -111,6 +114,7 @@ class TableKind:
     build: object = None
     finalize: object = None
     decode: object = None
+    traced_for_export: object = None
     factorized: bool = False
     prunable: bool = False
     foldable: bool = False

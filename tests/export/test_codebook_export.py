@@ -45,3 +45,31 @@ def test_codebook_table_exports_with_builtin_ops_and_parity(tmp_path, codes, cod
     np.testing.assert_allclose(run_tflite(str(path), probe), expected, atol=1e-5)
     # The file holds codes and codebooks, not a decoded 2,000 x 24 float table.
     assert path.stat().st_size < 2_000 * 24 * 4 / 2
+
+
+@pytest.mark.parametrize("quantize", [None, "dynamic"])
+def test_an_int8_rotation_is_written_as_a_constant_kernel(tmp_path, quantize):
+    # Dequantized from its variables on every call, the int8 rotation would
+    # add a CAST and a MUL to the file and run as a float matmul of computed
+    # weights; the file must hold it as one more constant FULLY_CONNECTED.
+    # 128 wide: the converter folds small constant expressions by itself.
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(600, 128)).astype("float32")
+    ops = {}
+    for rotate in (False, True):
+        layer = CodebookEmbedding.from_embedding(table, groups=16, codes=16, codebook_dtype="int8",
+                                                 iterations=2, rotate=rotate, seed=0)
+        ids = keras.Input((7,), dtype="int32")
+        model = keras.Model(ids, keras.layers.Dense(3)(layer(ids)))
+        path = tmp_path / f"rotate_{rotate}.tflite"
+        kwargs = {} if quantize is None else {"quantize": quantize}
+        ops[rotate] = export_tflite(model, str(path), **kwargs).ops
+        probe = rng.integers(0, 600, size=(4, 7)).astype("int32")
+        expected = keras.ops.convert_to_numpy(model(probe))
+        # After the export the layer computes from its variables again.
+        assert layer._rotation_constant is None
+        if quantize is None:
+            np.testing.assert_allclose(run_tflite(str(path), probe), expected, atol=1e-5)
+    assert ops[True].get("FULLY_CONNECTED", 0) == ops[False].get("FULLY_CONNECTED", 0) + 1
+    for name in ("CAST", "MUL", "DIV"):
+        assert ops[True].get(name, 0) == ops[False].get(name, 0), name

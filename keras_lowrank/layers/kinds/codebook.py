@@ -222,5 +222,6 @@ CODEBOOK = TableKind(
     build=_build,
     finalize=lambda layer, layout: stored_table(layer).freeze_codes(),
     decode=lambda layer: layer.decoded_table(),
+    traced_for_export=lambda layer: stored_table(layer).rotation_as_constant(),
     factorized=True,
 )
