@@ -136,6 +136,27 @@ def test_every_encoder_part_renders_in_order_of_its_texts_with_compress_time_and
     assert "encoder_10000texts/results.json" in text
 
 
+def test_a_rerun_compress_row_keeps_its_own_epochs_and_the_table_its_order(tmp_path):
+    # A 5% row rerun with 3 epochs is written after the part's other rows.
+    rerun = dict(_fidelity_row("compress", 0.05, 0.981, seconds=120.0), epochs=3, stage="five")
+    _encoder_part(tmp_path, "encoder", 1500, [
+        dict(_fidelity_row("compress", 0.02, 0.90, seconds=60.0), epochs=1, stage="two"),
+        dict(_fidelity_row("compress", 0.1, 0.99, seconds=60.0), stage="ten"),  # written before rows said
+        _fidelity_row("keras_int8", None, 1.0),
+        rerun,
+    ])
+    # The time table compares parts of other text counts.
+    _encoder_part(tmp_path, "encoder_200texts", 200,
+                  [dict(_fidelity_row("compress", 0.1, 0.9, seconds=60.0), fit_texts=180)])
+    text = report.render(str(tmp_path))
+    epochs = report.read_part(str(tmp_path / "encoder" / "results.json"))["config"]["epochs"]
+    assert epochs not in (1, 3)
+    assert f"at most {epochs} epoch(s) at 10%, 3 epoch(s) at 5%, 1 epoch(s) at 2%," in text
+    ten, five, two = (text.index(f"| {stage} |") for stage in ("ten", "five", "two"))
+    assert text.index("| Keras int8 |") < ten < five < two
+    assert "| 5% | 90 | 10 | 3 | " in text and f"| 10% | 90 | 10 | {epochs} | " in text
+
+
 def test_encoder_files_are_compared_with_the_original_of_the_same_weights(tmp_path):
     from keras_lowrank.benchmarks import environment
 

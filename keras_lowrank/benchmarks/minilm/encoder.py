@@ -213,6 +213,7 @@ def _compress_rows(teacher, x_train, measure, config, seed, done, record, saved)
                     " (its start: no fine-tune beat it)" if chosen.best_epoch == 0 else
                     f" (best after {chosen.best_epoch:.3g} epoch(s))"),
                 "table_bytes": int(compressed.embedding_bytes), "seconds": seconds,
+                "epochs": config["epochs"],
                 "candidates": [{"description": c.description, "score": c.score, "best_epoch": c.best_epoch,
                                 "bytes": c.embedding_bytes, "error": c.error} for c in compressed.candidates],
                 "validation_mean_cosine": compressed.score, "recipes": len(compressed.candidates),

@@ -303,7 +303,8 @@ def _encoder_time(root, folders):
         config = results["config"]
         for row in results["rows"]:
             if row["method"] == "compress" and row.get("seconds") and row.get("fit_texts"):
-                rows.append((row["size"], row["fit_texts"], row.get("validation_texts", 0), config["epochs"],
+                rows.append((row["size"], row["fit_texts"], row.get("validation_texts", 0),
+                             row.get("epochs", config["epochs"]),
                              config.get("compress_candidates"), row["seconds"], row["mean_cosine"]))
     if len({r[1] for r in rows}) < 2:
         return ""
@@ -327,6 +328,15 @@ def _encoder_time(root, folders):
     return "\n".join(lines)
 
 
+def _compress_epochs(results):
+    """The fine-tune epochs of a part's compress() rows, per size where a rerun changed them."""
+    default = results["config"]["epochs"]
+    epochs = {row["size"]: row.get("epochs", default) for row in results["rows"] if row["method"] == "compress"}
+    if len(set(epochs.values())) < 2:
+        return f"{next(iter(epochs.values()), default)} epoch(s)"
+    return ", ".join(f"{count} epoch(s) at {size:.0%}" for size, count in sorted(epochs.items(), reverse=True))
+
+
 def _encoder_part(root, folder, link_base):
     results = read_part(os.path.join(root, folder, "results.json"))
     if results is None:
@@ -345,7 +355,7 @@ def _encoder_part(root, folder, link_base):
            if any(row["method"].startswith("low_rank") for row in results["rows"]) else "")
         + f" `compress()` rows: the call itself on {results['texts']['train']:,} training texts without "
         "labels (the embedding objective: distilled on cosine for at most "
-        f"{config['epochs']} epoch(s), its search over every table kind with "
+        f"{_compress_epochs(results)}, its search over every table kind with "
         f"{config.get('compress_candidates', 'n/a')} recipes, chosen on the mean cosine of "
         f"{config.get('validation_share', 0):.0%} of the training texts held out"
         # Parts measured since the search scores each recipe's start record its candidates.
@@ -358,7 +368,14 @@ def _encoder_part(root, folder, link_base):
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     original = results.get("knn_accuracy_original")
-    for row in results["rows"]:
+    # In the order of `encoder.METHODS`, then largest table first, whatever order a rerun wrote them in.
+    from keras_lowrank.benchmarks.minilm.encoder import METHODS
+
+    def place(row):
+        known = row["method"] in METHODS
+        return (not known, METHODS.index(row["method"]) if known else 0, -(row.get("size") or 0))
+
+    for row in sorted(results["rows"], key=place):
         if row["method"] in ("keras_int8", "keras_int4"):
             name = f"Keras {row['method'][-4:]}"
         elif row["method"] == "compress":
