@@ -132,6 +132,10 @@ def compress(
             one reading); datasets are read to their end, so a repeated one
             must be cut (`dataset.repeat().take(n)`). Labels must be finite,
             and class ids in `[0, classes)` for a sparse categorical loss.
+            For a sentence encoder, inputs only (an array, a dict of arrays
+            such as KerasHub's `token_ids`/`padding_mask`, raw texts for a
+            model with its preprocessor, or a dataset of input batches):
+            see the `objective` option.
         validation_data: The same kinds; the only data used to choose.
         size: Budget as a fraction in (0, 1) of the float32 bytes of the
             selected tables. Exactly one of `size`, `max_bytes` and
@@ -174,6 +178,14 @@ def compress(
             backbone, not its head), so the result reloads and exports
             to LiteRT (`export_tflite` writes those layers from their
             dequantized kernels; `quantize="int4"` keeps them in int4);
+            `objective` (`None`: `"embedding"` when `train_data` holds
+            inputs only, else `"classification"`): with `"embedding"`,
+            every candidate is fine-tuned to reproduce the input model's
+            own output vectors (the cosine distance, or `loss=`, e.g.
+            `"mean_squared_error"`; dropout off) and chosen on their mean
+            cosine on `validation_data`, with NN@1 agreement and NN@10
+            overlap in `report.fidelity`, and the vocabulary is not pruned
+            unless `prune=True` (a domain encoder);
             `prune` (`True`:
             allow vocabulary pruning; never of a reversible table that
             computes logits, such as a language model's tied head: said in
@@ -214,9 +226,10 @@ def compress(
     opts = options_lib.check_options(options)
     objective = opts["objective"] or (
         "embedding" if embedding_objective.holds_inputs_only(train_data) else "classification")
+    given_loss = opts["loss"]
     if objective == "embedding":
         loss, metrics = embedding_objective.loss_and_metrics()
-        opts["loss"] = opts["loss"] or loss
+        opts["loss"] = given_loss or loss
     options_lib.check_model(model, opts["loss"])
     options_lib.check_budget(size, max_bytes, max_model_bytes, opts["other_layers"])
     options_lib.check_layer_names(layer_names)
@@ -229,8 +242,9 @@ def compress(
         validation_data = embedding_objective.with_targets(
             model, embedding_objective.inputs_of(validation_data, "validation_data"), opts["batch_size"])
         opts["metrics"], opts["monitor"], opts["alpha"] = metrics, embedding_objective.MONITOR, 0.0
+        fine_tune_loss = "cosine" if given_loss is None else f"loss {_loss_name(given_loss)}"
         notes.append("objective 'embedding': candidates fine-tuned to the input model's output vectors "
-                     "(cosine, dropout off), chosen on their mean cosine to them on `validation_data`")
+                     f"({fine_tune_loss}, dropout off), chosen on their mean cosine to them on `validation_data`")
         if opts["prune"] is None:
             opts["prune"] = False
             notes.append("vocabulary not pruned (an encoder keeps every token): pass prune=True for a domain "
@@ -747,6 +761,12 @@ def _better(result, best, mode):
     if result.score == best.score:
         return result.embedding_bytes < best.embedding_bytes
     return result.score > best.score if mode == "max" else result.score < best.score
+
+
+def _loss_name(loss):
+    if isinstance(loss, str):
+        return f"'{loss}'"
+    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
 
 
 def _loss_and_metrics(model, opts):

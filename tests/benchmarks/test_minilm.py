@@ -442,3 +442,25 @@ def test_a_whole_model_part_renders_what_the_other_layers_became(tmp_path):
     assert ("codebook 2x16 int8, frequency-weighted, the other layers in int4 (the model stores 9.0 MiB in Keras, "
             "budget 9.1 MiB) (10 min)") in text
     assert "| compress to 10% of the model | int4 | 8.0 MiB | 8.9% | 92.00 | -0.50 |" in text
+
+
+def test_an_mse_twin_renders_next_to_its_compress_row_and_stays_out_of_the_goals(tmp_path):
+    _encoder_part(tmp_path, "encoder", 1500, [
+        dict(_fidelity_row("compress", 0.05, 0.95), stage="cos5"),
+        dict(_fidelity_row("compress", 0.1, 0.991), stage="cos10"),
+        dict(_fidelity_row("compress_mse", 0.05, 0.999), stage="mse5"),
+    ])
+    text = report.render(str(tmp_path))
+    cos10, cos5, mse5 = (text.index(f"| {stage} |") for stage in ("cos10", "cos5", "mse5"))
+    assert cos10 < cos5 < mse5
+    assert "| compress() 5%, no labels, MSE loss | mse5 |" in text
+    assert 'loss="mean_squared_error"' in text
+    # The goals read the cosine-loss rows only.
+    assert "5% mean cosine >= 0.98: 0.9500, not met" in text
+
+
+def test_the_mse_twin_is_measured_only_when_named():
+    from keras_lowrank.benchmarks.minilm import encoder
+
+    assert "compress_mse" in encoder.METHODS and "compress_mse" not in encoder.DEFAULTS["methods"]
+    assert encoder.COMPRESS_LOSSES["compress_mse"] == "mean_squared_error"

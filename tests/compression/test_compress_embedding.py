@@ -146,3 +146,23 @@ def test_candidates_learn_the_vectors_with_dropout_off_and_keep_their_rates(monk
     assert calls and set(calls) == {0.0}
     assert small.get_layer("token_dropout").rate == 0.3 == model.get_layer("token_dropout").rate
     assert any("dropout off" in note for note in report.notes)
+
+
+def test_a_given_loss_fine_tunes_the_encoder_and_the_choice_stays_on_the_cosine(encoder, monkeypatch):
+    compiled = []
+    real = keras.Model.compile
+
+    def compile_spy(self, *args, **kwargs):
+        compiled.append(kwargs.get("loss"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "compile", compile_spy)
+    train, val = _ids(200, 1), _ids(60, 2)
+    small, report = keras_lowrank.compress(
+        encoder, train, val, size=0.2, epochs=1, candidates=2, seed=0, verbose=0, return_report=True,
+        loss="mean_squared_error")
+    # Every candidate's fine-tune: without `loss=`, a keras.losses.CosineSimilarity.
+    assert compiled and set(compiled) == {"mean_squared_error"}
+    assert any("loss 'mean_squared_error'" in note for note in report.notes)
+    expected = _cosines(keras.ops.convert_to_numpy(encoder(val)), keras.ops.convert_to_numpy(small(val)))
+    assert report.score == pytest.approx(float(np.mean(expected)), abs=1e-5)

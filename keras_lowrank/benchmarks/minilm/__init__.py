@@ -67,7 +67,8 @@ def add_arguments(parser):
                              "another count writes OUTPUT/encoder_<N>texts/).")
     parser.add_argument("--methods", default=None,
                         help="Encoder or classifier part: comma-separated rows to measure (default all; the "
-                             "encoder's: keras_int8,keras_int4,low_rank,low_rank_int4,compress; the "
+                             "encoder's: keras_int8,keras_int4,low_rank,low_rank_int4,compress, and "
+                             "compress_mse, compress() fine-tuned on mean squared error, only when named; the "
                              "classifier's: see classifier.METHODS). Whole-file part: compress (default, a "
                              "share of the table) or compress_whole_model (a share of the whole model).")
     parser.add_argument("--epochs", type=int, default=None,

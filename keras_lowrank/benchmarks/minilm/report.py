@@ -361,25 +361,35 @@ def _encoder_part(root, folder, link_base):
         # Parts measured since the search scores each recipe's start record its candidates.
         + ("; a recipe's start, before any fine-tune, competes too"
            if any("candidates" in row for row in results["rows"] if row["method"] == "compress") else "")
-        + ").",
+        + ")."
+        + (" `MSE loss` rows: the same call fine-tuning on Keras' mean squared error to the original's "
+           "vectors (`loss=\"mean_squared_error\"`) instead of the cosine distance, still chosen on the mean cosine."
+           if any(row["method"] == "compress_mse" for row in results["rows"]) else ""),
         "",
         "| table | stage | token table bytes | mean cosine | min cosine | NN@1 agreement | NN@10 overlap "
         "| k-NN accuracy (Δ) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     original = results.get("knn_accuracy_original")
-    # In the order of `encoder.METHODS`, then largest table first, whatever order a rerun wrote them in.
+    # In the order of `encoder.METHODS`, then largest table first, whatever order a rerun wrote them in;
+    # each compress() row next to its twin of another loss.
+    from keras_lowrank.benchmarks.minilm.encoder import COMPRESS_LOSSES
     from keras_lowrank.benchmarks.minilm.encoder import METHODS
 
     def place(row):
-        known = row["method"] in METHODS
-        return (not known, METHODS.index(row["method"]) if known else 0, -(row.get("size") or 0))
+        method = row["method"]
+        if method not in METHODS:
+            return (1, 0, 0, 0)
+        group = METHODS.index("compress" if method in COMPRESS_LOSSES else method)
+        return (0, group, -(row.get("size") or 0), METHODS.index(method))
 
     for row in sorted(results["rows"], key=place):
         if row["method"] in ("keras_int8", "keras_int4"):
             name = f"Keras {row['method'][-4:]}"
         elif row["method"] == "compress":
             name = f"compress() {row['size']:.0%}, no labels"
+        elif row["method"] == "compress_mse":
+            name = f"compress() {row['size']:.0%}, no labels, MSE loss"
         else:
             name = (f"low rank {row['size']:.0%}, " + ("int4" if row["method"] == "low_rank_int4" else "float32")
                     + f" factors (rank {row['rank']})")
