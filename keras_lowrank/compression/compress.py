@@ -521,8 +521,19 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
                    f"{_description(combos[index], other_modes[index])}: val {monitor} {score} after "
                    f"{trial.epochs:.3g} epoch(s)")
 
+    stopped_fidelity = {}
+
+    def measure_stopped(index, trial):
+        # The figures of the weights its score was taken with, before they go.
+        try:
+            trial.restore_best()
+        except RuntimeError:  # no finite weights: nothing to measure
+            return
+        stopped_fidelity[index] = _fidelity(trial.student, validation_data, opts)
+
     if rungs:
-        finalists, errors = search.successive_halving(trials, rungs, mode, on_rung=progress)
+        finalists, errors = search.successive_halving(
+            trials, rungs, mode, on_rung=progress, on_stop=measure_stopped if objective == "embedding" else None)
     else:
         finalists, errors = list(trials), {}
     for index, error in errors.items():
@@ -531,6 +542,7 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
         if index not in finalists and index not in errors:
             # Stopped by the search: its last rung's score, before storage.
             results[index] = _result(combos[index], other_modes[index], trial, trial.best_score, None, final=False)
+            results[index].fidelity = stopped_fidelity.get(index)
 
     best, best_model = None, None
     for index in finalists:

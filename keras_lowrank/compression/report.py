@@ -28,10 +28,11 @@ class CandidateResult:
         epochs: epochs of fine-tune it ran in all.
         final: whether it reached the last rung and was scored stored.
         steps: optimizer steps its fine-tune applied.
-        fidelity: for the embedding objective, a finalist's
+        fidelity: for the embedding objective, the candidate's
             `keras_lowrank.compression.fidelity.embedding_fidelity` figures
             on the validation inputs (mean and minimum cosine, NN@1
-            agreement, NN@10 overlap), else `None`.
+            agreement, NN@10 overlap): a finalist's in its stored form, a
+            stopped one's with its best weights; else `None`.
         diverged_at: epochs of fine-tune at which its weights or validation
             scores became non-finite (it stopped there and kept its best
             weights before), or `None`.
@@ -145,7 +146,13 @@ class CompressionReport:
                 f"rung {i + 1}: {rung['trials']} to {rung['epochs']:.3g} epoch(s)" for i, rung in enumerate(self.rungs)
             ))
         rung_headers = tuple(f"rung {i + 1}" for i in range(len(self.rungs))) if len(self.rungs) > 1 else ()
-        header = ("", "candidate", "bytes", *rung_headers, f"val {self.monitor}", "epoch", "seconds")
+        # Nearest-neighbour figures of every candidate, for the embedding objective.
+        neighbours = tuple(
+            (name, key) for name, key in (("NN@1", "nn1_agreement"), ("NN@10", "nn10_overlap"))
+            if any(result.fidelity and key in result.fidelity for result in self.candidates)
+        )
+        header = ("", "candidate", "bytes", *rung_headers, f"val {self.monitor}",
+                  *(name for name, _ in neighbours), "epoch", "seconds")
         rows = []
         for result in self.candidates:
             chosen = "*" if (result.recipe, result.other_layers) == (self.recipe, self.other_layers) and (
@@ -159,8 +166,9 @@ class CompressionReport:
             rungs = tuple(
                 _fmt(result.rung_scores[i]) if i < len(result.rung_scores) else "" for i in range(len(rung_headers))
             )
+            figures = tuple(_fmt((result.fidelity or {}).get(key)) for _, key in neighbours)
             rows.append(
-                (chosen, result.description, f"{result.embedding_bytes:,}", *rungs, score,
+                (chosen, result.description, f"{result.embedding_bytes:,}", *rungs, score, *figures,
                  f"{result.best_epoch:.3g}", f"{result.seconds:.1f}")
             )
         widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]

@@ -243,7 +243,7 @@ class Trial:
             self.best_weights = [np.array(w) for w in self.student.get_weights()]
 
 
-def successive_halving(trials, rungs, mode, on_rung=None):
+def successive_halving(trials, rungs, mode, on_rung=None, on_stop=None):
     """Runs `rungs` over `trials` (`{key: Trial}`); returns the finalists' keys.
 
     A trial whose fine-tune raises is dropped with its error (`errors`).
@@ -255,6 +255,9 @@ def successive_halving(trials, rungs, mode, on_rung=None):
         mode: `"max"` or `"min"`.
         on_rung: optional `(rung_index, key, trial)` callback after each
             trial's rung (progress lines).
+        on_stop: optional `(key, trial)` callback for each trial the search
+            stops, before it is released (its student and best weights are
+            still there).
 
     Returns:
         `(finalists, errors)`: the keys still running after the last rung,
@@ -280,6 +283,8 @@ def successive_halving(trials, rungs, mode, on_rung=None):
             survivors = set(ranked[:keep])
             for key in alive:
                 if key not in survivors:
+                    if on_stop is not None:
+                        on_stop(key, trials[key])
                     trials[key].release()
             alive = [key for key in alive if key in survivors]
     return alive, errors

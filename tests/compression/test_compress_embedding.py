@@ -166,3 +166,21 @@ def test_a_given_loss_fine_tunes_the_encoder_and_the_choice_stays_on_the_cosine(
     assert any("loss 'mean_squared_error'" in note for note in report.notes)
     expected = _cosines(keras.ops.convert_to_numpy(encoder(val)), keras.ops.convert_to_numpy(small(val)))
     assert report.score == pytest.approx(float(np.mean(expected)), abs=1e-5)
+
+
+def test_every_candidate_reports_its_fidelity_with_the_weights_it_was_scored_with(encoder):
+    train, val = _ids(300, 1), _ids(80, 2)
+    _, report = keras_lowrank.compress(
+        encoder, train, val, size=0.2, epochs=1, candidates=5, seed=0, verbose=0, return_report=True)
+    stopped = [c for c in report.candidates if not c.final and c.error is None]
+    assert stopped, "the search stopped no candidate: the test needs one"
+    for candidate in stopped:
+        # Its score is the Keras metric of its best weights; the figures are
+        # computed anew from those weights' vectors.
+        assert candidate.fidelity["mean_cosine"] == pytest.approx(candidate.score, abs=1e-5)
+        assert {"nn1_agreement", "nn10_overlap", "min_cosine"} <= set(candidate.fidelity)
+    text = str(report)
+    assert "NN@1" in text and "NN@10" in text
+    for candidate in report.candidates:
+        line = next(line for line in text.splitlines() if candidate.description in line)
+        assert f"{candidate.fidelity['nn1_agreement']:.4f}" in line
