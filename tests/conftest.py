@@ -85,3 +85,21 @@ def pytest_sessionfinish(session, exitstatus):
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and BACKEND != "tensorflow":
         print(f"\nNo test selected on KERAS_BACKEND={BACKEND}: the backend-agnostic suite is empty.")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def python_sigint_handler():
+    """SIGINT handled by Python's default handler for the test, as in a terminal.
+
+    A shell starts a background job (`pytest &`, a CI step run detached) with
+    SIGINT ignored, and Python keeps that: `record_interrupts` then rightly
+    records nothing. Tests of what a Ctrl-C does put Python's handler back
+    first, and the runner's own afterwards.
+    """
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -176,6 +176,7 @@ class _SwallowedInterrupt:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.usefixtures("python_sigint_handler")
 def test_a_swallowed_interrupt_ends_the_command_with_130(model, capsys, tmp_path, monkeypatch):
     import keras_lowrank.surgery
 

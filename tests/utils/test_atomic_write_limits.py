@@ -66,6 +66,7 @@ class _SwallowedInterrupt:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.usefixtures("python_sigint_handler")
 def test_a_swallowed_interrupt_still_stops_the_replace(tmp_path):
     target = tmp_path / "results.json"
     target.write_text("old")
@@ -80,6 +81,7 @@ def test_a_swallowed_interrupt_still_stops_the_replace(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.usefixtures("python_sigint_handler")
 def test_record_interrupts_counts_only_inside_its_block():
     with pytest.raises(KeyboardInterrupt):
         with record_interrupts():
