@@ -18,7 +18,9 @@ batch size; TFLite's builtin lowering needs that shape static. Unrolling over
 the (known) sequence length computes the same thing with builtin ops only.
 With a fixed `batch_size` the loop is kept.
 
-This module must not change the model it is given, and must not train.
+This module must not change the model it is given (what it sets for the
+trace, recurrent layers' `unroll` and a table kind's `traced_for_export`, is
+put back before it returns), and must not train.
 """
 
 import contextlib
