@@ -57,3 +57,15 @@ def test_chosen_kinds_name_exact_rows_and_pruning(tmp_path):
         chosen(0, exact_rows=40), chosen(1, exact_rows=20), chosen(2, rows=60)]
     text = "\n".join(search_report.render([_part(tmp_path, "p", records)]))
     assert "- 5%: codebook + exact rows ×2, pruned codebook ×1" in text
+
+
+def test_a_size_run_on_fewer_seeds_is_compared_with_the_control_of_those_seeds(tmp_path):
+    # The control ran seeds 0-2, compress() at 5% seeds 0-1 only. Seed 2's
+    # control (+5 points) must not enter the 5% row: per seed compress − control
+    # is +1 and -1 (mean 0.00), and the control's Δ over seeds 0-1 is +0.50.
+    records = []
+    for seed, control in ((0, 0.81), (1, 0.80), (2, 0.85)):
+        records += [_record("uncompressed", seed, 0.80), _record("uncompressed+finetune", seed, control)]
+    records += [_record("compress", 0, 0.82, 0.05), _record("compress", 1, 0.79, 0.05)]
+    text = "\n".join(search_report.render([_part(tmp_path, "p", records)]))
+    assert "| 5% | trec/dan | +0.50 | +0.50 | +0.00 | +1.0 / -1.0 |" in text

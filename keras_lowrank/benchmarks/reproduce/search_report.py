@@ -85,28 +85,32 @@ def render(parts, earlier=(), earlier_note=EARLIER_NOTE):
         return None if not values else float(np.mean(values))
 
     def cell(value):
-        return "n/a" if value is None else f"{value:+.2f}"
+        # `or 0.0` turns a rounded -0.0 into +0.00.
+        return "n/a" if value is None else f"{round(value, 2) or 0.0:+.2f}"
 
-    def per_seed(dataset, size):
-        values = versus_control(by_seed, dataset, size, seeds)
-        return " / ".join(f"{v:+.1f}" for v in values) or "n/a"
+    def control_mean(dataset, size):
+        # Over the seeds compress() ran at this size, so that `Δ compress − Δ control`
+        # is `compress − control` where a size ran fewer seeds than the control.
+        ran = [s for s in seeds if ("compress", dataset, size, s) in by_seed] or seeds
+        values = [by_seed[(CONTROL, dataset, None, s)] for s in ran if (CONTROL, dataset, None, s) in by_seed]
+        return float(np.mean(values)) if values else None
 
     header = (["size", "dataset/model", "Δ control"] + [f"Δ {m}" for m in methods]
               + ["compress − control", "per seed"])
     rows = []
     for size in sizes:
         for dataset in datasets:
-            control = mean((CONTROL, dataset, None))
             values = [mean((m, dataset, size)) for m in methods]
-            ours = mean(("compress", dataset, size))
-            versus = None if ours is None or control is None else ours - control
-            rows.append([f"{size:.0%}", dataset, cell(control)] + [cell(v) for v in values]
-                        + [cell(versus), per_seed(dataset, size)])
+            paired = versus_control(by_seed, dataset, size, seeds)
+            versus = float(np.mean(paired)) if paired else None
+            rows.append([f"{size:.0%}", dataset, cell(control_mean(dataset, size))] + [cell(v) for v in values]
+                        + [cell(versus), " / ".join(f"{v:+.1f}" for v in paired) or "n/a"])
     counted = "; ".join(f"{m}: {sorted(method_seeds[m])}" for m in (CONTROL,) + tuple(methods))
     lines = [
         f"DAN, GloVe 6B 50-d, seeds {seeds} (per method: {counted}). Δ in points of test accuracy against the "
-        "uncompressed model of the same part and seed, mean over the seeds each method ran; `compress − control` "
-        "is the mean of the per-seed differences' means, `per seed` lists them in seed order. `control` is the uncompressed model given the same distilled "
+        "uncompressed model of the same part and seed, mean over the seeds each method ran (`Δ control`: over the "
+        "seeds compress() ran at that size); `compress − control` is the mean over those seeds of compress() − "
+        "control of the same seed, `per seed` lists them in seed order. `control` is the uncompressed model given the same distilled "
         "fine-tune (`uncompressed+finetune`); `codebook` is compress() restricted to codebook tables of every row, "
         "`prune+codebook` to codebook tables with pruning allowed"
         + (f"; `{EARLIER}` is {earlier_note}" if has_earlier else "") + ".",
