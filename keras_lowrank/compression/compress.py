@@ -106,9 +106,12 @@ def compress(
     to 5, 14.4 epochs in all). Every recipe is also scored as built, before
     any fine-tune, and that start is kept when no fine-tune beats it (a
     fine-tune that diverges stops and keeps its best weights, said in
-    `report.notes`). The finalists keep their best-scoring weights, are put
-    in their stored form (quantized, codes frozen) and scored again; the
-    best score wins (ties: fewer bytes).
+    `report.notes`). Each finalist's weights are then the mean of its last
+    rung's checkpoints (`checkpoint="average"`: stochastic weight averaging
+    over the ends of its cosine periods, rather than the checkpoint that
+    happened to score best on validation data, whose score is the luckiest
+    of many), put in their stored form (quantized, codes frozen) and scored
+    again; the best score wins (ties: fewer bytes).
 
     Bytes are the stored bytes of the returned tables (codes, scales, zero
     points, id remap tables; `keras_lowrank.compression.table_bytes`).
@@ -161,6 +164,9 @@ def compress(
             distillation; `loss` and `metrics` when the model is not
             compiled (or to override); `monitor` (the validation metric
             compared; default: the first compiled metric, else `"loss"`);
+            `checkpoint` (`"average"`: each finalist's weights are the
+            mean of its last rung's checkpoints; `"best"`: its
+            best-scoring checkpoint, which may be its start);
             `storages` (`("float32", "int8", "int4")`; codebooks use the
             float32 and int8 ones); `kinds` (default every registered kind,
             `keras_lowrank.layers.table_kinds.TABLE_KINDS`: `"low-rank"`,
@@ -221,6 +227,8 @@ def compress(
           https://arxiv.org/abs/1811.00641)
         - [Hinton et al., 2015. Distilling the Knowledge in a Neural
           Network](https://arxiv.org/abs/1503.02531)
+        - [Izmailov et al., 2018. Averaging Weights Leads to Wider Optima
+          and Better Generalization](https://arxiv.org/abs/1803.05407)
     """
     start = time.perf_counter()
     opts = options_lib.check_options(options)
@@ -487,6 +495,8 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
     # pass to pass): one traced train step per student.
     pieces = search.piece_plan(rungs, data_lib.full_batches_per_epoch(train_data, opts["batch_size"]))
     learning_rate = _learning_rate(model, pieces, opts)
+    # The finalists' checkpoints: those of the last rung.
+    average_after = rungs[-2].epochs if len(rungs) > 1 else 0.0
     # Every student is built before any trial starts: a trial's distiller
     # freezes the teacher, and a copy of a frozen model holds variables that
     # `trainable = True` no longer makes trainable.
@@ -512,7 +522,7 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
         students[index] = student, time.perf_counter() - started
     for index, (student, seconds) in students.items():
         trials[index] = search.Trial(student, model, train_data, validation_data, monitor, mode, opts,
-                                     learning_rate, pieces)
+                                     learning_rate, pieces, average_after=average_after)
         trials[index].seconds += seconds
 
     def progress(rung_index, index, trial):
@@ -550,8 +560,8 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
         combo = combos[index]
         started = time.perf_counter()
         try:
-            score, stored = _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned=bool(rungs),
-                                      max_model_bytes=max_model_bytes)
+            score, stored, averaged = _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned=bool(rungs),
+                                                max_model_bytes=max_model_bytes)
         except (ValueError, RuntimeError, TypeError) as error:
             trial.seconds += time.perf_counter() - started
             results[index] = _failed(combo, other_modes[index], search.first_line(error), trial.seconds, trial)
@@ -560,6 +570,7 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
         if index in dropout:
             dropout[index]()
         results[index] = _result(combo, other_modes[index], trial, score, stored, final=True)
+        results[index].averaged = averaged
         result = results[index]
         if objective == "embedding":
             result.fidelity = _fidelity(trial.student, validation_data, opts)
@@ -579,10 +590,22 @@ def _fidelity(student, validation_data, opts):
 
 
 def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned, max_model_bytes=None):
-    """The best weights, the stored form of every table, the final score and bytes."""
+    """The chosen weights (`checkpoint`), the stored form of every table.
+
+    Returns:
+        `(score, stored bytes, checkpoints averaged)`: 0 averaged when the
+        best-scoring checkpoint was kept.
+    """
     student = trial.student
+    averaged = 0
     if fine_tuned:
-        trial.restore_best()
+        # A diverged fine-tune keeps its best weights before it (as the report's note says).
+        average = trial.average_weights() if opts["checkpoint"] == "average" and trial.diverged_at is None else None
+        if average is None:
+            trial.restore_best()
+        else:
+            student.set_weights(average)
+            averaged = trial.averaged
     for path, recipe in combo.items():
         layer = _table(student, path)
         table_kinds.kind_of(layer).finalize(layer, recipe.layout)
@@ -603,7 +626,7 @@ def _finalize(trial, combo, loss, metrics, monitor, opts, fine_tuned, max_model_
     if max_model_bytes is not None and table_bytes(student) > max_model_bytes:
         raise RuntimeError(f"the model stores {table_bytes(student):,} B, over max_model_bytes={max_model_bytes}")
     stored = sum(table_bytes(_table(student, path)) for path in combo)
-    return score, stored
+    return score, stored, averaged
 
 
 def _description(combo, other_mode=None):

@@ -17,6 +17,10 @@ from keras_lowrank.layers.storage import STORAGES
 from keras_lowrank.layers.table_kinds import TABLE_KINDS
 from keras_lowrank.surgery.replace import normalize_layer_names
 
+# How a finalist's weights are chosen: its best-scoring checkpoint, or the
+# mean of its last rung's checkpoints (`search.Trial.average_weights`).
+CHECKPOINTS = ("best", "average")
+
 DEFAULT_OPTIONS = {
     "epochs": 5,
     "candidates": 12,
@@ -27,6 +31,7 @@ DEFAULT_OPTIONS = {
     "loss": None,
     "metrics": None,
     "monitor": None,
+    "checkpoint": "average",
     "storages": STORAGES,
     "kinds": None,
     "other_layers": None,
@@ -81,6 +86,9 @@ def check_options(options):
     monitor = opts["monitor"]
     if monitor is not None and (not isinstance(monitor, str) or not monitor):
         raise ValueError(f"Expected `monitor` to be None or a validation log name, received: monitor={monitor!r}")
+    if opts["checkpoint"] not in CHECKPOINTS:
+        raise ValueError(f"Expected `checkpoint` to be one of {CHECKPOINTS}, received: "
+                         f"checkpoint={opts['checkpoint']!r}")
     opts["storages"] = _check_choices(opts["storages"], "storages", STORAGES)
     kinds = tuple(TABLE_KINDS)
     opts["kinds"] = kinds if opts["kinds"] is None else _check_choices(opts["kinds"], "kinds", kinds)

@@ -36,6 +36,9 @@ class CandidateResult:
         diverged_at: epochs of fine-tune at which its weights or validation
             scores became non-finite (it stopped there and kept its best
             weights before), or `None`.
+        averaged: for a finalist, how many checkpoints of its last rung
+            were averaged into its weights (`checkpoint="average"`); 0 when
+            its best-scoring checkpoint (`best_epoch`) was kept.
         other_layers: the Keras quantization mode (`"int8"`, `"int4"`) of
             the layers that are not tables, or `None` (kept as they were).
     """
@@ -54,6 +57,7 @@ class CandidateResult:
     fidelity: dict = None
     diverged_at: float = None
     other_layers: str = None
+    averaged: int = 0
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -169,7 +173,8 @@ class CompressionReport:
             figures = tuple(_fmt((result.fidelity or {}).get(key)) for _, key in neighbours)
             rows.append(
                 (chosen, result.description, f"{result.embedding_bytes:,}", *rungs, score, *figures,
-                 f"{result.best_epoch:.3g}", f"{result.seconds:.1f}")
+                 f"mean of {result.averaged}" if result.averaged else f"{result.best_epoch:.3g}",
+                 f"{result.seconds:.1f}")
             )
         widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:

@@ -7,8 +7,9 @@ every recipe starts a distilled fine-tune, all are scored on validation data
 after a short fraction of the fine-tune, the better half continues for
 twice as long, and so on (Jamieson and Talwalkar, 2016; Li et al.,
 Hyperband, 2018) until the finalists have trained the full `epochs`. The
-finalists are then put in their stored form (quantized, codes frozen) and
-scored again; the best final score wins.
+finalists' checkpoints of the last rung are averaged (`Trial.average_weights`),
+put in their stored form (quantized, codes frozen) and scored again; the
+best final score wins.
 
 `rung_plan` is the schedule (pure arithmetic). `Trial` is one recipe's
 fine-tune, carried on across rungs with its own optimizer and its best
@@ -20,6 +21,8 @@ References:
       and Hyperparameter Optimization](https://arxiv.org/abs/1502.07943)
     - [Li et al., 2018. Hyperband: A Novel Bandit-Based Approach to
       Hyperparameter Optimization](https://arxiv.org/abs/1603.06560)
+    - [Izmailov et al., 2018. Averaging Weights Leads to Wider Optima and
+      Better Generalization](https://arxiv.org/abs/1803.05407)
 """
 
 import dataclasses
@@ -157,10 +160,13 @@ class Trial:
         opts: `compress()`'s checked options.
         learning_rate: the fine-tune's rate or schedule.
         pieces: from `piece_plan`: the pieces of fine-tune, each scored.
+        average_after: checkpoints taken after this many epochs are
+            averaged (`average_weights`): the last rung's, where only the
+            finalists still train.
     """
 
     def __init__(self, student, teacher, train_data, validation_data, monitor, mode, opts, learning_rate,
-                 pieces):
+                 pieces, average_after=0.0):
         from keras_lowrank.training import Distiller
 
         self.student = student
@@ -172,6 +178,8 @@ class Trial:
         self.seconds = 0.0
         self.best_score, self.best_epochs, self.best_weights = None, 0.0, None
         self.scores = []
+        self._average_after = float(average_after)
+        self._weight_sum, self.averaged = None, 0
         self.steps_trained = 0
         self._started = False
         # Epochs at which an evaluation found non-finite weights or scores.
@@ -223,11 +231,31 @@ class Trial:
                                f"{DIVERGED}")
         self.student.set_weights(self.best_weights)
 
+    def average_weights(self):
+        """The mean of the checkpoints taken after `average_after` epochs.
+
+        Each checkpoint ends a cosine period at its floor rate, so their
+        mean is stochastic weight averaging (Izmailov et al., 2018): one
+        set of weights that sits nearer the middle of the region the
+        fine-tune explores, and whose validation score is not the
+        luckiest of many. Weights that are not floating point (packed
+        codes, counters) come from the last checkpoint. `None` before any
+        such checkpoint.
+        """
+        if not self.averaged:
+            return None
+        last = self.student.get_weights()
+        return [
+            (total / self.averaged).astype(np.asarray(w).dtype) if total is not None else np.array(w)
+            for total, w in zip(self._weight_sum, last)
+        ]
+
     def release(self):
         """Drops what the trial holds (eliminated: its memory goes back)."""
         self.steps_trained = self.steps
         self._distiller = None
         self.best_weights = None
+        self._weight_sum = None
 
     def _record(self):
         score = score_model(self.student, self.validation_data, self._monitor, self._opts)
@@ -238,9 +266,19 @@ class Trial:
             self.diverged_at = self.epochs
             self._pieces = []
             return
+        weights = self.student.get_weights()
         if self.best_score is None or better_score(score, self.best_score, self._mode):
             self.best_score, self.best_epochs = score, self.epochs
-            self.best_weights = [np.array(w) for w in self.student.get_weights()]
+            self.best_weights = [np.array(w) for w in weights]
+        if self.epochs > self._average_after + 1e-9:
+            if self._weight_sum is None:
+                self._weight_sum = [None] * len(weights)
+            self._weight_sum = [
+                (np.asarray(w, np.float64) + (0.0 if total is None else total))
+                if np.issubdtype(np.asarray(w).dtype, np.floating) else None
+                for total, w in zip(self._weight_sum, weights)
+            ]
+            self.averaged += 1
 
 
 def successive_halving(trials, rungs, mode, on_rung=None, on_stop=None):

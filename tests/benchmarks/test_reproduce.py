@@ -20,6 +20,7 @@ from keras_lowrank.benchmarks.reproduce.config import METHODS
 from keras_lowrank.benchmarks.reproduce.config import SIZED_METHODS
 from keras_lowrank.benchmarks.reproduce.config import ReproduceConfig
 from keras_lowrank.benchmarks.reproduce.config import parse_schedule
+from keras_lowrank.benchmarks.reproduce.methods import COMPRESS_METHODS
 from keras_lowrank.benchmarks.reproduce.methods import plan
 from keras_lowrank.benchmarks.reproduce.report import render
 from keras_lowrank.benchmarks.reproduce.runner import RECORD_FIELDS
@@ -189,11 +190,11 @@ def test_quick_run_writes_results_with_honest_bytes(tmp_path):
             assert r["compression"] == pytest.approx(1 - r["size"])
         rows = r["vocab_rows"] or V
         rank = r["rank"]
-        if r["method"] in ("compress", "codebook", "prune+codebook"):
+        if r["method"] in COMPRESS_METHODS:
             layout = TableLayout.from_dict(r["recipe"]["layout"])
             assert r["embedding_bytes"] == layout.stored_bytes() == r["recipe"]["layout"]["stored_bytes"]
             assert (layout.rows, layout.rank) == (rows, rank)
-            if r["method"] != "compress":
+            if r["method"] in ("codebook", "prune+codebook"):
                 assert layout.kind == "codebook"
                 assert r["embedding_params"] == layout.params()
             if r["method"] == "codebook":

@@ -69,3 +69,18 @@ def test_a_size_run_on_fewer_seeds_is_compared_with_the_control_of_those_seeds(t
     records += [_record("compress", 0, 0.82, 0.05), _record("compress", 1, 0.79, 0.05)]
     text = "\n".join(search_report.render([_part(tmp_path, "p", records)]))
     assert "| 5% | trec/dan | +0.50 | +0.50 | +0.00 | +1.0 / -1.0 |" in text
+
+
+def test_a_control_part_and_an_earlier_compress_are_paired_by_seed(tmp_path):
+    # The control and the earlier compress() ran in one part, the new compress() in
+    # another with its own uncompressed rows (the same base: 0.80 and 0.90).
+    # compress − control: +1 and +2 (mean +1.50); compress − earlier: +2 and -1 (+0.50).
+    earlier = [_record("uncompressed", 0, 0.80), _record("uncompressed", 1, 0.90),
+               _record("uncompressed+finetune", 0, 0.81), _record("uncompressed+finetune", 1, 0.88),
+               _record("compress", 0, 0.80, 0.05), _record("compress", 1, 0.91, 0.05)]
+    later = [_record("uncompressed", 0, 0.80), _record("uncompressed", 1, 0.90),
+             _record("compress", 0, 0.82, 0.05), _record("compress", 1, 0.90, 0.05)]
+    old = _part(tmp_path, "old", earlier)
+    text = "\n".join(search_report.render([_part(tmp_path, "new", later)], [old], "the old one", [old]))
+    assert "| 5% | trec/dan | -0.50 | +0.50 | +1.00 | +1.50 | +1.0 / +2.0 | +0.50 |" in text
+    assert "`compress (earlier)` is the old one" in text

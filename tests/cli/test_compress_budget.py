@@ -23,7 +23,8 @@ from tests.cli.conftest import DIM, VOCAB
 def test_size_budget_saves_the_searched_model_and_its_report(files, capsys, tmp_path):
     out, report = tmp_path / "small.keras", tmp_path / "report.json"
     rc = main(["compress", files["model"], str(out), "--size", "20%", "--train", files["data"],
-               "--validation", files["data"], "--epochs", "1", "--candidates", "2", "--json", str(report)])
+               "--validation", files["data"], "--epochs", "1", "--candidates", "2", "--checkpoint", "best",
+               "--json", str(report)])
     assert rc == 0
     printed = capsys.readouterr().out
     # "candidate 1/2", or "recipe 1/2" since compress() searches in rungs.
@@ -33,6 +34,8 @@ def test_size_budget_saves_the_searched_model_and_its_report(files, capsys, tmp_
     assert embedding_bytes(model) == saved["embedding_bytes"] <= saved["budget_bytes"]
     assert saved["budget_bytes"] == int(0.2 * 4 * VOCAB * DIM)
     assert f"{saved['embedding_bytes']:,} B" in printed
+    # `--checkpoint best`: no finalist's weights are an average.
+    assert [c["averaged"] for c in saved["candidates"]] == [0, 0]
 
 
 def test_whole_model_budget_with_quantized_other_layers(files, capsys, tmp_path):
@@ -57,6 +60,7 @@ def test_whole_model_budget_with_quantized_other_layers(files, capsys, tmp_path)
         (["--max-bytes", "12 parsecs"], "expected a byte count"),
         (["--size", "0.1", "--train", "{data}", "--validation", "{data}", "--fine-tune", "{data}"], "--fine-tune is for"),
         (["--rank", "2", "--train", "{data}"], "--train is used only with --size/--max-bytes"),
+        (["--rank", "2", "--checkpoint", "best"], "--checkpoint is used only with --size/--max-bytes"),
         (["--max-bytes", "10", "--train", "{data}", "--validation", "{data}", "--epochs", "0"], "--epochs must be positive"),
         (["--max-bytes", "10", "--train", "{data}", "--validation", "{data}", "--epochs", "1"], "smallest feasible"),
         (["--max-model-bytes", "10", "--train", "{data}", "--validation", "{data}", "--epochs", "1"],

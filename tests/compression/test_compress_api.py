@@ -108,6 +108,18 @@ def test_selection_uses_validation_data_only(task, compressed):
     assert report.monitor == "accuracy" and report.mode == "max"
 
 
+def test_averaged_checkpoints_are_what_the_report_scores(task):
+    model, train, val = task
+    small, report = keras_lowrank.compress(model, train, val, size=0.1, return_report=True,
+                                           **dict(QUICK, epochs=2, checkpoint="average"))
+    logits = keras.ops.convert_to_numpy(small(val[0]))
+    assert report.score == pytest.approx(float(np.mean(np.argmax(logits, -1) == val[1])), abs=1e-6)
+    assert report.embedding_bytes <= report.budget_bytes
+    # One rung of 2 epochs: each finalist is the mean of its checkpoints after epochs 1 and 2.
+    assert [c.averaged for c in report.candidates] == [2, 2]
+    assert "mean of 2" in str(report)
+
+
 def test_input_model_is_never_changed(task, compressed):
     model, _, val = task
     _, _, before = compressed
@@ -223,6 +235,7 @@ def test_whole_model_budget_leaves_the_tables_what_the_other_weights_do_not_stor
         ({"size": 0.1, "candidates": 0}, "candidates"),
         ({"size": 0.1, "storages": ["int2"]}, "storages"),
         ({"size": 0.1, "bogus": 1}, "bogus"),
+        ({"size": 0.1, "checkpoint": "last"}, r"checkpoint='last'"),
         ({"size": 0.1, "layer_names": "nope"}, "nope"),
     ],
 )

@@ -82,3 +82,40 @@ def test_the_default_schedule_restarts_its_cosine_at_every_piece():
     np.testing.assert_allclose(rates[:12], expected, rtol=1e-5)
     np.testing.assert_allclose(rates[12:], [1e-4, 1e-4], rtol=1e-5)  # past the last piece: the floor
     assert rates[0] == pytest.approx(1e-2) and rates[4] == pytest.approx(1e-2)
+
+
+def _tiny_trial(average_after):
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(20, 3),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(loss=loss, metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    data = (rng.integers(0, 20, (64, 4)).astype("int32"), rng.integers(0, 2, 64))
+    opts = {"batch_size": 16, "temperature": 2.0, "alpha": 0.5}
+    pieces = [(0.5, 2), (1.0, 2), (2.0, 4)]
+    teacher = keras.models.clone_model(model)
+    teacher.set_weights(model.get_weights())
+    return search.Trial(model, teacher, data, data, "accuracy", "max", opts, 1e-1, pieces,
+                        average_after=average_after)
+
+
+def test_average_weights_is_the_mean_of_the_checkpoints_after_average_after():
+    import numpy as np
+
+    trial = _tiny_trial(average_after=0.5)
+    trial.train_until(0.5)
+    assert trial.average_weights() is None  # no checkpoint after 0.5 epochs yet
+    trial.train_until(1.0)
+    at_one = [np.array(w) for w in trial.student.get_weights()]
+    trial.train_until(2.0)
+    at_two = [np.array(w) for w in trial.student.get_weights()]
+    assert trial.averaged == 2
+    average = trial.average_weights()
+    for got, a, b in zip(average, at_one, at_two):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
+        assert got.dtype == a.dtype
+    assert not all(np.array_equal(a, b) for a, b in zip(at_one, at_two))  # the fine-tune moved them

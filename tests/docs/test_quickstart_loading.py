@@ -37,6 +37,9 @@ def test_quickstarts_import_the_package_before_loading():
         assert "import keras_lowrank" in text and "Could not locate class" in text, name
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def _load_in_fresh_process(path, *, import_package):
     code = "\n".join([
         "import json, sys",
@@ -47,6 +50,8 @@ def _load_in_fresh_process(path, *, import_package):
         "print(json.dumps(np.asarray(model(x)).tolist()))",
     ])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # The package under test, whether or not (or wherever) it is installed.
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env=env, cwd=path.parent)
 

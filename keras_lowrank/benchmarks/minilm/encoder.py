@@ -218,6 +218,7 @@ def _compress_rows(teacher, x_train, measure, config, seed, done, record, saved)
         record({"method": method, "size": size, "loss": loss or "cosine",
                 "stage": f"compress(): {chosen.description}" + (
                     " (not fine-tuned)" if not config["epochs"] else
+                    f" (mean of its last {chosen.averaged} checkpoints)" if chosen.averaged else
                     " (its start: no fine-tune beat it)" if chosen.best_epoch == 0 else
                     f" (best after {chosen.best_epoch:.3g} epoch(s))"),
                 "table_bytes": int(compressed.embedding_bytes), "seconds": seconds,

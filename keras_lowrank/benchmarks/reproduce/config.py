@@ -43,6 +43,9 @@ import math
 #                        product-quantization codes alone
 #   prune+codebook       compress() restricted to codebook tables, pruning
 #                        allowed (`kinds=("codebook",)`)
+#   compress+best        compress() keeping each finalist's best-scoring
+#                        checkpoint (`checkpoint="best"`) instead of the
+#                        mean of its last rung's
 FIXED_SIZE_METHODS = ("uncompressed", "uncompressed+finetune", "float16", "int8", "int4")
 SIZED_METHODS = (
     "prune+int4",
@@ -60,6 +63,7 @@ SIZED_METHODS = (
     "compress",
     "codebook",
     "prune+codebook",
+    "compress+best",
 )
 METHODS = FIXED_SIZE_METHODS + SIZED_METHODS
 # Methods that fine-tune a factorized model: the schedule applies to them.

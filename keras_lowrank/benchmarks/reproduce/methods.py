@@ -322,6 +322,7 @@ COMPRESS_METHODS = {
     "compress": {},
     "codebook": {"kinds": ("codebook",), "prune": False},
     "prune+codebook": {"kinds": ("codebook",)},
+    "compress+best": {"checkpoint": "best"},
 }
 
 

@@ -12,7 +12,7 @@ compression), and the kinds compress() chose; `--plot` draws compress()
 markdown and a picture.
 
     python -m keras_lowrank.benchmarks.reproduce.search_report \
-        --parts DIR [DIR ...] [--earlier DIR ...] --doc docs/reproduction.md \
+        --parts DIR [DIR ...] [--earlier DIR ...] [--control DIR ...] --doc docs/reproduction.md \
         [--plot docs/results/reproduce/search_vs_control.png]
 """
 
@@ -32,13 +32,22 @@ METHODS = (EARLIER, "compress", "codebook", "prune+codebook")
 CONTROL = "uncompressed+finetune"
 
 
-def _measured(parts, earlier):
-    """`(drops, by_seed, method_seeds, chosen, seeds)` of the parts' records."""
+def _measured(parts, earlier, control=()):
+    """`(drops, by_seed, method_seeds, chosen, seeds)` of the parts' records.
+
+    `control`: parts whose `uncompressed+finetune` rows serve as the control
+    (each against the uncompressed model of its own part) when `parts` ran
+    none.
+    """
     records = _load(parts)
+    control_records = _load(control)
+    base_of_control = _base_means(control_records)
+    records += [r for r in control_records if r["method"] == CONTROL]
     earlier_records = [dict(r, method=EARLIER) for r in _load(earlier) if r["method"] == "compress"]
     base = _base_means(records)
-    # An earlier part's drops are against its own uncompressed model.
+    # An earlier or control part's drops are against its own uncompressed model.
     base.update(_base_means(_load(earlier)))
+    base.update(base_of_control)
     drops = collections.defaultdict(list)
     by_seed = {}
     method_seeds = collections.defaultdict(set)
@@ -68,13 +77,20 @@ def versus_control(by_seed, dataset, size, seeds, method="compress"):
             if (method, dataset, size, seed) in by_seed and (CONTROL, dataset, None, seed) in by_seed]
 
 
+def versus_earlier(by_seed, dataset, size, seeds):
+    """compress() − the earlier compress() in points, per seed both ran, in seed order."""
+    return [by_seed[("compress", dataset, size, seed)] - by_seed[(EARLIER, dataset, size, seed)]
+            for seed in seeds
+            if ("compress", dataset, size, seed) in by_seed and (EARLIER, dataset, size, seed) in by_seed]
+
+
 # What `compress (earlier)` is, unless `--earlier-note` says otherwise.
 EARLIER_NOTE = ("compress() before the codebook kind and the search (4 candidates x 5 epochs, from the parts "
                 "named in the command)")
 
 
-def render(parts, earlier=(), earlier_note=EARLIER_NOTE):
-    drops, by_seed, method_seeds, chosen, seeds, has_earlier = _measured(parts, earlier)
+def render(parts, earlier=(), earlier_note=EARLIER_NOTE, control=()):
+    drops, by_seed, method_seeds, chosen, seeds, has_earlier = _measured(parts, earlier, control)
     datasets = sorted({d for _, d, _ in drops})
     # The sizes the parts measured (an earlier part's other sizes have nothing to compare with).
     sizes = sorted({s for m, _, s in drops if s is not None and m != EARLIER}, reverse=True)
@@ -96,15 +112,19 @@ def render(parts, earlier=(), earlier_note=EARLIER_NOTE):
         return float(np.mean(values)) if values else None
 
     header = (["size", "dataset/model", "Δ control"] + [f"Δ {m}" for m in methods]
-              + ["compress − control", "per seed"])
+              + ["compress − control", "per seed"] + (["compress − earlier"] if has_earlier else []))
     rows = []
     for size in sizes:
         for dataset in datasets:
             values = [mean((m, dataset, size)) for m in methods]
             paired = versus_control(by_seed, dataset, size, seeds)
             versus = float(np.mean(paired)) if paired else None
-            rows.append([f"{size:.0%}", dataset, cell(control_mean(dataset, size))] + [cell(v) for v in values]
-                        + [cell(versus), " / ".join(f"{v:+.1f}" for v in paired) or "n/a"])
+            row = [f"{size:.0%}", dataset, cell(control_mean(dataset, size))] + [cell(v) for v in values] + [
+                cell(versus), " / ".join(f"{v:+.1f}" for v in paired) or "n/a"]
+            if has_earlier:
+                moved = versus_earlier(by_seed, dataset, size, seeds)
+                row.append(cell(float(np.mean(moved)) if moved else None))
+            rows.append(row)
     counted = "; ".join(f"{m}: {sorted(method_seeds[m])}" for m in (CONTROL,) + tuple(methods))
     lines = [
         f"DAN, GloVe 6B 50-d, seeds {seeds} (per method: {counted}). Δ in points of test accuracy against the "
@@ -113,7 +133,8 @@ def render(parts, earlier=(), earlier_note=EARLIER_NOTE):
         "control of the same seed, `per seed` lists them in seed order. `control` is the uncompressed model given the same distilled "
         "fine-tune (`uncompressed+finetune`); `codebook` is compress() restricted to codebook tables of every row, "
         "`prune+codebook` to codebook tables with pruning allowed"
-        + (f"; `{EARLIER}` is {earlier_note}" if has_earlier else "") + ".",
+        + (f"; `{EARLIER}` is {earlier_note}, and `compress − earlier` the mean over the seeds both ran of "
+           "their difference on the same seed" if has_earlier else "") + ".",
         "",
         *table(header, rows),
         "",
@@ -126,7 +147,7 @@ def render(parts, earlier=(), earlier_note=EARLIER_NOTE):
     return lines
 
 
-def plot(parts, earlier, path):
+def plot(parts, earlier, path, control=()):
     """Draws compress() − control against the table's bytes, one panel per dataset.
 
     Each seed is a dot, the mean over seeds a line; the earlier compress()
@@ -141,7 +162,7 @@ def plot(parts, earlier, path):
         return None
     from keras_lowrank.utils.atomic_write import atomic_path
 
-    drops, by_seed, _, _, seeds, has_earlier = _measured(parts, earlier)
+    drops, by_seed, _, _, seeds, has_earlier = _measured(parts, earlier, control)
     datasets = sorted({d for m, d, _ in drops if m == "compress"})
     if not datasets:
         return None
@@ -187,14 +208,16 @@ def main(argv=None):
     parser.add_argument("--earlier", nargs="*", default=[], metavar="DIR")
     parser.add_argument("--earlier-note", default=EARLIER_NOTE,
                         help="What the --earlier parts are, for the text (default: %(default)s).")
+    parser.add_argument("--control", nargs="*", default=[], metavar="DIR",
+                        help="Parts whose uncompressed+finetune rows are the control, when --parts ran none.")
     parser.add_argument("--doc", default=None, help="Rewrite this page's generated block (see --block).")
     parser.add_argument("--block", default=BLOCK, help="The generated block's name (default %(default)s).")
     parser.add_argument("--plot", default=None, metavar="PNG",
                         help="Also draw compress() − control per dataset and size into this PNG.")
     args = parser.parse_args(argv)
-    lines = render(args.parts, args.earlier, args.earlier_note)
+    lines = render(args.parts, args.earlier, args.earlier_note, args.control)
     if args.plot:
-        plot(args.parts, args.earlier, args.plot)
+        plot(args.parts, args.earlier, args.plot, args.control)
     if args.doc:
         update_doc(args.doc, lines, name=args.block)
     print("\n".join(lines))

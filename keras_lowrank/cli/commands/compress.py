@@ -54,6 +54,9 @@ def add_arguments(parser):
     )
     parser.add_argument("--validation", metavar="DATA", help="Budget mode: validation data (same formats); the only data used to choose.")
     parser.add_argument("--candidates", type=int, default=None, help="Budget mode: recipes entering the search (default 12).")
+    parser.add_argument("--checkpoint", choices=("average", "best"), default=None,
+                        help="Budget mode: each finalist's weights: the mean of its last rung's checkpoints "
+                             "(average, the default) or its best-scoring checkpoint (best).")
     parser.add_argument("--json", metavar="REPORT.json", default=None, help="Budget mode: also write the report as JSON.")
     parser.add_argument(
         "--other-layers", type=_parse_other_layers, default=None, metavar="MODES",
@@ -201,6 +204,8 @@ def _run_budget(args):
     options = {"epochs": args.epochs, "batch_size": args.batch_size, "verbose": 1}
     if args.candidates is not None:
         options["candidates"] = args.candidates
+    if args.checkpoint is not None:
+        options["checkpoint"] = args.checkpoint
     if args.other_layers is not None:
         if args.max_model_bytes is None:
             raise CLIError(f"--other-layers needs --max-model-bytes, received: --other-layers "
@@ -268,7 +273,7 @@ def run(args):
     if args.size is not None or args.max_bytes is not None or args.max_model_bytes is not None:
         return _run_budget(args)
     for flag, value in (("--train", args.train), ("--validation", args.validation),
-                        ("--candidates", args.candidates), ("--json", args.json),
+                        ("--candidates", args.candidates), ("--checkpoint", args.checkpoint), ("--json", args.json),
                         ("--other-layers", args.other_layers)):
         if value is not None:
             raise CLIError(f"{flag} is used only with --size/--max-bytes/--max-model-bytes")
