@@ -104,7 +104,7 @@ def compress(
     `epochs` epochs (`keras_lowrank.compression.search.rung_plan`: 12
     recipes and 5 epochs train 12 to 5/27 epoch, 6 to 5/9, 3 to 5/3 and 2
     to 5, 14.4 epochs in all). Every recipe is also scored as built, before
-    any fine-tune, and that start is kept when no fine-tune beats it (a
+    any fine-tune, and that start ranks it when no fine-tune beats it (a
     fine-tune that diverges stops and keeps its best weights, said in
     `report.notes`). Each finalist's weights are then the mean of its last
     rung's checkpoints (`checkpoint="average"`: stochastic weight averaging
