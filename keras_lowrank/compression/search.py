@@ -266,11 +266,15 @@ class Trial:
             self.diverged_at = self.epochs
             self._pieces = []
             return
-        weights = self.student.get_weights()
-        if self.best_score is None or better_score(score, self.best_score, self._mode):
+        improved = self.best_score is None or better_score(score, self.best_score, self._mode)
+        averaged = self.epochs > self._average_after + 1e-9
+        # Copied out only when kept: a checkpoint that neither improves nor
+        # is averaged costs no copy of the model.
+        weights = self.student.get_weights() if improved or averaged else None
+        if improved:
             self.best_score, self.best_epochs = score, self.epochs
             self.best_weights = [np.array(w) for w in weights]
-        if self.epochs > self._average_after + 1e-9:
+        if averaged:
             if self._weight_sum is None:
                 self._weight_sum = [None] * len(weights)
             self._weight_sum = [
