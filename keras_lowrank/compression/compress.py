@@ -569,8 +569,7 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
         trial.seconds += time.perf_counter() - started
         if index in dropout:
             dropout[index]()
-        results[index] = _result(combo, other_modes[index], trial, score, stored, final=True)
-        results[index].averaged = averaged
+        results[index] = _result(combo, other_modes[index], trial, score, stored, final=True, averaged=averaged)
         result = results[index]
         if objective == "embedding":
             result.fidelity = _fidelity(trial.student, validation_data, opts)
@@ -635,13 +634,13 @@ def _description(combo, other_mode=None):
     ) + ("" if other_mode is None else f"; {other_layers_lib.describe(other_mode)}")
 
 
-def _result(combo, other_mode, trial, score, stored, final):
+def _result(combo, other_mode, trial, score, stored, final, averaged=0):
     planned = sum(r.layout.stored_bytes() for r in combo.values())
     return CandidateResult(
         {path: r.to_dict() for path, r in combo.items()}, _description(combo, other_mode),
         planned if stored is None else stored, score, trial.best_epochs, trial.seconds,
         rung_scores=list(trial.scores), epochs=trial.epochs, final=final,
-        steps=trial.steps, diverged_at=trial.diverged_at, other_layers=other_mode,
+        steps=trial.steps, diverged_at=trial.diverged_at, other_layers=other_mode, averaged=averaged,
     )
 
 

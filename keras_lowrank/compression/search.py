@@ -267,14 +267,14 @@ class Trial:
             self._pieces = []
             return
         improved = self.best_score is None or better_score(score, self.best_score, self._mode)
-        averaged = self.epochs > self._average_after + 1e-9
+        in_average = self.epochs > self._average_after + 1e-9
         # Copied out only when kept: a checkpoint that neither improves nor
         # is averaged costs no copy of the model.
-        weights = self.student.get_weights() if improved or averaged else None
+        weights = self.student.get_weights() if improved or in_average else None
         if improved:
             self.best_score, self.best_epochs = score, self.epochs
             self.best_weights = [np.array(w) for w in weights]
-        if averaged:
+        if in_average:
             if self._weight_sum is None:
                 self._weight_sum = [None] * len(weights)
             self._weight_sum = [
