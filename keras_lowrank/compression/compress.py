@@ -103,17 +103,15 @@ def compress(
     three times as long, and so on until two finalists have trained
     `epochs` epochs (`keras_lowrank.compression.search.rung_plan`: 12
     recipes and 5 epochs train 12 to 5/27 epoch, 6 to 5/9, 3 to 5/3 and 2
-    to 5, 14.4 epochs in all). Each finalist's weights are then the mean of
-    its last rung's checkpoints (`checkpoint="average"`: stochastic weight
-    averaging over the ends of its cosine periods, rather than the
-    checkpoint that happened to score best on validation data, whose score
-    is the luckiest of many), put in their stored form (quantized, codes
-    frozen) and scored again; the best score wins (ties: fewer bytes).
-    Every rung ranks its recipes by their latest score, the weights they
-    go on from (with `checkpoint="best"`: by their best score so far, the
-    start before any fine-tune included, since that is what they would
-    return). A fine-tune that diverges stops, keeps its best weights and
-    is ranked last (said in `report.notes`).
+    to 5, 14.4 epochs in all). Every recipe is also scored as built, before
+    any fine-tune, and that start ranks it when no fine-tune beats it (a
+    fine-tune that diverges stops and keeps its best weights, said in
+    `report.notes`). Each finalist's weights are then the mean of its last
+    rung's checkpoints (`checkpoint="average"`: stochastic weight averaging
+    over the ends of its cosine periods, rather than the checkpoint that
+    happened to score best on validation data, whose score is the luckiest
+    of many), put in their stored form (quantized, codes frozen) and scored
+    again; the best score wins (ties: fewer bytes).
 
     Bytes are the stored bytes of the returned tables (codes, scales, zero
     points, id remap tables; `keras_lowrank.compression.table_bytes`).
@@ -528,7 +526,7 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
         trials[index].seconds += seconds
 
     def progress(rung_index, index, trial):
-        score = "n/a" if trial.rung_score is None else f"{trial.rung_score:.4f}"
+        score = "n/a" if trial.best_score is None else f"{trial.best_score:.4f}"
         _say(opts, f"rung {rung_index + 1}/{len(rungs)}, recipe {index + 1}/{len(combos)}: "
                    f"{_description(combos[index], other_modes[index])}: val {monitor} {score} after "
                    f"{trial.epochs:.3g} epoch(s)")
@@ -537,10 +535,10 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
 
     def measure_stopped(index, trial):
         # The figures of the weights its score was taken with, before they go.
-        if trial.rung_score is None:  # no finite weights: nothing to measure
-            return
-        if opts["checkpoint"] == "best":
+        try:
             trial.restore_best()
+        except RuntimeError:  # no finite weights: nothing to measure
+            return
         stopped_fidelity[index] = _fidelity(trial.student, validation_data, opts)
 
     if rungs:
@@ -553,7 +551,7 @@ def _search(model, combos, other_plans, plans, rungs, train_data, validation_dat
     for index, trial in trials.items():
         if index not in finalists and index not in errors:
             # Stopped by the search: its last rung's score, before storage.
-            results[index] = _result(combos[index], other_modes[index], trial, trial.rung_score, None, final=False)
+            results[index] = _result(combos[index], other_modes[index], trial, trial.best_score, None, final=False)
             results[index].fidelity = stopped_fidelity.get(index)
 
     best, best_model = None, None

@@ -17,15 +17,14 @@ class CandidateResult:
         embedding_bytes: bytes its tables store (measured on the built model).
         score: its validation score (`monitor`): for a finalist, of its
             stored form (quantized, codes frozen); for a recipe the search
-            stopped, its last rung's score (`rung_scores`).
+            stopped, its best score before storage.
         best_epoch: epochs of fine-tune (possibly fractional) at its best
             validation score (0: its start, before any fine-tune, scored
             best, or none ran).
         seconds: wall time to build, fine-tune and score it.
         error: why the candidate failed, or `None`.
-        rung_scores: the validation score the search ranked it by at the
-            end of each rung it ran: its latest (`checkpoint="average"`)
-            or its best so far (`"best"`).
+        rung_scores: its best validation score at the end of each rung it
+            ran (the search compares these).
         epochs: epochs of fine-tune it ran in all.
         final: whether it reached the last rung and was scored stored.
         steps: optimizer steps its fine-tune applied.
@@ -33,8 +32,7 @@ class CandidateResult:
             `keras_lowrank.compression.fidelity.embedding_fidelity` figures
             on the validation inputs (mean and minimum cosine, NN@1
             agreement, NN@10 overlap): a finalist's in its stored form, a
-            stopped one's with the weights its last rung's score was taken
-            with; else `None`.
+            stopped one's with its best weights; else `None`.
         diverged_at: epochs of fine-tune at which its weights or validation
             scores became non-finite (it stopped there and kept its best
             weights before), or `None`.

@@ -4,18 +4,16 @@ The planner's proxy orders recipes within a family but cannot compare
 families (a pruned int4 table and a codebook table of equal bytes err in
 ways no reconstruction error ranks), so families are compared by training:
 every recipe starts a distilled fine-tune, all are scored on validation data
-after a short fraction of the fine-tune, the better half (by
-`Trial.rung_score`: the latest score when checkpoints are averaged)
-continues for `GROWTH` times as long, and so on (Jamieson and Talwalkar,
-2016; Li et al., Hyperband, 2018) until the finalists have trained the full
-`epochs`. The finalists' checkpoints of the last rung are averaged
-(`Trial.average_weights`), put in their stored form (quantized, codes
-frozen) and scored again; the best final score wins.
+after a short fraction of the fine-tune, the better half continues for
+`GROWTH` times as long, and so on (Jamieson and Talwalkar, 2016; Li et al.,
+Hyperband, 2018) until the finalists have trained the full `epochs`. The
+finalists' checkpoints of the last rung are averaged (`Trial.average_weights`),
+put in their stored form (quantized, codes frozen) and scored again; the
+best final score wins.
 
 `rung_plan` is the schedule (pure arithmetic). `Trial` is one recipe's
 fine-tune, carried on across rungs with its own optimizer and its best
-weights (its start, before any fine-tune, is scored too).
-`successive_halving` conducts. This module must not plan recipes,
+weights (its start, before any fine-tune, is scored too). `successive_halving` conducts. This module must not plan recipes,
 build tables or count bytes.
 
 References:
@@ -179,8 +177,6 @@ class Trial:
         # Its own wall time (build, fine-tune, scoring): trials interleave.
         self.seconds = 0.0
         self.best_score, self.best_epochs, self.best_weights = None, 0.0, None
-        # Its last checkpoint's score: `None` once a checkpoint diverged.
-        self.latest_score = None
         self.scores = []
         self._average_after = float(average_after)
         self._weight_sum, self.averaged = None, 0
@@ -203,29 +199,14 @@ class Trial:
             self._train_until(train_data, epochs)
         finally:
             self.seconds += time.perf_counter() - start
-        self.scores.append(self.rung_score)
-
-    @property
-    def rung_score(self):
-        """The score the search ranks this trial by at a rung's end.
-
-        With averaged checkpoints (`opts["checkpoint"] == "average"`) its
-        latest score: a trial goes on from its current weights and returns
-        the mean of later ones, so a checkpoint it has left behind says
-        nothing of what it will return, and the best of several noisy
-        scores favours the luckiest trial over the best one. With
-        `"best"`, its best score so far, which is what it would return.
-        `None` before any finite score (ranked last).
-        """
-        return self.latest_score if self._opts["checkpoint"] == "average" else self.best_score
+        self.scores.append(self.best_score)
 
     def _train_until(self, train_data, epochs):
         if not self._started:
-            # The built table before any fine-tune is scored too: with
-            # `checkpoint="best"` it is a candidate (on little data a
-            # fine-tune can move shared parameters, codebooks or a
-            # projection, away from rows it never sees), and in any case
-            # it is what a fine-tune that diverges at once falls back to.
+            # The built table before any fine-tune is a candidate too: on
+            # little data a fine-tune can move shared parameters (codebooks,
+            # a projection) away from rows it never sees, and the search
+            # must never return something worse than its own start.
             self._started = True
             self._record()
         while self._pieces and self._pieces[0][0] <= epochs + 1e-9:
@@ -284,9 +265,7 @@ class Trial:
             # keeps its best weights so far.
             self.diverged_at = self.epochs
             self._pieces = []
-            self.latest_score = None
             return
-        self.latest_score = score
         improved = self.best_score is None or better_score(score, self.best_score, self._mode)
         in_average = self.epochs > self._average_after + 1e-9
         # Copied out only when kept: a checkpoint that neither improves nor
@@ -342,7 +321,7 @@ def successive_halving(trials, rungs, mode, on_rung=None, on_stop=None):
                 on_rung(index, key, trials[key])
         if index + 1 < len(rungs):
             keep = rungs[index + 1].trials
-            ranked = sorted(alive, key=lambda k: _sort_key(trials[k].rung_score, mode))
+            ranked = sorted(alive, key=lambda k: _sort_key(trials[k].best_score, mode))
             survivors = set(ranked[:keep])
             for key in alive:
                 if key not in survivors:

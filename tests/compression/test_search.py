@@ -22,16 +22,9 @@ def test_rung_plan_halves_to_the_finalists_and_triples_the_epochs():
 
 
 class _Scripted:
-    """Ranked by its best score so far (`checkpoint="best"`) or its latest."""
-
-    def __init__(self, scores, fail_at=None, latest=False):
-        self._scores, self._fail_at, self._latest = list(scores), fail_at, latest
+    def __init__(self, scores, fail_at=None):
+        self._scores, self._fail_at = list(scores), fail_at
         self.best_score, self.epochs, self.scores, self.trained_to, self.released = None, 0.0, [], [], False
-        self.latest_score = None
-
-    @property
-    def rung_score(self):
-        return self.latest_score if self._latest else self.best_score
 
     def train_until(self, epochs):
         if self._fail_at == len(self.trained_to):
@@ -39,9 +32,8 @@ class _Scripted:
         self.trained_to.append(epochs)
         self.epochs = epochs
         score = self._scores[len(self.trained_to) - 1]
-        self.latest_score = score
         self.best_score = score if self.best_score is None else max(self.best_score, score)
-        self.scores.append(self.rung_score)
+        self.scores.append(self.best_score)
 
     def release(self):
         self.released = True
@@ -64,20 +56,6 @@ def test_the_better_half_goes_on_and_the_rest_is_released():
     assert trials["a"].trained_to == [1.0] and trials["a"].released and trials["d"].released
     assert trials["c"].released and not trials["e"].released
     assert seen[:5] == [(0, k) for k in "abcde"]
-
-
-def test_ranked_by_latest_score_a_trial_that_peaked_early_is_stopped():
-    def trials(latest):
-        return {"peaked": _Scripted([0.9, 0.6, 0.6], latest=latest), "steady": _Scripted([0.7, 0.8, 0.8], latest=latest),
-                "weak": _Scripted([0.5], latest=latest)}
-
-    rungs = [search.Rung(3, 1.0), search.Rung(2, 2.0), search.Rung(1, 4.0)]
-    by_best = trials(latest=False)
-    # Rung 2 by best so far: peaked 0.9 beats steady 0.8.
-    assert search.successive_halving(by_best, rungs, "max")[0] == ["peaked"]
-    by_latest = trials(latest=True)
-    assert search.successive_halving(by_latest, rungs, "max")[0] == ["steady"]
-    assert by_latest["peaked"].released and by_latest["peaked"].scores == [0.9, 0.6]
 
 
 def test_min_mode_keeps_the_lowest_and_a_failing_trial_is_dropped_with_its_reason():
@@ -106,7 +84,7 @@ def test_the_default_schedule_restarts_its_cosine_at_every_piece():
     assert rates[0] == pytest.approx(1e-2) and rates[4] == pytest.approx(1e-2)
 
 
-def _tiny_trial(average_after, checkpoint="average"):
+def _tiny_trial(average_after):
     import keras
     import numpy as np
 
@@ -117,7 +95,7 @@ def _tiny_trial(average_after, checkpoint="average"):
     model.compile(loss=loss, metrics=["accuracy"])
     rng = np.random.default_rng(0)
     data = (rng.integers(0, 20, (64, 4)).astype("int32"), rng.integers(0, 2, 64))
-    opts = {"batch_size": 16, "temperature": 2.0, "alpha": 0.5, "checkpoint": checkpoint}
+    opts = {"batch_size": 16, "temperature": 2.0, "alpha": 0.5}
     pieces = [(0.5, 2), (1.0, 2), (2.0, 4)]
     teacher = keras.models.clone_model(model)
     teacher.set_weights(model.get_weights())
@@ -141,17 +119,3 @@ def test_average_weights_is_the_mean_of_the_checkpoints_after_average_after():
         np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
         assert got.dtype == a.dtype
     assert not all(np.array_equal(a, b) for a, b in zip(at_one, at_two))  # the fine-tune moved them
-
-
-@pytest.mark.parametrize("checkpoint", ["average", "best"])
-def test_a_trial_is_ranked_by_its_latest_score_when_checkpoints_are_averaged(checkpoint):
-    trial = _tiny_trial(average_after=0.5, checkpoint=checkpoint)
-    latest, best = [], []
-    for epochs in (0.5, 1.0, 2.0):
-        trial.train_until(epochs)
-        # The score of the weights it goes on from, evaluated here.
-        latest.append(trial.student.evaluate(*trial.validation_data, verbose=0, return_dict=True)["accuracy"])
-        best.append(max([trial.best_score] + best))
-    expected = latest if checkpoint == "average" else best
-    assert trial.scores == pytest.approx(expected)
-    assert trial.rung_score == pytest.approx(expected[-1])
