@@ -163,7 +163,10 @@ def compress(
             such as KerasHub transformers); `temperature` (2.0) and `alpha` (0.5) of the
             distillation; `loss` and `metrics` when the model is not
             compiled (or to override); `monitor` (the validation metric
-            compared; default: the first compiled metric, else `"loss"`);
+            compared; default: the first compiled metric, else `"loss"`;
+            prefer a metric where the model has one: a distilled
+            fine-tune raises the validation loss while it raises accuracy,
+            so with `"loss"` recipes are ranked mostly by their start);
             `checkpoint` (`"average"`: each finalist's weights are the
             mean of its last rung's checkpoints; `"best"`: its
             best-scoring checkpoint, which may be its start);

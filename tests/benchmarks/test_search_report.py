@@ -84,3 +84,18 @@ def test_a_control_part_and_an_earlier_compress_are_paired_by_seed(tmp_path):
     text = "\n".join(search_report.render([_part(tmp_path, "new", later)], [old], "the old one", [old]))
     assert "| 5% | trec/dan | -0.50 | +0.50 | +1.00 | +1.50 | +1.0 / +2.0 | +0.50 |" in text
     assert "`compress (earlier)` is the old one" in text
+
+
+def test_the_earlier_method_picks_another_compress_variant_of_a_part(tmp_path):
+    # The other part ran compress() as well as the variant; only the variant's
+    # rows are the earlier compress(): compress − earlier is 0.82 − 0.84 and
+    # 0.90 − 0.89 (mean -0.50), where its compress rows would give +2.00.
+    landed = [_record("uncompressed", 0, 0.80), _record("uncompressed", 1, 0.90),
+              _record("compress", 0, 0.82, 0.05), _record("compress", 1, 0.90, 0.05)]
+    variant = [_record("uncompressed", 0, 0.80), _record("uncompressed", 1, 0.90),
+               _record("compress", 0, 0.80, 0.05), _record("compress", 1, 0.88, 0.05),
+               _record("compress+loss", 0, 0.84, 0.05), _record("compress+loss", 1, 0.89, 0.05)]
+    new, other = _part(tmp_path, "landed", landed), _part(tmp_path, "variant", variant)
+    text = "\n".join(search_report.render([new], [other], "the variant", earlier_method="compress+loss"))
+    assert "| 5% | trec/dan | n/a | +1.50 | +1.00 | n/a | n/a | -0.50 |" in text
+    assert search_report.main(["--parts", new, "--earlier", other, "--earlier-method", "compress+loss"]) == 0

@@ -94,3 +94,13 @@ def test_parse_size(text, value):
 )
 def test_parse_bytes(text, value):
     assert _parse_bytes(text) == value
+
+
+def test_checkpoint_choices_are_those_compress_accepts():
+    from keras_lowrank.cli.main import build_parser
+    from keras_lowrank.compression.options import CHECKPOINTS
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if a.choices and "compress" in a.choices]
+    (checkpoint,) = [a for a in commands.choices["compress"]._actions if a.dest == "checkpoint"]
+    assert sorted(checkpoint.choices) == sorted(CHECKPOINTS)

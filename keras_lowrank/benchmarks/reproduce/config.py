@@ -46,6 +46,9 @@ import math
 #   compress+best        compress() keeping each finalist's best-scoring
 #                        checkpoint (`checkpoint="best"`) instead of the
 #                        mean of its last rung's
+#   compress+loss        compress() ranking recipes and choosing the winner
+#                        by the validation loss (`monitor="loss"`) instead
+#                        of the validation accuracy
 FIXED_SIZE_METHODS = ("uncompressed", "uncompressed+finetune", "float16", "int8", "int4")
 SIZED_METHODS = (
     "prune+int4",
@@ -64,6 +67,7 @@ SIZED_METHODS = (
     "codebook",
     "prune+codebook",
     "compress+best",
+    "compress+loss",
 )
 METHODS = FIXED_SIZE_METHODS + SIZED_METHODS
 # Methods that fine-tune a factorized model: the schedule applies to them.

@@ -323,6 +323,7 @@ COMPRESS_METHODS = {
     "codebook": {"kinds": ("codebook",), "prune": False},
     "prune+codebook": {"kinds": ("codebook",)},
     "compress+best": {"checkpoint": "best"},
+    "compress+loss": {"monitor": "loss"},
 }
 
 

@@ -2,7 +2,8 @@
 
 Reads parts that ran `--methods uncompressed,uncompressed+finetune,compress,codebook,prune+codebook`
 (`--parts`) and, optionally, parts of an earlier compress() (`--earlier`:
-its `compress` rows are shown as `compress (earlier)`), and writes the
+its `compress` rows, or those of `--earlier-method`, are shown as
+`compress (earlier)`), and writes the
 `search` block of docs/reproduction.md: per dataset and size, test accuracy
 Δ (points) of each method against the uncompressed model of its own part
 and seed, mean over seeds, every compress() row also against
@@ -12,7 +13,8 @@ compression), and the kinds compress() chose; `--plot` draws compress()
 markdown and a picture.
 
     python -m keras_lowrank.benchmarks.reproduce.search_report \
-        --parts DIR [DIR ...] [--earlier DIR ...] [--control DIR ...] --doc docs/reproduction.md \
+        --parts DIR [DIR ...] [--earlier DIR ...] [--earlier-method compress+loss] [--control DIR ...] \
+        --doc docs/reproduction.md \
         [--plot docs/results/reproduce/search_vs_control.png]
 """
 
@@ -32,18 +34,19 @@ METHODS = (EARLIER, "compress", "codebook", "prune+codebook")
 CONTROL = "uncompressed+finetune"
 
 
-def _measured(parts, earlier, control=()):
+def _measured(parts, earlier, control=(), earlier_method="compress"):
     """`(drops, by_seed, method_seeds, chosen, seeds)` of the parts' records.
 
     `control`: parts whose `uncompressed+finetune` rows serve as the control
     (each against the uncompressed model of its own part) when `parts` ran
-    none.
+    none. `earlier_method`: the method of the `earlier` parts shown as
+    `compress (earlier)` (another compress() variant of the same part, say).
     """
     records = _load(parts)
     control_records = _load(control)
     base_of_control = _base_means(control_records)
     records += [r for r in control_records if r["method"] == CONTROL]
-    earlier_records = [dict(r, method=EARLIER) for r in _load(earlier) if r["method"] == "compress"]
+    earlier_records = [dict(r, method=EARLIER) for r in _load(earlier) if r["method"] == earlier_method]
     base = _base_means(records)
     # An earlier or control part's drops are against its own uncompressed model.
     base.update(_base_means(_load(earlier)))
@@ -89,8 +92,8 @@ EARLIER_NOTE = ("compress() before the codebook kind and the search (4 candidate
                 "named in the command)")
 
 
-def render(parts, earlier=(), earlier_note=EARLIER_NOTE, control=()):
-    drops, by_seed, method_seeds, chosen, seeds, has_earlier = _measured(parts, earlier, control)
+def render(parts, earlier=(), earlier_note=EARLIER_NOTE, control=(), earlier_method="compress"):
+    drops, by_seed, method_seeds, chosen, seeds, has_earlier = _measured(parts, earlier, control, earlier_method)
     datasets = sorted({d for _, d, _ in drops})
     # The sizes the parts measured (an earlier part's other sizes have nothing to compare with).
     sizes = sorted({s for m, _, s in drops if s is not None and m != EARLIER}, reverse=True)
@@ -147,7 +150,7 @@ def render(parts, earlier=(), earlier_note=EARLIER_NOTE, control=()):
     return lines
 
 
-def plot(parts, earlier, path, control=()):
+def plot(parts, earlier, path, control=(), earlier_method="compress"):
     """Draws compress() − control against the table's bytes, one panel per dataset.
 
     Each seed is a dot, the mean over seeds a line; the earlier compress()
@@ -162,7 +165,7 @@ def plot(parts, earlier, path, control=()):
         return None
     from keras_lowrank.utils.atomic_write import atomic_path
 
-    drops, by_seed, _, _, seeds, has_earlier = _measured(parts, earlier, control)
+    drops, by_seed, _, _, seeds, has_earlier = _measured(parts, earlier, control, earlier_method)
     datasets = sorted({d for m, d, _ in drops if m == "compress"})
     if not datasets:
         return None
@@ -206,6 +209,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", required=True, metavar="DIR")
     parser.add_argument("--earlier", nargs="*", default=[], metavar="DIR")
+    parser.add_argument("--earlier-method", default="compress",
+                        help="The method of the --earlier parts shown as the earlier compress() (default: %(default)s).")
     parser.add_argument("--earlier-note", default=EARLIER_NOTE,
                         help="What the --earlier parts are, for the text (default: %(default)s).")
     parser.add_argument("--control", nargs="*", default=[], metavar="DIR",
@@ -215,9 +220,9 @@ def main(argv=None):
     parser.add_argument("--plot", default=None, metavar="PNG",
                         help="Also draw compress() − control per dataset and size into this PNG.")
     args = parser.parse_args(argv)
-    lines = render(args.parts, args.earlier, args.earlier_note, args.control)
+    lines = render(args.parts, args.earlier, args.earlier_note, args.control, args.earlier_method)
     if args.plot:
-        plot(args.parts, args.earlier, args.plot, args.control)
+        plot(args.parts, args.earlier, args.plot, args.control, args.earlier_method)
     if args.doc:
         update_doc(args.doc, lines, name=args.block)
     print("\n".join(lines))
