@@ -27,8 +27,6 @@ FINE_TUNE_DEFAULTS = {
 
 
 def add_arguments(parser):
-    from keras_lowrank.compression import options as compression_options
-
     parser.add_argument("model", metavar="MODEL.keras", help="A trained Keras 3 model.")
     parser.add_argument("output", metavar="OUT.keras", help="Where to save the compressed model.")
     target = parser.add_mutually_exclusive_group(required=True)
@@ -56,7 +54,9 @@ def add_arguments(parser):
     )
     parser.add_argument("--validation", metavar="DATA", help="Budget mode: validation data (same formats); the only data used to choose.")
     parser.add_argument("--candidates", type=int, default=None, help="Budget mode: recipes entering the search (default 12).")
-    parser.add_argument("--checkpoint", choices=compression_options.CHECKPOINTS, default=None,
+    # `compression.options.CHECKPOINTS`, spelled out: `--help` must not import Keras
+    # (a test keeps the two equal).
+    parser.add_argument("--checkpoint", choices=("average", "best"), default=None,
                         help="Budget mode: each finalist's weights: the mean of its last rung's checkpoints "
                              "(average, the default) or its best-scoring checkpoint (best).")
     parser.add_argument("--json", metavar="REPORT.json", default=None, help="Budget mode: also write the report as JSON.")
