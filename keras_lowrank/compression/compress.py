@@ -166,7 +166,8 @@ def compress(
             compared; default: the first compiled metric, else `"loss"`;
             prefer a metric where the model has one: a distilled
             fine-tune raises the validation loss while it raises accuracy,
-            so with `"loss"` recipes are ranked mostly by their start);
+            so with `"loss"` recipes are ranked mostly by their first
+            scores, before most of the fine-tune);
             `checkpoint` (`"average"`: each finalist's weights are the
             mean of its last rung's checkpoints; `"best"`: its
             best-scoring checkpoint, which may be its start);

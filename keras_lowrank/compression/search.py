@@ -13,8 +13,9 @@ best final score wins.
 
 `rung_plan` is the schedule (pure arithmetic). `Trial` is one recipe's
 fine-tune, carried on across rungs with its own optimizer and its best
-weights (its start, before any fine-tune, is scored too). `successive_halving` conducts. This module must not plan recipes,
-build tables or count bytes.
+weights (its start, before any fine-tune, is scored too).
+`successive_halving` conducts. This module must not plan recipes, build
+tables or count bytes.
 
 References:
     - [Jamieson and Talwalkar, 2016. Non-stochastic Best Arm Identification
