@@ -260,7 +260,9 @@ def _blocks(table, row_scale):
         stop = min(start + step, table.shape[0])
         block = np.asarray(table[start:stop], dtype=np.float64)
         if row_scale is not None:
-            block *= row_scale[start:stop, None]
+            # A new array: for a float64 table `block` is a view of the
+            # caller's rows, which must not be scaled in place.
+            block = block * row_scale[start:stop, None]
         yield start, stop, block
 
 

@@ -410,6 +410,25 @@ def test_proxy_error_matches_numpy_for_plain_low_rank():
     assert ranked.proxy_error == pytest.approx(np.sum(s[4:] ** 2) / np.sum(s**2), rel=1e-6)
 
 
+def test_proxy_errors_after_a_frequency_weighted_recipe_are_those_of_the_table():
+    # The weighted recipe first: a fit that changed the ranked table would
+    # show in its own proxy and in every recipe ranked after it.
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(VOCAB, DIM)) * np.linspace(2.0, 0.2, DIM)
+    weights = rng.zipf(1.8, size=VOCAB).astype(float) + 1.0
+    recipes = [planner.Recipe(TableLayout(VOCAB, DIM, rank=4), "frequency"),
+               planner.Recipe(TableLayout(VOCAB, DIM, rank=4), "none")]
+    weighted, plain = sorted(planner.rank_recipes(recipes, table, None, weights), key=lambda r: r.weighting)
+    norm = np.sum(weights * np.sum(table**2, axis=1))
+    s_weighted = np.linalg.svd(np.sqrt(weights)[:, None] * table, compute_uv=False)
+    assert weighted.proxy_error == pytest.approx(np.sum(s_weighted[4:] ** 2) / norm, rel=1e-5)
+    u, s, vt = np.linalg.svd(table, full_matrices=False)
+    rank4 = (u[:, :4] * s[:4]) @ vt[:4]
+    assert plain.proxy_error == pytest.approx(np.sum(weights * np.sum((table - rank4) ** 2, axis=1)) / norm, rel=1e-5)
+    # The weighted fit is the optimum of the weighted error the proxy measures.
+    assert weighted.proxy_error < plain.proxy_error
+
+
 @pytest.mark.parametrize("oov_id", [1, 7])
 def test_proxy_error_of_pruning_uses_the_oov_row(oov_id):
     rng = np.random.default_rng(0)

@@ -5,6 +5,8 @@ neighbours; the report's figures against cosines computed here from the
 input and the returned models' own outputs.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -182,5 +184,8 @@ def test_every_candidate_reports_its_fidelity_with_the_weights_it_was_scored_wit
     text = str(report)
     assert "NN@1" in text and "NN@10" in text
     for candidate in report.candidates:
-        line = next(line for line in text.splitlines() if candidate.description in line)
+        # The description's own line: "rank 14 int4" is also the start of
+        # "rank 14 int4, frequency-weighted".
+        line = next(line for line in text.splitlines()
+                    if re.match(rf"[*\s]*{re.escape(candidate.description)}\s{{2,}}", line))
         assert f"{candidate.fidelity['nn1_agreement']:.4f}" in line

@@ -62,6 +62,20 @@ def test_weighted_factorization_beats_unweighted_on_weighted_error():
     np.testing.assert_allclose(weighted_error(weighted), optimum, rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["auto", "gram", "qr", "numpy", "randomized"])
+def test_weighted_factorization_leaves_a_float64_table_untouched(method):
+    # A float64 table's row blocks are views of the caller's array: scaling
+    # them in place once rescaled the caller's table, and every later fit of
+    # it (the planner ranks many recipes on one table) saw a corrupted one.
+    table = _table(seed=7).astype(np.float64)
+    original = table.copy()
+    weights = np.random.default_rng(8).zipf(1.5, size=table.shape[0]).astype(float)
+    first = factorize_table(table, 4, row_weights=weights, method=method)
+    np.testing.assert_array_equal(table, original)
+    again = factorize_table(table, 4, row_weights=weights, method=method)
+    np.testing.assert_array_equal(first.lookup @ first.projection, again.lookup @ again.projection)
+
+
 @pytest.mark.parametrize("split", ["balanced", "right"])
 def test_zero_weights_are_safe(split):
     table = _table(seed=3)
