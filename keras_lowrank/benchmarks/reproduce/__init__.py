@@ -14,6 +14,9 @@ and the plots from it.
 - `methods`: one function per kind of method, measured.
 - `runner`: the grid, resumable, one progress line per run.
 - `report`: tables, plots and verdicts from results.json.
+- `compress_report`, `search_report`, `frontier_report`: compress() against
+  the fixed recipes, against its control per seed, and on the fixed recipes'
+  accuracy-vs-bytes axes (each reads parts, writes markdown and pictures).
 
 This package only wires the library together; it must not be imported by
 the library itself. Heavy modules (TensorFlow) load only when a grid runs or

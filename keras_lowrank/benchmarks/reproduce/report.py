@@ -458,8 +458,19 @@ def schedule_study(rows):
 # ------------------------------------------------------------------- plots
 
 
-def plot_frontiers(rows, folder):
-    """One PNG per dataset x model x vectors: test accuracy vs bytes (log x)."""
+def plot_frontiers(rows, folder, subtitle=None, highlight=()):
+    """One PNG per dataset x model x vectors: test accuracy vs bytes (log x).
+
+    Args:
+        rows: `summary_rows`.
+        folder: where the PNGs go.
+        subtitle: the title's second line (default: the fine-tune schedule
+            when the fine-tuned methods share one).
+        highlight: methods drawn heavier, above the others.
+
+    Returns:
+        The paths written (none without matplotlib).
+    """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -498,8 +509,11 @@ def plot_frontiers(rows, folder):
             xs = [100 * p[0] for p in pts]
             ys = [100 * p[1] for p in pts]
             es = [100 * p[2] for p in pts]
-            ax.errorbar(xs, ys, yerr=es, marker=markers[i % len(markers)], color=colors[i % len(colors)],
-                        capsize=2, linewidth=1.3, markersize=5, label=label)
+            heavy = label in highlight
+            ax.errorbar(xs, ys, yerr=es, marker=markers[i % len(markers)],
+                        color="crimson" if heavy else colors[i % len(colors)], capsize=2,
+                        linewidth=2.6 if heavy else 1.3, markersize=6 if heavy else 5, zorder=5 if heavy else 2,
+                        label=label)
         ax.set_xscale("log")
         low = 100 * min(r["fraction"] for r in rs) / 1.5
         ticks = [t for t in (0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if t >= low]
@@ -509,7 +523,9 @@ def plot_frontiers(rows, folder):
         ax.set_xlabel("embedding bytes (% of the float32 table, log scale)")
         ax.set_ylabel("test accuracy (%)")
         title = f"{g[0]} / {g[1]} / {g[2]}: test accuracy vs embedding bytes (mean ± std over seeds)"
-        if len(schedules) == 1:
+        if subtitle is not None:
+            title += f"\n{subtitle}"
+        elif len(schedules) == 1:
             title += f"\nfine-tune schedule: {schedules[0]}"
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
